@@ -1,0 +1,14 @@
+# event_bus: PGXS build.  See README.md for the set-up and test commands.
+MODULE_big = event_bus
+OBJS = src/event_bus.o src/horizon.o src/emit.o
+EXTENSION = event_bus
+DATA = event_bus--1.0.sql
+PGFILEDESC = "event_bus - an event bus inside PostgreSQL"
+
+PG_CPPFLAGS = -I$(srcdir)/include
+# No LLVM bitcode: it would need clang on every machine that builds us.
+override with_llvm := no
+
+PG_CONFIG ?= $(shell test -x /usr/lib/postgresql/15/bin/pg_config && echo /usr/lib/postgresql/15/bin/pg_config || echo pg_config)
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,1076 @@
+/* event_bus--1.0.sql: the event log, topics, subscriptions and delivery state */
+
+\echo Use "CREATE EXTENSION event_bus" to load this file. \quit
+
+-- Refuse to install unless the library is preloaded: the visibility horizon
+-- lives in shared memory, and without it consumers could skip events.
+CREATE FUNCTION event_bus._check_preloaded() RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_check_preloaded' LANGUAGE C STRICT;
+SELECT event_bus._check_preloaded();
+
+-----------------------------------------------------------------------------
+-- Roles.  Roles are cluster-wide, so they are created only if missing and
+-- survive DROP EXTENSION.  Every function has EXECUTE revoked from PUBLIC
+-- and granted to one of these.
+-----------------------------------------------------------------------------
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'event_bus_producer') THEN
+        CREATE ROLE event_bus_producer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'event_bus_consumer') THEN
+        CREATE ROLE event_bus_consumer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'event_bus_admin') THEN
+        CREATE ROLE event_bus_admin NOLOGIN;
+    END IF;
+END
+$roles$;
+GRANT event_bus_producer, event_bus_consumer TO event_bus_admin;
+GRANT USAGE ON SCHEMA event_bus TO event_bus_producer, event_bus_consumer, event_bus_admin;
+
+-----------------------------------------------------------------------------
+-- Internal helpers implemented in C
+-----------------------------------------------------------------------------
+CREATE FUNCTION event_bus._check_name(kind text, name text) RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_check_name_sql' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION event_bus._horizon() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eb_horizon_sql' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._note_coverage(bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_note_coverage_sql' LANGUAGE C STRICT VOLATILE;
+
+-----------------------------------------------------------------------------
+-- Storage
+-----------------------------------------------------------------------------
+
+-- Seqs of the log.  CACHE 1 (the default) keeps seqs monotonic across
+-- backends, which the visibility horizon relies on.
+CREATE SEQUENCE event_bus.event_seq AS bigint CACHE 1;
+
+CREATE TABLE event_bus.topics (
+    topic       text COLLATE "C" PRIMARY KEY,
+    lanes       integer NOT NULL CHECK (lanes BETWEEN 1 AND 256),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    description text
+);
+
+-- The append-only log.  Partitioned by seq so retention drops whole
+-- partitions; rows are never updated or deleted.
+CREATE TABLE event_bus.events (
+    seq         bigint NOT NULL,
+    id          uuid NOT NULL,
+    topic       text COLLATE "C" NOT NULL,
+    type        text NOT NULL,
+    version     integer NOT NULL,
+    key         text,
+    lane        smallint NOT NULL,
+    payload     jsonb NOT NULL,
+    headers     jsonb NOT NULL,
+    emitted_at  timestamptz NOT NULL
+) PARTITION BY RANGE (seq);
+-- The only index: claims read one lane of one topic in seq order.
+CREATE INDEX events_topic_lane_seq ON event_bus.events (topic, lane, seq);
+
+-- Partitions of the log, created ahead by _ensure_partitions().
+CREATE TABLE event_bus.log_partitions (
+    lo          bigint PRIMARY KEY,
+    hi          bigint NOT NULL,
+    relname     text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE TABLE event_bus.subscriptions (
+    subscription text COLLATE "C" PRIMARY KEY,
+    topics       text[] COLLATE "C" NOT NULL,
+    types        text[],
+    max_attempts integer NOT NULL CHECK (max_attempts >= 1),
+    lease        interval NOT NULL,
+    backoff_base interval NOT NULL,
+    backoff_max  interval NOT NULL,
+    ordered      boolean NOT NULL,
+    paused       boolean NOT NULL DEFAULT false,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+-- One cursor per subscription, topic and lane: every event of the lane at
+-- or below position has been handed out.
+CREATE TABLE event_bus.cursors (
+    subscription text COLLATE "C" NOT NULL
+                 REFERENCES event_bus.subscriptions ON DELETE CASCADE,
+    topic        text COLLATE "C" NOT NULL,
+    lane         smallint NOT NULL,
+    position     bigint NOT NULL,
+    PRIMARY KEY (subscription, topic, lane)
+);
+
+-- One row per claimed batch of one lane; ack removes seqs from it.
+CREATE TABLE event_bus.leases (
+    lease_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    subscription text COLLATE "C" NOT NULL
+                 REFERENCES event_bus.subscriptions ON DELETE CASCADE,
+    topic        text COLLATE "C" NOT NULL,
+    lane         smallint NOT NULL,
+    seqs         bigint[] NOT NULL,
+    claimed_at   timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    claimed_by   integer NOT NULL
+);
+CREATE INDEX leases_subscription ON event_bus.leases (subscription, topic, lane);
+CREATE INDEX leases_expires_at ON event_bus.leases (expires_at);
+
+-- Events that failed or whose lease expired: only these get per-event rows.
+-- attempt is the number the next delivery will carry.
+CREATE TABLE event_bus.retries (
+    subscription text COLLATE "C" NOT NULL
+                 REFERENCES event_bus.subscriptions ON DELETE CASCADE,
+    seq          bigint NOT NULL,
+    topic        text COLLATE "C" NOT NULL,
+    lane         smallint NOT NULL,
+    attempt      integer NOT NULL,
+    due_at       timestamptz NOT NULL,
+    last_error   text,
+    lease_id     bigint,
+    PRIMARY KEY (subscription, seq)
+);
+CREATE INDEX retries_due ON event_bus.retries (subscription, due_at) WHERE lease_id IS NULL;
+CREATE INDEX retries_lane ON event_bus.retries (subscription, topic, lane, seq);
+
+-- Dead letters keep a full copy of the event, so they outlive the log.
+CREATE TABLE event_bus.dead_letters (
+    subscription text COLLATE "C" NOT NULL
+                 REFERENCES event_bus.subscriptions ON DELETE CASCADE,
+    seq          bigint NOT NULL,
+    id           uuid NOT NULL,
+    topic        text COLLATE "C" NOT NULL,
+    type         text NOT NULL,
+    version      integer NOT NULL,
+    key          text,
+    lane         smallint NOT NULL,
+    payload      jsonb NOT NULL,
+    headers      jsonb NOT NULL,
+    emitted_at   timestamptz NOT NULL,
+    attempts     integer NOT NULL,
+    last_error   text,
+    dead_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (subscription, seq)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('event_bus.event_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.topics', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.log_partitions', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.subscriptions', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.cursors', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.leases', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.retries', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.dead_letters', '');
+
+COMMENT ON TABLE event_bus.topics IS 'Named event streams; lanes fix how many ordered lanes a topic is split into.';
+COMMENT ON TABLE event_bus.events IS 'The append-only event log, partitioned by seq; never updated, trimmed by dropping whole partitions.';
+COMMENT ON TABLE event_bus.log_partitions IS 'Partitions of event_bus.events and the seq range [lo, hi) each covers.';
+COMMENT ON TABLE event_bus.subscriptions IS 'Consumer groups: each receives every event of its topics (optionally only some types).';
+COMMENT ON TABLE event_bus.cursors IS 'Per subscription, topic and lane: the highest seq handed out.';
+COMMENT ON TABLE event_bus.leases IS 'Claimed, unacknowledged batches (one row per lane per claim).';
+COMMENT ON TABLE event_bus.retries IS 'Failed or expired events waiting for (or in) redelivery.';
+COMMENT ON TABLE event_bus.dead_letters IS 'Events that exhausted their attempts or were dead-lettered, with a full copy of the event and the last error.';
+
+-----------------------------------------------------------------------------
+-- Internal SQL helpers
+-----------------------------------------------------------------------------
+
+-- Create log partitions until they cover every seq <= upto.  Returns the
+-- exclusive upper bound now covered.  Creators are serialised by an
+-- advisory lock so two emitters never create the same range.
+CREATE FUNCTION event_bus._ensure_partitions(upto bigint) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    top  bigint;
+    size bigint := pg_catalog.current_setting('event_bus.partition_size')::bigint;
+    name text;
+BEGIN
+    SELECT max(p.hi) INTO top FROM event_bus.log_partitions p;
+    IF top IS NULL OR top <= upto THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus._ensure_partitions'));
+        SELECT max(p.hi) INTO top FROM event_bus.log_partitions p;
+        IF top IS NULL THEN
+            SELECT CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END
+              INTO top FROM event_bus.event_seq s;
+        END IF;
+        WHILE top <= upto LOOP
+            name := pg_catalog.format('events_%s', pg_catalog.lpad(top::text, 19, '0'));
+            EXECUTE pg_catalog.format(
+                'CREATE TABLE event_bus.%I PARTITION OF event_bus.events FOR VALUES FROM (%s) TO (%s)',
+                name, top, top + size);
+            INSERT INTO event_bus.log_partitions (lo, hi, relname) VALUES (top, top + size, name);
+            top := top + size;
+        END LOOP;
+    END IF;
+    PERFORM event_bus._note_coverage(top);
+    RETURN top;
+END
+$$;
+
+-- Exponential backoff with jitter: the delay before attempt + 1, given that
+-- attempt failed.  Half of it fixed, half random ("equal jitter").
+CREATE FUNCTION event_bus._backoff(base interval, cap interval, attempt integer) RETURNS interval
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d / 2 + d / 2 * pg_catalog.random()
+      FROM (SELECT LEAST(cap, base * pg_catalog.power(2, LEAST(attempt - 1, 30))::float8) AS d) x
+$$;
+
+-- Look up a subscription for an operation, raising the usual errors.
+CREATE FUNCTION event_bus._subscription(name text) RETURNS event_bus.subscriptions
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s event_bus.subscriptions;
+BEGIN
+    PERFORM event_bus._check_name('subscription', name);
+    SELECT * INTO s FROM event_bus.subscriptions x WHERE x.subscription OPERATOR(pg_catalog.=) name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with event_bus.subscribe().';
+    END IF;
+    RETURN s;
+END
+$$;
+
+-- Raise an error for seqs a subscription could not have been handed:
+-- events that do not exist, belong to a topic it does not read, or have not
+-- been delivered to it yet.  Seqs that pass were delivered earlier and have
+-- since been acked, failed or dead-lettered.
+CREATE FUNCTION event_bus._check_delivered(s event_bus.subscriptions, seqs bigint[]) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v     bigint;
+    lanes smallint[];
+    e     record;
+BEGIN
+    SELECT pg_catalog.array_agg(g::smallint) INTO lanes
+      FROM pg_catalog.generate_series(0, (SELECT max(t.lanes) - 1 FROM event_bus.topics t
+                                          WHERE t.topic OPERATOR(pg_catalog.=) ANY (s.topics))) g;
+    FOREACH v IN ARRAY seqs LOOP
+        SELECT ev.topic, ev.lane, c.position INTO e
+          FROM event_bus.events ev
+          LEFT JOIN event_bus.cursors c
+            ON c.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND c.topic OPERATOR(pg_catalog.=) ev.topic AND c.lane OPERATOR(pg_catalog.=) ev.lane
+         WHERE ev.topic OPERATOR(pg_catalog.=) ANY (s.topics)
+           AND ev.lane OPERATOR(pg_catalog.=) ANY (lanes)
+           AND ev.seq OPERATOR(pg_catalog.=) v;
+        IF NOT FOUND AND NOT EXISTS (SELECT FROM event_bus.dead_letters d
+                                      WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
+                                        AND d.seq OPERATOR(pg_catalog.=) v) THEN
+            RAISE EXCEPTION 'event % does not belong to subscription "%"', v, s.subscription
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = pg_catalog.format('No event with seq %s exists in topics %s.', v, s.topics),
+                      HINT = 'Pass the seqs returned by event_bus.claim() for this subscription.';
+        ELSIF FOUND AND (e.position IS NULL OR v > e.position) THEN
+            RAISE EXCEPTION 'event % has not been delivered to subscription "%"', v, s.subscription
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the seqs returned by event_bus.claim() for this subscription.';
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Move one event to the dead letters of a subscription, with a copy of the
+-- event.  The retry row, if any, goes.
+CREATE FUNCTION event_bus._bury(s event_bus.subscriptions, p_seq bigint, p_topic text, p_lane smallint,
+                                p_attempts integer, p_error text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO event_bus.dead_letters
+           (subscription, seq, id, topic, type, version, key, lane, payload, headers, emitted_at,
+            attempts, last_error)
+    SELECT s.subscription, e.seq, e.id, e.topic, e.type, e.version, e.key, e.lane, e.payload,
+           e.headers, e.emitted_at, p_attempts, p_error
+      FROM event_bus.events e
+     WHERE e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
+       AND e.seq OPERATOR(pg_catalog.=) p_seq
+    ON CONFLICT (subscription, seq) DO UPDATE
+       SET attempts = excluded.attempts, last_error = excluded.last_error, dead_at = excluded.dead_at;
+    DELETE FROM event_bus.retries r
+     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) p_seq;
+$$;
+
+-- Record a failed delivery of one event: schedule attempt + 1 after a
+-- backoff (or after retry_in), or dead-letter it once attempt reached
+-- max_attempts.  Returns 'retry' or 'dead'.
+CREATE FUNCTION event_bus._failed(s event_bus.subscriptions, p_seq bigint, p_topic text, p_lane smallint,
+                                  p_attempt integer, p_error text, p_due timestamptz) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_attempt >= s.max_attempts THEN
+        PERFORM event_bus._bury(s, p_seq, p_topic, p_lane, p_attempt, p_error);
+        RETURN 'dead';
+    END IF;
+    INSERT INTO event_bus.retries AS r (subscription, seq, topic, lane, attempt, due_at, last_error, lease_id)
+    VALUES (s.subscription, p_seq, p_topic, p_lane, p_attempt + 1, p_due, p_error, NULL)
+    ON CONFLICT (subscription, seq) DO UPDATE
+       SET attempt = excluded.attempt, due_at = excluded.due_at,
+           last_error = excluded.last_error, lease_id = NULL;
+    RETURN 'retry';
+END
+$$;
+
+-- For an ordered subscription, give back every seq still in a lease as a
+-- retry at due_at, keeping its attempt: the lane then delivers them again in
+-- seq order before anything newer.  The lease row goes.
+CREATE FUNCTION event_bus._release(s event_bus.subscriptions, p_lease_id bigint, p_due timestamptz) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH l AS (DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id
+               RETURNING x.topic, x.lane, x.seqs)
+    INSERT INTO event_bus.retries AS r (subscription, seq, topic, lane, attempt, due_at, last_error, lease_id)
+    SELECT s.subscription, v, l.topic, l.lane, 1, p_due, NULL, NULL
+      FROM l, pg_catalog.unnest(l.seqs) v
+    ON CONFLICT (subscription, seq) DO UPDATE SET due_at = excluded.due_at, lease_id = NULL;
+$$;
+
+-----------------------------------------------------------------------------
+-- Topics
+-----------------------------------------------------------------------------
+CREATE FUNCTION event_bus.create_topic(topic text, lanes integer DEFAULT 4, description text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    existing integer;
+BEGIN
+    PERFORM event_bus._check_name('topic', create_topic.topic);
+    IF create_topic.lanes IS NULL OR create_topic.lanes NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'lanes must be between 1 and 256, not %', coalesce(create_topic.lanes::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO event_bus.topics AS t (topic, lanes, description)
+    VALUES (create_topic.topic, create_topic.lanes, create_topic.description)
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    SELECT t.lanes INTO existing FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) create_topic.topic;
+    IF existing OPERATOR(pg_catalog.<>) create_topic.lanes THEN
+        RAISE EXCEPTION 'topic "%" already exists with % lanes', create_topic.topic, existing
+            USING ERRCODE = 'duplicate_object',
+                  DETAIL = 'The number of lanes of a topic cannot change: it fixes which lane each key maps to.';
+    END IF;
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION event_bus.create_topic(text, integer, text) IS
+'Create a topic split into lanes (1-256); returns false if it already exists with the same lanes.';
+
+CREATE FUNCTION event_bus.drop_topic(topic text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    subs text;
+BEGIN
+    PERFORM event_bus._check_name('topic', drop_topic.topic);
+    PERFORM FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) drop_topic.topic FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'topic "%" does not exist', drop_topic.topic USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(s.subscription), ', ' ORDER BY s.subscription) INTO subs
+      FROM event_bus.subscriptions s WHERE drop_topic.topic OPERATOR(pg_catalog.=) ANY (s.topics);
+    IF subs IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot drop topic "%" because subscriptions read it', drop_topic.topic
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = 'Subscriptions reading it: ' || subs || '.',
+                  HINT = 'Unsubscribe them first with event_bus.unsubscribe().';
+    END IF;
+    DELETE FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) drop_topic.topic;
+END
+$$;
+COMMENT ON FUNCTION event_bus.drop_topic(text) IS
+'Drop a topic no subscription reads; its events stay in the log until retention drops their partitions.';
+
+-----------------------------------------------------------------------------
+-- Publishing
+-----------------------------------------------------------------------------
+CREATE FUNCTION event_bus.emit(topic text, type text, payload jsonb, key text DEFAULT NULL,
+                               headers jsonb DEFAULT NULL, version integer DEFAULT 1)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'eb_emit'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer) IS
+'Publish one event in the current transaction; returns its seq.  The topic must exist.';
+
+CREATE FUNCTION event_bus.emit_many(topic text, type text, payloads jsonb[], keys text[] DEFAULT NULL,
+                                    headers jsonb DEFAULT NULL, version integer DEFAULT 1)
+RETURNS bigint[]
+AS 'MODULE_PATHNAME', 'eb_emit_many'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer) IS
+'Publish one event per payload (with the matching key) in one INSERT; returns their seqs in order.';
+
+-----------------------------------------------------------------------------
+-- Subscriptions
+-----------------------------------------------------------------------------
+
+-- Where a new cursor starts: 'latest' (only events emitted from now on),
+-- 'earliest' (everything still in the log) or a timestamp (events emitted
+-- at or after it).
+CREATE FUNCTION event_bus._start_position(p_topic text, p_lane smallint, start text, h bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ts  timestamptz;
+    pos bigint;
+BEGIN
+    IF start = 'latest' THEN
+        RETURN h;
+    ELSIF start = 'earliest' THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        ts := start::timestamptz;
+    EXCEPTION WHEN others THEN
+        RAISE EXCEPTION 'invalid start position "%"', start
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''latest'', ''earliest'' or a timestamp.';
+    END;
+    SELECT min(e.seq) - 1 INTO pos FROM event_bus.events e
+     WHERE e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
+       AND e.seq OPERATOR(pg_catalog.<=) h AND e.emitted_at OPERATOR(pg_catalog.>=) ts;
+    RETURN coalesce(pos, h);
+END
+$$;
+
+CREATE FUNCTION event_bus.subscribe(subscription text, topics text[], types text[] DEFAULT NULL,
+                                    start text DEFAULT 'latest', max_attempts integer DEFAULT 5,
+                                    lease interval DEFAULT '30 seconds',
+                                    backoff_base interval DEFAULT '1 second',
+                                    backoff_max interval DEFAULT '10 minutes',
+                                    ordered boolean DEFAULT false)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    t       text;
+    tl      text[];
+    h       bigint;
+    missing text;
+    old     event_bus.subscriptions;
+BEGIN
+    PERFORM event_bus._check_name('subscription', subscribe.subscription);
+    IF subscribe.topics IS NULL OR pg_catalog.cardinality(subscribe.topics) = 0 THEN
+        RAISE EXCEPTION 'subscription "%" needs at least one topic', subscribe.subscription
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH t IN ARRAY subscribe.topics LOOP
+        PERFORM event_bus._check_name('topic', t);
+    END LOOP;
+    SELECT pg_catalog.array_agg(DISTINCT x ORDER BY x) INTO tl FROM pg_catalog.unnest(subscribe.topics) x;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(x), ', ' ORDER BY x) INTO missing
+      FROM pg_catalog.unnest(tl) x
+     WHERE NOT EXISTS (SELECT FROM event_bus.topics tp WHERE tp.topic OPERATOR(pg_catalog.=) x);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'topic % does not exist', missing
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create topics with event_bus.create_topic() before subscribing to them.';
+    END IF;
+    IF subscribe.types IS NOT NULL AND (pg_catalog.cardinality(subscribe.types) = 0
+                                        OR pg_catalog.array_position(subscribe.types, NULL) IS NOT NULL) THEN
+        RAISE EXCEPTION 'types must be NULL (every type) or a non-empty array without NULLs'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF subscribe.max_attempts IS NULL OR subscribe.max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF subscribe.lease IS NULL OR subscribe.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', coalesce(subscribe.lease::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF subscribe.backoff_base IS NULL OR subscribe.backoff_base < interval '0'
+       OR subscribe.backoff_max IS NULL OR subscribe.backoff_max < subscribe.backoff_base THEN
+        RAISE EXCEPTION 'backoff_base must not be negative and backoff_max must not be below it'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF subscribe.start IS NULL THEN
+        RAISE EXCEPTION 'start must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Use ''latest'', ''earliest'' or a timestamp.';
+    END IF;
+    IF subscribe.ordered IS NULL THEN
+        RAISE EXCEPTION 'ordered must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+
+    -- Serialise with concurrent subscribe/unsubscribe of the same name.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus.subscribe:' || subscribe.subscription));
+    SELECT * INTO old FROM event_bus.subscriptions s WHERE s.subscription OPERATOR(pg_catalog.=) subscribe.subscription;
+    IF FOUND THEN
+        IF old.topics OPERATOR(pg_catalog.<>) tl THEN
+            RAISE EXCEPTION 'subscription "%" already exists with other topics', subscribe.subscription
+                USING ERRCODE = 'duplicate_object',
+                      DETAIL = pg_catalog.format('It reads %s.', old.topics),
+                      HINT = 'Unsubscribe it first, or pick another name.';
+        END IF;
+        UPDATE event_bus.subscriptions s
+           SET types = subscribe.types, max_attempts = subscribe.max_attempts, lease = subscribe.lease,
+               backoff_base = subscribe.backoff_base, backoff_max = subscribe.backoff_max,
+               ordered = subscribe.ordered
+         WHERE s.subscription OPERATOR(pg_catalog.=) subscribe.subscription;
+        RETURN false;
+    END IF;
+
+    INSERT INTO event_bus.subscriptions
+           (subscription, topics, types, max_attempts, lease, backoff_base, backoff_max, ordered)
+    VALUES (subscribe.subscription, tl, subscribe.types, subscribe.max_attempts, subscribe.lease,
+            subscribe.backoff_base, subscribe.backoff_max, subscribe.ordered);
+    h := event_bus._horizon();
+    INSERT INTO event_bus.cursors (subscription, topic, lane, position)
+    SELECT subscribe.subscription, tp.topic, g::smallint,
+           event_bus._start_position(tp.topic, g::smallint, subscribe.start, h)
+      FROM event_bus.topics tp, pg_catalog.generate_series(0, tp.lanes - 1) g
+     WHERE tp.topic OPERATOR(pg_catalog.=) ANY (tl);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION event_bus.subscribe(text, text[], text[], text, integer, interval, interval, interval, boolean) IS
+'Create a subscription (consumer group) on topics, starting at ''latest'', ''earliest'' or a timestamp; returns false and updates the options if it already exists with the same topics.';
+
+CREATE FUNCTION event_bus.unsubscribe(subscription text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_bus._subscription(unsubscribe.subscription);
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus.subscribe:' || unsubscribe.subscription));
+    DELETE FROM event_bus.subscriptions s WHERE s.subscription OPERATOR(pg_catalog.=) unsubscribe.subscription;
+END
+$$;
+COMMENT ON FUNCTION event_bus.unsubscribe(text) IS
+'Remove a subscription with its cursors, leases, retries and dead letters.';
+
+-----------------------------------------------------------------------------
+-- Consuming
+-----------------------------------------------------------------------------
+CREATE FUNCTION event_bus.claim(subscription text, max_events integer DEFAULT 100, lease interval DEFAULT NULL)
+RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s        event_bus.subscriptions;
+    t        timestamptz := pg_catalog.clock_timestamp();
+    h        bigint;
+    left_    integer;
+    len      interval;
+    c        record;
+    pos      bigint;
+    got      bigint[];
+    lid      bigint;
+    n        integer;
+BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+        RAISE EXCEPTION 'event_bus.claim() requires READ COMMITTED isolation'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = pg_catalog.format('The current transaction is %s.',
+                                             pg_catalog.upper(pg_catalog.current_setting('transaction_isolation'))),
+                  HINT = 'A claim must see events committed after the transaction began; run it in a READ COMMITTED transaction.';
+    END IF;
+    s := event_bus._subscription(claim.subscription);
+    IF claim.max_events IS NULL OR claim.max_events NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 10000, not %', coalesce(claim.max_events::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF claim.lease IS NOT NULL AND claim.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', claim.lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF s.paused THEN
+        RETURN;
+    END IF;
+    len := coalesce(claim.lease, s.lease);
+    left_ := claim.max_events;
+
+    -- 1. Due retries first (unordered subscriptions; ordered ones retry
+    --    inside their lane below, to keep per-lane order).
+    IF NOT s.ordered THEN
+        FOR c IN
+            WITH picked AS (
+                SELECT r.seq, r.topic, r.lane FROM event_bus.retries r
+                 WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+                   AND r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.<=) t
+                 ORDER BY r.due_at, r.seq
+                 LIMIT left_
+                 FOR UPDATE SKIP LOCKED)
+            SELECT p.topic, p.lane, pg_catalog.array_agg(p.seq ORDER BY p.seq) AS seqs
+              FROM picked p GROUP BY p.topic, p.lane
+        LOOP
+            INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by)
+            VALUES (s.subscription, c.topic, c.lane, c.seqs, t, t + len, pg_catalog.pg_backend_pid())
+            RETURNING lease_id INTO lid;
+            RETURN QUERY
+            WITH u AS (
+                UPDATE event_bus.retries r SET lease_id = lid
+                 WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+                   AND r.seq OPERATOR(pg_catalog.=) ANY (c.seqs)
+                RETURNING r.seq, r.attempt)
+            SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
+                   e.emitted_at, u.attempt, e.lane::integer
+              FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
+             WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+               AND e.seq OPERATOR(pg_catalog.=) ANY (c.seqs)
+             ORDER BY e.seq;
+            left_ := left_ - pg_catalog.cardinality(c.seqs);
+        END LOOP;
+        IF left_ <= 0 THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    -- 2. New events, lane by lane.  The horizon is computed before the
+    --    statements below take their snapshots.
+    h := event_bus._horizon();
+    FOR c IN
+        SELECT cu.topic, cu.lane FROM event_bus.cursors cu
+         WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND (CASE WHEN s.ordered THEN
+                    NOT EXISTS (SELECT FROM event_bus.leases l
+                                 WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
+                                   AND l.topic OPERATOR(pg_catalog.=) cu.topic
+                                   AND l.lane OPERATOR(pg_catalog.=) cu.lane)
+                    AND EXISTS (SELECT FROM event_bus.retries r
+                                 WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
+                                   AND r.topic OPERATOR(pg_catalog.=) cu.topic
+                                   AND r.lane OPERATOR(pg_catalog.=) cu.lane)
+                ELSE false END
+                OR ((NOT s.ordered
+                     OR NOT EXISTS (SELECT FROM event_bus.leases l
+                                     WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
+                                       AND l.topic OPERATOR(pg_catalog.=) cu.topic
+                                       AND l.lane OPERATOR(pg_catalog.=) cu.lane))
+                    AND EXISTS (SELECT FROM event_bus.events e
+                                 WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
+                                   AND e.lane OPERATOR(pg_catalog.=) cu.lane
+                                   AND e.seq OPERATOR(pg_catalog.>) cu.position
+                                   AND e.seq OPERATOR(pg_catalog.<=) h
+                                   AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))))
+         ORDER BY pg_catalog.random()
+    LOOP
+        SELECT cu.position INTO pos FROM event_bus.cursors cu
+         WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
+         FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+
+        IF s.ordered THEN
+            -- One lease per lane; recheck now that we hold the lane.
+            CONTINUE WHEN EXISTS (SELECT FROM event_bus.leases l
+                                   WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription
+                                     AND l.topic OPERATOR(pg_catalog.=) c.topic
+                                     AND l.lane OPERATOR(pg_catalog.=) c.lane);
+            IF EXISTS (SELECT FROM event_bus.retries r
+                        WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+                          AND r.topic OPERATOR(pg_catalog.=) c.topic
+                          AND r.lane OPERATOR(pg_catalog.=) c.lane) THEN
+                -- The lane's retries come first, in seq order, once due.
+                SELECT pg_catalog.array_agg(x.seq ORDER BY x.seq) INTO got
+                  FROM (SELECT r.seq, pg_catalog.bool_and(r.due_at OPERATOR(pg_catalog.<=) t)
+                                        OVER (ORDER BY r.seq) AS due
+                          FROM event_bus.retries r
+                         WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+                           AND r.topic OPERATOR(pg_catalog.=) c.topic
+                           AND r.lane OPERATOR(pg_catalog.=) c.lane
+                         ORDER BY r.seq LIMIT left_) x
+                 WHERE x.due;
+                CONTINUE WHEN got IS NULL;
+                INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by)
+                VALUES (s.subscription, c.topic, c.lane, got, t, t + len, pg_catalog.pg_backend_pid())
+                RETURNING lease_id INTO lid;
+                RETURN QUERY
+                WITH u AS (
+                    UPDATE event_bus.retries r SET lease_id = lid
+                     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+                       AND r.seq OPERATOR(pg_catalog.=) ANY (got)
+                    RETURNING r.seq, r.attempt)
+                SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
+                       e.emitted_at, u.attempt, e.lane::integer
+                  FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
+                 WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                   AND e.seq OPERATOR(pg_catalog.=) ANY (got)
+                 ORDER BY e.seq;
+                left_ := left_ - pg_catalog.cardinality(got);
+                EXIT WHEN left_ <= 0;
+                CONTINUE;
+            END IF;
+        END IF;
+
+        RETURN QUERY
+        WITH ev AS (
+            SELECT e.* FROM event_bus.events e
+             WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+               AND e.seq OPERATOR(pg_catalog.>) pos AND e.seq OPERATOR(pg_catalog.<=) h
+               AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))
+             ORDER BY e.seq
+             LIMIT left_),
+        l AS (
+            INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by)
+            SELECT s.subscription, c.topic, c.lane, pg_catalog.array_agg(ev.seq ORDER BY ev.seq),
+                   t, t + len, pg_catalog.pg_backend_pid()
+              FROM ev HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0),
+        u AS (
+            UPDATE event_bus.cursors cu SET position = (SELECT max(ev.seq) FROM ev)
+             WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
+               AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
+               AND EXISTS (SELECT FROM ev))
+        SELECT ev.seq, ev.id, ev.topic::text, ev.type, ev.version, ev.key, ev.payload, ev.headers,
+               ev.emitted_at, 1, ev.lane::integer
+          FROM ev ORDER BY ev.seq;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        left_ := left_ - n;
+        EXIT WHEN left_ <= 0;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION event_bus.claim(text, integer, interval) IS
+'Lease up to max_events events of a subscription: due retries first, then new events lane by lane. Requires READ COMMITTED.';
+
+CREATE FUNCTION event_bus.ack(subscription text, seqs bigint[]) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s      event_bus.subscriptions;
+    acked  bigint[];
+    rest   bigint[];
+BEGIN
+    s := event_bus._subscription(ack.subscription);
+    IF ack.seqs IS NULL OR pg_catalog.array_position(ack.seqs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    WITH l AS (
+        SELECT x.lease_id, x.seqs FROM event_bus.leases x
+         WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND x.seqs OPERATOR(pg_catalog.&&) ack.seqs
+         FOR UPDATE),
+    d AS (
+        DELETE FROM event_bus.leases x USING l
+         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND l.seqs OPERATOR(pg_catalog.<@) ack.seqs),
+    u AS (
+        UPDATE event_bus.leases x
+           SET seqs = ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
+                             WHERE v OPERATOR(pg_catalog.<>) ALL (ack.seqs) ORDER BY v)
+          FROM l
+         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND NOT l.seqs OPERATOR(pg_catalog.<@) ack.seqs),
+    a AS (
+        SELECT DISTINCT v FROM l, pg_catalog.unnest(l.seqs) v WHERE v OPERATOR(pg_catalog.=) ANY (ack.seqs)),
+    r AS (
+        DELETE FROM event_bus.retries x
+         WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND x.seq IN (SELECT a.v FROM a))
+    SELECT pg_catalog.array_agg(a.v) INTO acked FROM a;
+
+    SELECT pg_catalog.array_agg(DISTINCT v) INTO rest FROM pg_catalog.unnest(ack.seqs) v
+     WHERE acked IS NULL OR v OPERATOR(pg_catalog.<>) ALL (acked);
+    IF rest IS NOT NULL THEN
+        -- Acking again is fine; acking what was never delivered is not.
+        PERFORM event_bus._check_delivered(s, rest);
+    END IF;
+    RETURN coalesce(pg_catalog.cardinality(acked), 0);
+END
+$$;
+COMMENT ON FUNCTION event_bus.ack(text, bigint[]) IS
+'Acknowledge claimed events; idempotent, returns how many were still in flight and are now done.';
+
+-- Find and lock the lease of a subscription that holds seq, or raise.
+CREATE FUNCTION event_bus._leased(s event_bus.subscriptions, p_seq bigint) RETURNS event_bus.leases
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    l event_bus.leases;
+BEGIN
+    IF p_seq IS NULL THEN
+        RAISE EXCEPTION 'seq must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO l FROM event_bus.leases x
+     WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
+       AND p_seq OPERATOR(pg_catalog.=) ANY (x.seqs)
+     FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM event_bus._check_delivered(s, ARRAY[p_seq]);
+        RAISE EXCEPTION 'event % is not in flight for subscription "%"', p_seq, s.subscription
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'It has already been acked, failed or dead-lettered, or its lease expired.';
+    END IF;
+    RETURN l;
+END
+$$;
+
+CREATE FUNCTION event_bus.fail(subscription text, seq bigint, error text DEFAULT NULL,
+                               retry_in interval DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s       event_bus.subscriptions;
+    l       event_bus.leases;
+    att     integer;
+    due     timestamptz;
+    outcome text;
+BEGIN
+    s := event_bus._subscription(fail.subscription);
+    IF fail.retry_in IS NOT NULL AND fail.retry_in < interval '0' THEN
+        RAISE EXCEPTION 'retry_in must not be negative, not %', fail.retry_in
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    l := event_bus._leased(s, fail.seq);
+    SELECT r.attempt INTO att FROM event_bus.retries r
+     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) fail.seq
+     FOR UPDATE;
+    att := coalesce(att, 1);
+    due := pg_catalog.clock_timestamp()
+           + coalesce(fail.retry_in, event_bus._backoff(s.backoff_base, s.backoff_max, att));
+    outcome := event_bus._failed(s, fail.seq, l.topic, l.lane, att, fail.error, due);
+
+    l.seqs := pg_catalog.array_remove(l.seqs, fail.seq);
+    IF s.ordered THEN
+        -- The rest of the lane's batch waits behind the failed event.
+        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+        PERFORM event_bus._release(s, l.lease_id,
+                                   CASE WHEN outcome = 'dead' THEN pg_catalog.clock_timestamp() ELSE due END);
+    ELSIF pg_catalog.cardinality(l.seqs) = 0 THEN
+        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    ELSE
+        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    END IF;
+    RETURN outcome;
+END
+$$;
+COMMENT ON FUNCTION event_bus.fail(text, bigint, text, interval) IS
+'Report that processing a claimed event failed: returns ''retry'' (redelivered after backoff, or retry_in) or ''dead'' (max_attempts reached, moved to dead letters).';
+
+CREATE FUNCTION event_bus.dead_letter(subscription text, seq bigint, reason text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s   event_bus.subscriptions;
+    l   event_bus.leases;
+    att integer;
+BEGIN
+    s := event_bus._subscription(dead_letter.subscription);
+    l := event_bus._leased(s, dead_letter.seq);
+    SELECT r.attempt INTO att FROM event_bus.retries r
+     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) dead_letter.seq;
+    PERFORM event_bus._bury(s, dead_letter.seq, l.topic, l.lane, coalesce(att, 1), dead_letter.reason);
+    l.seqs := pg_catalog.array_remove(l.seqs, dead_letter.seq);
+    IF pg_catalog.cardinality(l.seqs) = 0 THEN
+        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    ELSE
+        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION event_bus.dead_letter(text, bigint, text) IS
+'Move a claimed event straight to the dead letters of the subscription, with a reason.';
+
+-----------------------------------------------------------------------------
+-- Maintenance and administration
+-----------------------------------------------------------------------------
+CREATE FUNCTION event_bus.run_maintenance(
+    OUT expired_leases integer, OUT retried integer, OUT dead_lettered integer, OUT log_covered_upto bigint)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t   timestamptz := pg_catalog.clock_timestamp();
+    l   record;
+    s   event_bus.subscriptions;
+    v   bigint;
+    att integer;
+    due timestamptz;
+BEGIN
+    expired_leases := 0;
+    retried := 0;
+    dead_lettered := 0;
+    -- Expired leases: every event still in them failed one attempt.  Leases
+    -- a consumer is acking right now are skipped and seen next time.
+    FOR l IN
+        SELECT x.* FROM event_bus.leases x
+         WHERE x.expires_at OPERATOR(pg_catalog.<=) t
+         ORDER BY x.lease_id
+         FOR UPDATE SKIP LOCKED
+    LOOP
+        SELECT * INTO s FROM event_bus.subscriptions x WHERE x.subscription OPERATOR(pg_catalog.=) l.subscription;
+        expired_leases := expired_leases + 1;
+        -- One due time per lease keeps an ordered lane's events together.
+        due := t + event_bus._backoff(s.backoff_base, s.backoff_max, 1);
+        FOREACH v IN ARRAY l.seqs LOOP
+            SELECT r.attempt INTO att FROM event_bus.retries r
+             WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) v
+             FOR UPDATE;
+            att := coalesce(att, 1);
+            IF event_bus._failed(s, v, l.topic, l.lane, att, 'lease expired',
+                                 CASE WHEN s.ordered THEN due
+                                      ELSE t + event_bus._backoff(s.backoff_base, s.backoff_max, att) END) = 'dead' THEN
+                dead_lettered := dead_lettered + 1;
+            ELSE
+                retried := retried + 1;
+            END IF;
+        END LOOP;
+        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    END LOOP;
+
+    -- Keep two partitions of room ahead of the newest seq.
+    SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v FROM event_bus.event_seq q;
+    log_covered_upto := event_bus._ensure_partitions(
+        v + 2 * pg_catalog.current_setting('event_bus.partition_size')::bigint);
+END
+$$;
+COMMENT ON FUNCTION event_bus.run_maintenance() IS
+'Expire leases into retries or dead letters and create log partitions ahead; the worker calls it, tests and cron jobs may too.';
+
+CREATE FUNCTION event_bus.pause(subscription text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE event_bus.subscriptions s SET paused = true
+     WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(pause.subscription)).subscription;
+$$;
+COMMENT ON FUNCTION event_bus.pause(text) IS 'Stop handing out events of a subscription; claims return nothing until resume().';
+
+CREATE FUNCTION event_bus.resume(subscription text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE event_bus.subscriptions s SET paused = false
+     WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(resume.subscription)).subscription;
+$$;
+COMMENT ON FUNCTION event_bus.resume(text) IS 'Resume a paused subscription.';
+
+CREATE FUNCTION event_bus.replay(subscription text, start text DEFAULT 'earliest') RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s event_bus.subscriptions;
+    h bigint;
+    n integer;
+BEGIN
+    s := event_bus._subscription(replay.subscription);
+    IF replay.start IS NULL THEN
+        RAISE EXCEPTION 'start must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Use ''latest'', ''earliest'' or a timestamp.';
+    END IF;
+    h := event_bus._horizon();
+    UPDATE event_bus.cursors c SET position = event_bus._start_position(c.topic, c.lane, replay.start, h)
+     WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION event_bus.replay(text, text) IS
+'Move every cursor of a subscription to ''earliest'', ''latest'' or a timestamp; returns the number of lane cursors moved. Leases in flight are not touched.';
+
+CREATE FUNCTION event_bus.redrive(subscription text, seqs bigint[] DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s event_bus.subscriptions;
+    n integer;
+BEGIN
+    s := event_bus._subscription(redrive.subscription);
+    WITH d AS (
+        DELETE FROM event_bus.dead_letters d
+         WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND (redrive.seqs IS NULL OR d.seq OPERATOR(pg_catalog.=) ANY (redrive.seqs))
+        RETURNING d.seq, d.topic, d.lane, d.last_error)
+    INSERT INTO event_bus.retries (subscription, seq, topic, lane, attempt, due_at, last_error, lease_id)
+    SELECT s.subscription, d.seq, d.topic, d.lane, 1, pg_catalog.clock_timestamp(), d.last_error, NULL
+      FROM d
+    ON CONFLICT (subscription, seq) DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION event_bus.redrive(text, bigint[]) IS
+'Give dead letters of a subscription (all, or the given seqs) a fresh set of attempts; returns how many.';
+
+CREATE FUNCTION event_bus.purge_dead_letters(subscription text, older_than interval DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s event_bus.subscriptions;
+    n integer;
+BEGIN
+    s := event_bus._subscription(purge_dead_letters.subscription);
+    DELETE FROM event_bus.dead_letters d
+     WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
+       AND (purge_dead_letters.older_than IS NULL
+            OR d.dead_at OPERATOR(pg_catalog.<) pg_catalog.now() - purge_dead_letters.older_than);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION event_bus.purge_dead_letters(text, interval) IS
+'Delete dead letters of a subscription (all, or those dead for longer than older_than); returns how many.';
+
+-----------------------------------------------------------------------------
+-- Views for psql
+-----------------------------------------------------------------------------
+CREATE VIEW event_bus.subscription_status AS
+SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
+       (SELECT pg_catalog.count(*) FROM event_bus.cursors c JOIN event_bus.events e
+            ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+           AND e.seq OPERATOR(pg_catalog.>) c.position
+         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))) AS pending,
+       (SELECT coalesce(sum(pg_catalog.cardinality(l.seqs)), 0)::bigint FROM event_bus.leases l
+         WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription) AS in_flight,
+       (SELECT pg_catalog.count(*) FROM event_bus.retries r
+         WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.lease_id IS NULL) AS retrying,
+       (SELECT pg_catalog.count(*) FROM event_bus.dead_letters d
+         WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription) AS dead,
+       (SELECT min(c.position) FROM event_bus.cursors c
+         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS min_position,
+       s.max_attempts, s.lease, s.created_at
+  FROM event_bus.subscriptions s;
+COMMENT ON VIEW event_bus.subscription_status IS
+'Per subscription: events not yet handed out (pending), in flight, waiting for retry, dead.';
+
+CREATE VIEW event_bus.in_flight AS
+SELECT l.subscription, l.topic, l.lane, l.lease_id, pg_catalog.cardinality(l.seqs) AS events, l.seqs,
+       l.claimed_at, l.expires_at, l.claimed_by
+  FROM event_bus.leases l;
+COMMENT ON VIEW event_bus.in_flight IS 'Claimed batches that are not yet acknowledged.';
+
+CREATE VIEW event_bus.retry_queue AS
+SELECT r.subscription, r.seq, r.topic, r.lane, r.attempt, r.due_at, r.last_error,
+       r.lease_id IS NOT NULL AS in_flight
+  FROM event_bus.retries r;
+COMMENT ON VIEW event_bus.retry_queue IS 'Events waiting for redelivery (in_flight: redelivered and not yet acked).';
+
+-----------------------------------------------------------------------------
+-- Privileges
+-----------------------------------------------------------------------------
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA event_bus FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer),
+                          event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer)
+      TO event_bus_producer;
+GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval),
+                          event_bus.ack(text, bigint[]),
+                          event_bus.fail(text, bigint, text, interval),
+                          event_bus.dead_letter(text, bigint, text),
+                          event_bus.subscribe(text, text[], text[], text, integer, interval, interval, interval, boolean)
+      TO event_bus_consumer;
+GRANT EXECUTE ON FUNCTION event_bus.create_topic(text, integer, text),
+                          event_bus.drop_topic(text),
+                          event_bus.unsubscribe(text),
+                          event_bus.run_maintenance(),
+                          event_bus.pause(text),
+                          event_bus.resume(text),
+                          event_bus.replay(text, text),
+                          event_bus.redrive(text, bigint[]),
+                          event_bus.purge_dead_letters(text, interval)
+      TO event_bus_admin;
+GRANT SELECT ON event_bus.topics, event_bus.subscriptions TO event_bus_producer, event_bus_consumer;
+GRANT SELECT ON ALL TABLES IN SCHEMA event_bus TO event_bus_admin;

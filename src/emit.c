@@ -1,0 +1,360 @@
+/*-------------------------------------------------------------------------
+ *
+ * emit.c
+ *	  event_bus.emit() and event_bus.emit_many(): publish events.
+ *
+ * An emit is one INSERT into the partitioned, append-only log, in the
+ * caller's transaction.  Fan-out to subscriptions happens by reading, so the
+ * cost of an emit does not depend on how many subscriptions read the topic.
+ *
+ * Before the first seq of a transaction is taken, the backend publishes its
+ * horizon floor (horizon.c); afterwards it raises the database's max_seq.
+ * If the log's partitions might not reach the seqs about to be taken (the
+ * worker normally creates them well ahead), the emitter creates them itself,
+ * so an emit never fails for lack of a partition.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "event_bus.h"
+
+PG_FUNCTION_INFO_V1(eb_emit);
+PG_FUNCTION_INFO_V1(eb_emit_many);
+
+static SPIPlanPtr emit_plan = NULL;
+static SPIPlanPtr emit_many_plan = NULL;
+
+/*
+ * Column expressions shared by both INSERTs: $1 topic, $2 type, $3 payload,
+ * $4 key, $5 headers, $6 version.  The lane is hash(key) mod lanes, or
+ * seq mod lanes for events without a key.
+ */
+#define EB_INSERT_HEAD \
+	"INSERT INTO event_bus.events " \
+	"(seq, id, topic, type, version, key, lane, payload, headers, emitted_at) "
+#define EB_LANE_EXPR(keyexpr) \
+	"CASE WHEN " keyexpr " IS NULL " \
+	"THEN (s.seq OPERATOR(pg_catalog.%) t.lanes)::pg_catalog.int2 " \
+	"ELSE ((pg_catalog.hashtext(" keyexpr ") OPERATOR(pg_catalog.&) 2147483647) " \
+	"OPERATOR(pg_catalog.%) t.lanes)::pg_catalog.int2 END"
+
+static const char *emit_sql =
+EB_INSERT_HEAD
+"SELECT s.seq, pg_catalog.gen_random_uuid(), t.topic, $2, $6, $4, "
+EB_LANE_EXPR("$4") ", $3, $5, pg_catalog.clock_timestamp() "
+"FROM event_bus.topics t, "
+"LATERAL (SELECT pg_catalog.nextval('event_bus.event_seq'::pg_catalog.regclass) AS seq) s "
+"WHERE t.topic OPERATOR(pg_catalog.=) $1 "
+"RETURNING seq";
+
+static const char *emit_many_sql =
+EB_INSERT_HEAD
+"SELECT s.seq, pg_catalog.gen_random_uuid(), t.topic, $2, $6, s.k, "
+EB_LANE_EXPR("s.k") ", s.p, $5, pg_catalog.clock_timestamp() "
+"FROM event_bus.topics t, "
+"LATERAL (SELECT pg_catalog.nextval('event_bus.event_seq'::pg_catalog.regclass) AS seq, u.p, u.k "
+"         FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)) WITH ORDINALITY AS u(p, k, o) ORDER BY u.o) s "
+"WHERE t.topic OPERATOR(pg_catalog.=) $1 "
+"RETURNING seq";
+
+static Oid	emit_argtypes[6] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, JSONBOID, INT4OID};
+static Oid	emit_many_argtypes[6] = {TEXTOID, TEXTOID, JSONBARRAYOID, TEXTARRAYOID, JSONBOID, INT4OID};
+
+static SPIPlanPtr
+eb_prepare(SPIPlanPtr *cache, const char *sql, Oid *argtypes)
+{
+	if (*cache == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, 6, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*cache = plan;
+	}
+	return *cache;
+}
+
+/* Error for an unknown topic; shared by both forms. */
+static void
+eb_unknown_topic(text *topic)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("topic \"%s\" does not exist", text_to_cstring(topic)),
+			 errhint("Create it with event_bus.create_topic('%s').", text_to_cstring(topic))));
+}
+
+/*
+ * Validate the arguments common to both forms.  Returns the size of the
+ * headers, which counts against event_bus.max_payload_size.
+ */
+static Size
+eb_check_common(FunctionCallInfo fcinfo, text **topic, text **type,
+				Jsonb **headers, int32 *version)
+{
+	Size		hsize = 0;
+	int			typelen;
+
+	*topic = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+	eb_check_name("topic", *topic);
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event type must not be null")));
+	*type = PG_GETARG_TEXT_PP(1);
+	typelen = VARSIZE_ANY_EXHDR(*type);
+	if (typelen == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event type must not be empty")));
+	if (typelen > EB_TYPE_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event type is too long"),
+				 errdetail("Event types are at most %d bytes long.", EB_TYPE_MAXLEN)));
+
+	*headers = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	if (*headers != NULL)
+	{
+		if (!JB_ROOT_IS_OBJECT(*headers) || JB_ROOT_IS_SCALAR(*headers))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("event headers must be a JSON object")));
+		hsize = VARSIZE(*headers);
+	}
+
+	*version = PG_ARGISNULL(5) ? 1 : PG_GETARG_INT32(5);
+	if (*version < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event version must be at least 1, not %d", *version)));
+	return hsize;
+}
+
+static void
+eb_check_payload(const char *topic, Jsonb *payload, Size hsize)
+{
+	Size		size = VARSIZE(payload) + hsize;
+
+	if (size > (Size) eb_max_payload_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("event for topic \"%s\" is too large", topic),
+				 errdetail("Payload and headers take %zu bytes; event_bus.max_payload_size is %d bytes.",
+						   size, eb_max_payload_size),
+				 errhint("Store large documents in a table and emit a reference to them.")));
+}
+
+static void
+eb_check_key(text *key)
+{
+	if (key != NULL && VARSIZE_ANY_EXHDR(key) > EB_KEY_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event key is too long"),
+				 errdetail("Event keys are at most %d bytes long.", EB_KEY_MAXLEN)));
+}
+
+/*
+ * Make sure log partitions reach past the next 'n' seqs, with a margin of
+ * half a partition for concurrent emitters.  Must be called inside SPI.
+ */
+static void
+eb_ensure_coverage(EventBusDb *db, int64 n)
+{
+	uint64		want = pg_atomic_read_u64(&db->max_seq) + n + eb_partition_size / 2;
+	Datum		arg;
+	Oid			argtype = INT8OID;
+	bool		isnull;
+	int			ret;
+
+	if (want < eb_known_coverage(db))
+		return;
+
+	arg = Int64GetDatum((int64) want);
+	ret = SPI_execute_with_args("SELECT event_bus._ensure_partitions($1)",
+								1, &argtype, &arg, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "event_bus: could not extend the event log");
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+}
+
+/*
+ * emit(topic text, type text, payload jsonb, key text, headers jsonb,
+ *		version int) returns bigint: the new event's seq.
+ */
+Datum
+eb_emit(PG_FUNCTION_ARGS)
+{
+	text	   *topic;
+	text	   *type;
+	Jsonb	   *payload;
+	text	   *key;
+	Jsonb	   *headers;
+	int32		version;
+	Size		hsize;
+	EventBusDb *db;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int			ret;
+	bool		isnull;
+	int64		seq;
+
+	hsize = eb_check_common(fcinfo, &topic, &type, &headers, &version);
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event payload must not be null"),
+				 errhint("Use '{}'::jsonb or 'null'::jsonb for an event without data.")));
+	payload = PG_GETARG_JSONB_P(2);
+	eb_check_payload(text_to_cstring(topic), payload, hsize);
+	key = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
+	eb_check_key(key);
+
+	db = eb_db_state();
+	eb_begin_emit(db);
+
+	values[0] = PointerGetDatum(topic);
+	values[1] = PointerGetDatum(type);
+	values[2] = PointerGetDatum(payload);
+	values[3] = key ? PointerGetDatum(key) : (Datum) 0;
+	nulls[3] = key ? ' ' : 'n';
+	values[4] = headers ? PointerGetDatum(headers) : DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	values[5] = Int32GetDatum(version);
+
+	SPI_connect();
+	eb_ensure_coverage(db, 1);
+	ret = SPI_execute_plan(eb_prepare(&emit_plan, emit_sql, emit_argtypes),
+						   values, nulls, false, 1);
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "event_bus: emit failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		eb_unknown_topic(topic);
+	seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+
+	eb_note_seq(db, (uint64) seq);
+	PG_RETURN_INT64(seq);
+}
+
+/*
+ * emit_many(topic text, type text, payloads jsonb[], keys text[],
+ *			 headers jsonb, version int) returns bigint[]: the seqs of the new
+ * events, in the order of 'payloads'.  One INSERT for the whole set.
+ */
+Datum
+eb_emit_many(PG_FUNCTION_ARGS)
+{
+	text	   *topic;
+	text	   *type;
+	Jsonb	   *headers;
+	int32		version;
+	Size		hsize;
+	ArrayType  *payloads;
+	ArrayType  *keys = NULL;
+	Datum	   *elems;
+	bool	   *elnulls;
+	int			n;
+	int			i;
+	EventBusDb *db;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int			ret;
+	Datum	   *seqs;
+	int64		maxseq = 0;
+	ArrayType  *result;
+
+	hsize = eb_check_common(fcinfo, &topic, &type, &headers, &version);
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payloads must not be null")));
+	payloads = PG_GETARG_ARRAYTYPE_P(2);
+	if (ARR_NDIM(payloads) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("payloads must be a one-dimensional array")));
+	deconstruct_array(payloads, JSONBOID, -1, false, TYPALIGN_INT, &elems, &elnulls, &n);
+	for (i = 0; i < n; i++)
+	{
+		if (elnulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("payload %d of %d is null", i + 1, n),
+					 errhint("Use '{}'::jsonb or 'null'::jsonb for an event without data.")));
+		eb_check_payload(text_to_cstring(topic), DatumGetJsonbP(elems[i]), hsize);
+	}
+
+	if (!PG_ARGISNULL(3))
+	{
+		Datum	   *kelems;
+		bool	   *knulls;
+		int			nk;
+
+		keys = PG_GETARG_ARRAYTYPE_P(3);
+		if (ARR_NDIM(keys) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("keys must be a one-dimensional array")));
+		deconstruct_array(keys, TEXTOID, -1, false, TYPALIGN_INT, &kelems, &knulls, &nk);
+		if (nk != n)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("keys has %d elements but payloads has %d", nk, n),
+					 errhint("Pass one key per payload, or NULL for no keys.")));
+		for (i = 0; i < nk; i++)
+			if (!knulls[i])
+				eb_check_key(DatumGetTextPP(kelems[i]));
+	}
+
+	if (n == 0)
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(INT8OID));
+
+	db = eb_db_state();
+	eb_begin_emit(db);
+
+	values[0] = PointerGetDatum(topic);
+	values[1] = PointerGetDatum(type);
+	values[2] = PointerGetDatum(payloads);
+	values[3] = keys ? PointerGetDatum(keys) : (Datum) 0;
+	nulls[3] = keys ? ' ' : 'n';
+	values[4] = headers ? PointerGetDatum(headers) : DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	values[5] = Int32GetDatum(version);
+
+	seqs = palloc(sizeof(Datum) * n);	/* outlives SPI_finish */
+	SPI_connect();
+	eb_ensure_coverage(db, n);
+	ret = SPI_execute_plan(eb_prepare(&emit_many_plan, emit_many_sql, emit_many_argtypes),
+						   values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "event_bus: emit_many failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		eb_unknown_topic(topic);
+
+	if (SPI_processed != (uint64) n)
+		elog(ERROR, "event_bus: emit_many inserted " UINT64_FORMAT " of %d events", SPI_processed, n);
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull;
+		int64		s = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+		seqs[i] = Int64GetDatum(s);
+		if (s > maxseq)
+			maxseq = s;
+	}
+	SPI_finish();
+	result = construct_array(seqs, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+
+	eb_note_seq(db, (uint64) maxseq);
+	PG_RETURN_ARRAYTYPE_P(result);
+}

@@ -1,0 +1,376 @@
+/*-------------------------------------------------------------------------
+ *
+ * horizon.c
+ *	  The visibility horizon: which event seqs a claimer may hand out.
+ *
+ * A seq is taken from event_bus.event_seq when an event is inserted, but the
+ * event becomes visible only when its transaction commits.  A consumer that
+ * simply followed "seq > cursor" would skip, for ever, an event whose
+ * transaction commits after a later-numbered event became visible.
+ *
+ * We avoid that with a horizon kept in shared memory:
+ *
+ *	- Before a transaction takes its first seq, its backend publishes in its
+ *	  slot a floor: a value no larger than any seq the transaction will get.
+ *	  We use (highest seq known to be allocated) + 1, which is tight.
+ *	- After every nextval the emitter raises the database's max_seq.
+ *	- At commit or abort the slot is cleared.  Transaction callbacks run
+ *	  after the commit is visible in the proc array, so a claimer that sees
+ *	  the slot cleared will see the events in its next snapshot.
+ *	- A claimer reads max_seq, then (after a barrier) every slot of its
+ *	  database; the horizon is min(max_seq, min(floor) - 1).  Every event
+ *	  with seq <= horizon belongs to a transaction that has already ended,
+ *	  so a snapshot taken afterwards shows it if and only if it committed.
+ *
+ * Why the order matters: if an emitter's seq s is <= the max_seq value M a
+ * claimer read, the nextval that produced s happened before the one that
+ * produced M, hence before the claimer's read of M; the emitter's floor was
+ * written before its nextval, so the claimer's later read of the slots sees
+ * it (or sees it already cleared, meaning the transaction ended).
+ *
+ * Only transactions that emitted hold the horizon back; long transactions
+ * that did not emit do not.  The claimer must take its snapshot after
+ * computing the horizon, which is why claims require READ COMMITTED.
+ *
+ * Locking: slots and the per-database counters are lock-free atomics; the
+ * shared LWLock only guards assignment of EventBusDb entries to databases.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/twophase.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/fmgrprotos.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "event_bus.h"
+
+EventBusShared *eb_shared = NULL;
+
+/* Backend-local state. */
+static EventBusDb *my_db = NULL;
+static EventBusSlot *my_slot = NULL;
+static bool xact_emitted = false;
+static uint64 xact_coverage = 0;
+
+static int
+eb_nslots(void)
+{
+	/* Same size as ProcGlobal->allProcs: every PGPROC gets a slot. */
+	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+}
+
+Size
+eb_shmem_size(void)
+{
+	Size		size;
+
+	size = MAXALIGN(sizeof(EventBusShared));
+	size = add_size(size, MAXALIGN(mul_size(eb_max_databases, sizeof(EventBusDb))));
+	size = add_size(size, MAXALIGN(mul_size(eb_nslots(), sizeof(EventBusSlot))));
+	return size;
+}
+
+/*
+ * Attach to (and on first use initialise) the shared state.  Called from the
+ * shmem_startup_hook with AddinShmemInitLock held by the caller.
+ */
+void
+eb_shmem_init(void)
+{
+	bool		found;
+	char	   *base;
+
+	base = ShmemInitStruct("event_bus", eb_shmem_size(), &found);
+	eb_shared = (EventBusShared *) base;
+	if (!found)
+	{
+		int			i;
+
+		eb_shared->lock = &(GetNamedLWLockTranche("event_bus"))->lock;
+		eb_shared->max_databases = eb_max_databases;
+		eb_shared->nslots = eb_nslots();
+		for (i = 0; i < eb_shared->max_databases; i++)
+		{
+			EventBusDb *db = &((EventBusDb *) (base + MAXALIGN(sizeof(EventBusShared))))[i];
+
+			db->dboid = InvalidOid;
+			db->seqoid = InvalidOid;
+			pg_atomic_init_u32(&db->seq_loaded, 0);
+			pg_atomic_init_u64(&db->max_seq, 0);
+			pg_atomic_init_u64(&db->covered, 0);
+		}
+		for (i = 0; i < eb_shared->nslots; i++)
+		{
+			EventBusSlot *slot = &((EventBusSlot *) (base + MAXALIGN(sizeof(EventBusShared)) +
+													MAXALIGN(eb_shared->max_databases * sizeof(EventBusDb))))[i];
+
+			pg_atomic_init_u64(&slot->floor, 0);
+			slot->dboid = InvalidOid;
+		}
+	}
+	/* Pointers are process-local (EXEC_BACKEND may map shmem elsewhere). */
+	eb_shared->dbs = (EventBusDb *) (base + MAXALIGN(sizeof(EventBusShared)));
+	eb_shared->slots = (EventBusSlot *) (base + MAXALIGN(sizeof(EventBusShared)) +
+										 MAXALIGN(eb_shared->max_databases * sizeof(EventBusDb)));
+}
+
+/*
+ * Clear this backend's slot however the transaction ends, and publish any log
+ * coverage it created once that coverage is committed.
+ */
+static void
+eb_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			if (xact_emitted)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that has emitted events"),
+						 errdetail("Events emitted by a prepared transaction would hold back every consumer of the database until it is committed or rolled back."),
+						 errhint("Emit events in a transaction that commits directly.")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (xact_coverage != 0 && my_db != NULL)
+			{
+				uint64		old = pg_atomic_read_u64(&my_db->covered);
+
+				while (old < xact_coverage &&
+					   !pg_atomic_compare_exchange_u64(&my_db->covered, &old, xact_coverage))
+					;
+			}
+			/* FALLTHROUGH */
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			if (xact_emitted && my_slot != NULL)
+				pg_atomic_write_u64(&my_slot->floor, 0);
+			xact_emitted = false;
+			xact_coverage = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+/* A backend exiting in the middle of a transaction must not pin the horizon. */
+static void
+eb_before_shmem_exit(int code, Datum arg)
+{
+	if (my_slot != NULL)
+		pg_atomic_write_u64(&my_slot->floor, 0);
+}
+
+void
+eb_horizon_init(void)
+{
+	RegisterXactCallback(eb_xact_callback, NULL);
+}
+
+/* Does the database with this OID still exist? */
+static bool
+eb_database_exists(Oid dboid)
+{
+	HeapTuple	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	ReleaseSysCache(tup);
+	return true;
+}
+
+/*
+ * Return this database's shared state, assigning an entry on first use.  The
+ * entry is tied to the OID of event_bus.event_seq, so DROP EXTENSION followed
+ * by CREATE EXTENSION starts from a clean state.
+ */
+EventBusDb *
+eb_db_state(void)
+{
+	Oid			nsp;
+	Oid			seqoid;
+	EventBusDb *db = NULL;
+	int			i;
+
+	eb_require_preload();
+
+	nsp = get_namespace_oid(EB_SCHEMA, true);
+	seqoid = OidIsValid(nsp) ? get_relname_relid(EB_SEQUENCE, nsp) : InvalidOid;
+	if (!OidIsValid(seqoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"event_bus\" is not installed in database \"%s\"",
+						get_database_name(MyDatabaseId)),
+				 errhint("Run CREATE EXTENSION event_bus.")));
+
+	if (my_db != NULL && my_db->dboid == MyDatabaseId && my_db->seqoid == seqoid)
+		return my_db;
+
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < eb_shared->max_databases; i++)
+	{
+		if (eb_shared->dbs[i].dboid == MyDatabaseId)
+		{
+			db = &eb_shared->dbs[i];
+			break;
+		}
+	}
+	if (db == NULL)
+	{
+		/* A free entry, or one left behind by a dropped database. */
+		for (i = 0; i < eb_shared->max_databases; i++)
+		{
+			EventBusDb *e = &eb_shared->dbs[i];
+
+			if (!OidIsValid(e->dboid) || !eb_database_exists(e->dboid))
+			{
+				db = e;
+				db->dboid = MyDatabaseId;
+				db->seqoid = InvalidOid;
+				break;
+			}
+		}
+	}
+	if (db == NULL)
+	{
+		LWLockRelease(eb_shared->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many databases use event_bus"),
+				 errdetail("event_bus.max_databases is %d.", eb_shared->max_databases),
+				 errhint("Raise event_bus.max_databases and restart the server.")));
+	}
+	if (db->seqoid != seqoid)
+	{
+		db->seqoid = seqoid;
+		pg_atomic_write_u32(&db->seq_loaded, 0);
+		pg_atomic_write_u64(&db->max_seq, 0);
+		pg_atomic_write_u64(&db->covered, 0);
+	}
+	LWLockRelease(eb_shared->lock);
+
+	my_db = db;
+	return db;
+}
+
+/* Raise db->max_seq to at least seq. */
+static void
+eb_raise_max_seq(EventBusDb *db, uint64 seq)
+{
+	uint64		old = pg_atomic_read_u64(&db->max_seq);
+
+	while (old < seq &&
+		   !pg_atomic_compare_exchange_u64(&db->max_seq, &old, seq))
+		;
+}
+
+/*
+ * After a restart (or a new extension) max_seq is unknown: read it from the
+ * sequence once.  Until then it is 0, which is always safe (too low).
+ */
+static void
+eb_load_max_seq(EventBusDb *db)
+{
+	Datum		d;
+	LOCAL_FCINFO(fcinfo, 1);
+
+	if (pg_atomic_read_u32(&db->seq_loaded) != 0)
+		return;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(db->seqoid);
+	fcinfo->args[0].isnull = false;
+	d = pg_sequence_last_value(fcinfo);
+	if (!fcinfo->isnull)
+		eb_raise_max_seq(db, (uint64) DatumGetInt64(d));
+	pg_atomic_write_u32(&db->seq_loaded, 1);
+}
+
+/*
+ * Publish this transaction's floor before it takes its first seq.
+ */
+void
+eb_begin_emit(EventBusDb *db)
+{
+	if (xact_emitted)
+		return;
+
+	if (my_slot == NULL)
+	{
+		int			procno = MyProc->pgprocno;
+
+		if (procno < 0 || procno >= eb_shared->nslots)
+			elog(ERROR, "event_bus: pgprocno %d out of range", procno);
+		my_slot = &eb_shared->slots[procno];
+		my_slot->dboid = MyDatabaseId;
+		pg_atomic_write_u64(&my_slot->floor, 0);
+		before_shmem_exit(eb_before_shmem_exit, (Datum) 0);
+	}
+
+	eb_load_max_seq(db);
+	xact_emitted = true;
+	pg_atomic_write_u64(&my_slot->floor, pg_atomic_read_u64(&db->max_seq) + 1);
+	pg_memory_barrier();
+}
+
+/* Record a seq this backend was just given. */
+void
+eb_note_seq(EventBusDb *db, uint64 seq)
+{
+	eb_raise_max_seq(db, seq);
+}
+
+/*
+ * The highest seq a claimer may hand out now: every event at or below it has
+ * a transaction that has already committed or aborted.  The caller must take
+ * its snapshot after this returns.
+ */
+uint64
+eb_horizon(EventBusDb *db)
+{
+	uint64		h;
+	int			i;
+
+	eb_load_max_seq(db);
+	h = pg_atomic_read_u64(&db->max_seq);
+	pg_memory_barrier();
+	for (i = 0; i < eb_shared->nslots; i++)
+	{
+		EventBusSlot *slot = &eb_shared->slots[i];
+		uint64		f = pg_atomic_read_u64(&slot->floor);
+
+		if (f != 0 && slot->dboid == MyDatabaseId && f - 1 < h)
+			h = f - 1;
+	}
+	return h;
+}
+
+/*
+ * Log partitions created by this transaction reach below 'covered'; publish
+ * that at commit.  Within the transaction it is already true for us.
+ */
+void
+eb_note_coverage(uint64 covered)
+{
+	if (covered > xact_coverage)
+		xact_coverage = covered;
+}
+
+uint64
+eb_known_coverage(EventBusDb *db)
+{
+	uint64		c = pg_atomic_read_u64(&db->covered);
+
+	return Max(c, xact_coverage);
+}
