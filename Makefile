@@ -5,6 +5,13 @@ EXTENSION = event_bus
 DATA = event_bus--1.0.sql
 PGFILEDESC = "event_bus - an event bus inside PostgreSQL"
 
+REGRESS = init topics emit subscribe claim_ack fail_retry dead_letters admin errors
+REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check
+ISOLATION = horizon competing_claims aborted_events lanes_no_stall
+ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --outputdir=output_iso \
+	--temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check_iso \
+	--load-extension=event_bus
+
 PG_CPPFLAGS = -I$(srcdir)/include
 # No LLVM bitcode: it would need clang on every machine that builds us.
 override with_llvm := no

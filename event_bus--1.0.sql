@@ -468,11 +468,13 @@ BEGIN
         PERFORM event_bus._check_name('topic', t);
     END LOOP;
     SELECT pg_catalog.array_agg(DISTINCT x ORDER BY x) INTO tl FROM pg_catalog.unnest(subscribe.topics) x;
-    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(x), ', ' ORDER BY x) INTO missing
+    SELECT pg_catalog.string_agg(pg_catalog.format('"%s"', x), ', ' ORDER BY x) INTO missing
       FROM pg_catalog.unnest(tl) x
      WHERE NOT EXISTS (SELECT FROM event_bus.topics tp WHERE tp.topic OPERATOR(pg_catalog.=) x);
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'topic % does not exist', missing
+        RAISE EXCEPTION '% not exist',
+                        CASE WHEN missing LIKE '%,%' THEN 'topics ' || missing || ' do'
+                             ELSE 'topic ' || missing || ' does' END
             USING ERRCODE = 'undefined_object',
                   HINT = 'Create topics with event_bus.create_topic() before subscribing to them.';
     END IF;
@@ -987,7 +989,7 @@ BEGIN
     INSERT INTO event_bus.retries (subscription, seq, topic, lane, attempt, due_at, last_error, lease_id)
     SELECT s.subscription, d.seq, d.topic, d.lane, 1, pg_catalog.clock_timestamp(), d.last_error, NULL
       FROM d
-    ON CONFLICT (subscription, seq) DO NOTHING;
+    ON CONFLICT ON CONSTRAINT retries_pkey DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END

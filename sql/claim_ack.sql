@@ -1,0 +1,63 @@
+\set SHOW_CONTEXT never
+SELECT event_bus.create_topic('jobs', 2);
+SELECT event_bus.subscribe('workers', ARRAY['jobs']);
+SELECT event_bus.subscribe('auditors', ARRAY['jobs']);
+SELECT last_value AS base FROM event_bus.event_seq \gset
+SELECT count(event_bus.emit('jobs', 'JobQueued', jsonb_build_object('job', g), key => 'k' || g))
+  FROM generate_series(1, 10) g;
+-- claim returns the envelope with attempt 1
+SELECT seq - :base AS n, topic, type, version, key, payload, headers, attempt, id IS NOT NULL AS has_id
+  FROM event_bus.claim('workers', 4) ORDER BY seq;
+SELECT subscription, events FROM event_bus.in_flight ORDER BY subscription, lane;
+-- every subscription gets every event (fan-out)
+SELECT count(*) FROM event_bus.claim('auditors', 100);
+-- the rest
+SELECT count(*) FROM event_bus.claim('workers', 100);
+SELECT count(*) FROM event_bus.claim('workers', 100);
+SELECT subscription, pending, in_flight, retrying, dead FROM event_bus.subscription_status ORDER BY 1;
+-- ack is idempotent and returns how many it acked
+SELECT event_bus.ack('workers', ARRAY[:base + 1, :base + 2]);
+SELECT event_bus.ack('workers', ARRAY[:base + 1, :base + 2]);
+SELECT event_bus.ack('workers', ARRAY(SELECT g::bigint FROM generate_series(:base + 1, :base + 10) g));
+SELECT event_bus.ack('workers', ARRAY[]::bigint[]);
+SELECT count(*) FROM event_bus.leases WHERE subscription = 'workers';
+-- acking one subscription does not ack the other
+SELECT subscription, in_flight FROM event_bus.subscription_status ORDER BY 1;
+SELECT event_bus.ack('auditors', ARRAY(SELECT g::bigint FROM generate_series(:base + 1, :base + 10) g));
+-- events emitted later arrive in seq order per lane
+SELECT count(event_bus.emit('jobs', 'JobQueued', jsonb_build_object('job', g), key => 'same'))
+  FROM generate_series(11, 15) g;
+SELECT payload FROM event_bus.claim('workers', 3) ORDER BY seq;
+SELECT payload FROM event_bus.claim('workers', 3) ORDER BY seq;
+-- claim and ack in one transaction (exactly-once effects inside the database)
+SELECT event_bus.emit('jobs', 'JobQueued', '{"job": 16}', key => 'tx') > 0 AS emitted;
+BEGIN;
+CREATE TEMP TABLE done AS SELECT seq, payload FROM event_bus.claim('workers', 10);
+SELECT event_bus.ack('workers', ARRAY(SELECT seq FROM done)) > 0 AS acked;
+COMMIT;
+-- a claim rolled back with its transaction hands the events out again
+SELECT event_bus.emit('jobs', 'JobQueued', '{"job": 17}', key => 'tx') > 0 AS emitted;
+BEGIN;
+SELECT payload FROM event_bus.claim('workers', 10) ORDER BY seq;
+ROLLBACK;
+SELECT payload FROM event_bus.claim('workers', 10) ORDER BY seq;
+-- paused subscriptions hand out nothing
+SELECT event_bus.emit('jobs', 'JobQueued', '{"job": 18}') > 0 AS emitted;
+SELECT event_bus.pause('workers');
+SELECT count(*) FROM event_bus.claim('workers');
+SELECT event_bus.resume('workers');
+SELECT payload FROM event_bus.claim('workers') ORDER BY seq;
+-- claims are refused outside READ COMMITTED
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT count(*) FROM event_bus.claim('workers');
+ROLLBACK;
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT count(*) FROM event_bus.claim('workers');
+ROLLBACK;
+-- a custom lease length
+SELECT event_bus.emit('jobs', 'JobQueued', '{"job": 19}') > 0 AS emitted;
+SELECT count(*) FROM event_bus.claim('workers', 10, lease => '5 minutes');
+SELECT expires_at - claimed_at AS lease FROM event_bus.leases
+ WHERE subscription = 'workers' ORDER BY lease_id DESC LIMIT 1;
+SELECT event_bus.unsubscribe('workers');
+SELECT event_bus.unsubscribe('auditors');

@@ -1,0 +1,60 @@
+\set SHOW_CONTEXT never
+SELECT event_bus.create_topic('orders', 4);
+-- One event; the seq comes back
+SELECT event_bus.emit('orders', 'OrderPlaced', '{"order": 1, "total": 9.5}', key => 'customer-1') AS seq \gset
+SELECT seq = :seq AS same_seq, topic, type, version, key, payload, headers,
+       lane BETWEEN 0 AND 3 AS lane_ok, id IS NOT NULL AS has_id,
+       emitted_at <= clock_timestamp() AS emitted_ok
+  FROM event_bus.events WHERE seq = :seq;
+-- headers and version
+SELECT event_bus.emit('orders', 'OrderPlaced', '{"order": 2}', NULL,
+                      '{"correlation_id": "c-1", "source": "shop"}', 2) > :seq AS increasing;
+SELECT type, version, key, headers FROM event_bus.events ORDER BY seq DESC LIMIT 1;
+-- The same key always maps to the same lane; seqs grow
+CREATE TEMP TABLE emitted AS
+SELECT event_bus.emit('orders', 'OrderUpdated', jsonb_build_object('n', g), key => 'customer-7') AS s
+  FROM generate_series(1, 20) g;
+SELECT count(DISTINCT lane) AS lanes_for_one_key, count(*) AS events
+  FROM emitted x JOIN event_bus.events e ON e.seq = x.s;
+-- Events without a key spread over the lanes
+TRUNCATE emitted;
+INSERT INTO emitted SELECT event_bus.emit('orders', 'Tick', '{}') FROM generate_series(1, 20);
+SELECT count(DISTINCT lane) AS lanes_without_key
+  FROM emitted x JOIN event_bus.events e ON e.seq = x.s;
+-- Set-based emit keeps the order of the array
+SELECT cardinality(event_bus.emit_many('orders', 'OrderShipped',
+        ARRAY['{"n": 1}', '{"n": 2}', '{"n": 3}']::jsonb[], ARRAY['k1', 'k2', NULL])) AS emitted;
+SELECT payload, key FROM event_bus.events WHERE type = 'OrderShipped' ORDER BY seq;
+SELECT event_bus.emit_many('orders', 'Nothing', ARRAY[]::jsonb[]);
+CREATE TEMP TABLE bulk AS
+SELECT event_bus.emit_many('orders', 'Bulk', array_agg(jsonb_build_object('i', g) ORDER BY g)) AS seqs
+  FROM generate_series(1, 500) g;
+SELECT seqs = ARRAY(SELECT seq FROM event_bus.events WHERE type = 'Bulk' ORDER BY seq) AS seqs_returned_in_order,
+       (SELECT array_agg((payload->>'i')::int ORDER BY seq) = ARRAY(SELECT generate_series(1, 500))
+          FROM event_bus.events WHERE type = 'Bulk') AS payload_order_kept
+  FROM bulk;
+-- A rolled-back emit leaves nothing behind
+BEGIN;
+SELECT event_bus.emit('orders', 'RolledBack', '{}') IS NOT NULL AS emitted;
+ROLLBACK;
+SELECT count(*) FROM event_bus.events WHERE type = 'RolledBack';
+-- PREPARE TRANSACTION after an emit is refused; the events go with it
+BEGIN;
+SELECT event_bus.emit('orders', 'Prepared', '{}') IS NOT NULL AS emitted;
+PREPARE TRANSACTION 'eb_prepared';
+SELECT count(*) FROM event_bus.events WHERE type = 'Prepared';
+SELECT count(*) FROM pg_prepared_xacts;
+-- ... but a transaction that did not emit can still be prepared
+BEGIN;
+SELECT 1;
+PREPARE TRANSACTION 'eb_no_emit';
+COMMIT PREPARED 'eb_no_emit';
+-- Crossing log partitions (partition_size is 1000 in the test config)
+SELECT count(*) > 1 AS several_partitions FROM event_bus.log_partitions;
+SELECT cardinality(event_bus.emit_many('orders', 'Many', (SELECT array_agg('{}'::jsonb) FROM generate_series(1, 2500))));
+SELECT count(*) FROM event_bus.events WHERE type = 'Many';
+SELECT bool_and(hi - lo = 1000) AS partition_size_ok,
+       (SELECT max(seq) FROM event_bus.events) < max(hi) AS covered
+  FROM event_bus.log_partitions;
+SELECT count(*) = (SELECT count(*) FROM event_bus.log_partitions) AS all_attached
+  FROM pg_inherits WHERE inhparent = 'event_bus.events'::regclass;
