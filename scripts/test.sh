@@ -38,18 +38,22 @@ count_regress() {
     passed=$((passed + p)); failed=$((failed + f))
 }
 
-echo "== pg_regress and isolation tests"
-eb_as_user make -C "$STAGE" -s PG_CONFIG="$PG_CONFIG" installcheck > "$STAGE/regress.out" 2>&1
-rc=$?
-cat "$STAGE/regress.out"
-count_regress "$STAGE/regress.out"
-if [ $rc -ne 0 ]; then
-    for d in "$STAGE/regression.diffs" "$STAGE/output_iso/regression.diffs"; do
-        [ -f "$d" ] && { echo "-- $d"; head -c 20000 "$d"; }
-    done
-    # A crash or a set-up error leaves no per-test line: count it.
-    grep -Eq '\.\.\. (FAILED|failed)' "$STAGE/regress.out" || failed=$((failed + 1))
-fi
+for suite in regress isolation; do
+    echo "== $suite tests"
+    if [ $suite = regress ]; then only=(ISOLATION=); else only=(REGRESS=); fi
+    eb_as_user make -C "$STAGE" -s PG_CONFIG="$PG_CONFIG" "${only[@]}" installcheck \
+        > "$STAGE/$suite.out" 2>&1
+    rc=$?
+    cat "$STAGE/$suite.out"
+    count_regress "$STAGE/$suite.out"
+    if [ $rc -ne 0 ]; then
+        for d in "$STAGE/regression.diffs" "$STAGE/output_iso/regression.diffs"; do
+            [ -f "$d" ] && { echo "-- $d"; head -c 20000 "$d"; }
+        done
+        # A crash or a set-up error leaves no per-test line: count it.
+        grep -Eq '\.\.\. (FAILED|failed)' "$STAGE/$suite.out" || failed=$((failed + 1))
+    fi
+done
 
 echo "== TAP tests"
 PGXS_DIR=$(dirname "$($PG_CONFIG --pgxs)")/..

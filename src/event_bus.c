@@ -69,13 +69,15 @@ _PG_init(void)
 							1000000, 1000, INT_MAX,
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
-	DefineCustomIntVariable("event_bus.max_databases",
-							"Largest number of databases that can use event_bus at once.",
-							NULL,
-							&eb_max_databases,
-							32, 1, 1024,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
+	/* PGC_POSTMASTER settings can only be defined while preloading. */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("event_bus.max_databases",
+								"Largest number of databases that can use event_bus at once.",
+								NULL,
+								&eb_max_databases,
+								32, 1, 1024,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
 	MarkGUCPrefixReserved("event_bus");
 
 	if (!process_shared_preload_libraries_in_progress || IsBinaryUpgrade)
