@@ -38,6 +38,8 @@ CREATE FUNCTION event_bus._horizon() RETURNS bigint
     AS 'MODULE_PATHNAME', 'eb_horizon_sql' LANGUAGE C VOLATILE;
 CREATE FUNCTION event_bus._note_coverage(bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'eb_note_coverage_sql' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._topics_changed() RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_topics_changed' LANGUAGE C VOLATILE;
 
 -----------------------------------------------------------------------------
 -- Storage
@@ -351,6 +353,7 @@ BEGIN
     VALUES (create_topic.topic, create_topic.lanes, create_topic.description)
     ON CONFLICT DO NOTHING;
     IF FOUND THEN
+        PERFORM event_bus._topics_changed();
         RETURN true;
     END IF;
     SELECT t.lanes INTO existing FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) create_topic.topic;
@@ -385,6 +388,7 @@ BEGIN
                   HINT = 'Unsubscribe them first with event_bus.unsubscribe().';
     END IF;
     DELETE FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) drop_topic.topic;
+    PERFORM event_bus._topics_changed();
 END
 $$;
 COMMENT ON FUNCTION event_bus.drop_topic(text) IS

@@ -58,3 +58,17 @@ SELECT bool_and(hi - lo = 1000) AS partition_size_ok,
   FROM event_bus.log_partitions;
 SELECT count(*) = (SELECT count(*) FROM event_bus.log_partitions) AS all_attached
   FROM pg_inherits WHERE inhparent = 'event_bus.events'::regclass;
+-- emit and emit_many put the same key on the same lane
+SELECT event_bus.emit('orders', 'Both', '{}', key => 'same-key-both-forms') > 0 AS emitted;
+SELECT cardinality(event_bus.emit_many('orders', 'Both', ARRAY['{}', '{}']::jsonb[],
+                                       ARRAY['same-key-both-forms', 'same-key-both-forms']));
+SELECT count(DISTINCT lane) AS lanes, count(*) AS events FROM event_bus.events WHERE key = 'same-key-both-forms';
+-- a topic dropped and created again with other lanes: emit sees the new lanes
+SELECT event_bus.create_topic('reshaped', 1);
+SELECT event_bus.emit('reshaped', 'E', '{}', key => 'k' || g) > 0 AS emitted FROM generate_series(1, 2) g;
+SELECT event_bus.drop_topic('reshaped');
+SELECT event_bus.create_topic('reshaped', 8);
+SELECT count(event_bus.emit('reshaped', 'E', '{}', key => 'k' || g)) FROM generate_series(1, 40) g;
+SELECT max(lane) > 0 AS uses_new_lanes FROM event_bus.events WHERE topic = 'reshaped';
+SELECT event_bus.drop_topic('reshaped');
+SELECT try($$SELECT event_bus.emit('reshaped', 'E', '{}')$$);

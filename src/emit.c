@@ -17,12 +17,20 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "event_bus.h"
 
@@ -48,12 +56,7 @@ static SPIPlanPtr emit_many_plan = NULL;
 
 static const char *emit_sql =
 EB_INSERT_HEAD
-"SELECT s.seq, pg_catalog.gen_random_uuid(), t.topic, $2, $6, $4, "
-EB_LANE_EXPR("$4") ", $3, $5, pg_catalog.clock_timestamp() "
-"FROM event_bus.topics t, "
-"LATERAL (SELECT pg_catalog.nextval('event_bus.event_seq'::pg_catalog.regclass) AS seq) s "
-"WHERE t.topic OPERATOR(pg_catalog.=) $1 "
-"RETURNING seq";
+"VALUES ($7, $8, $1, $2, $6, $4, $9, $3, $5, $10)";
 
 static const char *emit_many_sql =
 EB_INSERT_HEAD
@@ -65,15 +68,16 @@ EB_LANE_EXPR("s.k") ", s.p, $5, pg_catalog.clock_timestamp() "
 "WHERE t.topic OPERATOR(pg_catalog.=) $1 "
 "RETURNING seq";
 
-static Oid	emit_argtypes[6] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, JSONBOID, INT4OID};
+static Oid	emit_argtypes[10] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, JSONBOID, INT4OID,
+	INT8OID, UUIDOID, INT2OID, TIMESTAMPTZOID};
 static Oid	emit_many_argtypes[6] = {TEXTOID, TEXTOID, JSONBARRAYOID, TEXTARRAYOID, JSONBOID, INT4OID};
 
 static SPIPlanPtr
-eb_prepare(SPIPlanPtr *cache, const char *sql, Oid *argtypes)
+eb_prepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 {
 	if (*cache == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(sql, 6, argtypes);
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
 		if (plan == NULL)
 			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -81,6 +85,92 @@ eb_prepare(SPIPlanPtr *cache, const char *sql, Oid *argtypes)
 		*cache = plan;
 	}
 	return *cache;
+}
+
+/*
+ * Backend-local cache of topic lane counts.  A topic's lane count never
+ * changes, but a topic can be dropped and created again: create_topic() and
+ * drop_topic() send a relcache invalidation for event_bus.topics, which
+ * empties the cache in every backend (at commit of the change).
+ */
+typedef struct TopicCacheEntry
+{
+	char		name[EB_NAME_MAXLEN + 1];
+	int32		lanes;
+} TopicCacheEntry;
+
+static HTAB *topic_cache = NULL;
+static Oid	topic_cache_relid = InvalidOid;
+
+static void
+eb_topic_cache_inval(Datum arg, Oid relid)
+{
+	if (topic_cache != NULL && (relid == InvalidOid || relid == topic_cache_relid))
+	{
+		hash_destroy(topic_cache);
+		topic_cache = NULL;
+	}
+}
+
+/*
+ * Lanes of a topic, or 0 if it does not exist.  Must be called inside SPI.
+ */
+static int32
+eb_topic_lanes(text *topic)
+{
+	static bool callback_registered = false;
+	char		name[EB_NAME_MAXLEN + 1];
+	TopicCacheEntry *entry;
+	bool		found;
+	Datum		arg;
+	Oid			argtype = TEXTOID;
+	int			ret;
+	int32		lanes = 0;
+
+	/* eb_check_name() bounded the length */
+	memset(name, 0, sizeof(name));
+	memcpy(name, VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
+
+	if (topic_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		if (!callback_registered)
+		{
+			CacheRegisterRelcacheCallback(eb_topic_cache_inval, (Datum) 0);
+			callback_registered = true;
+		}
+		ctl.keysize = sizeof(name);
+		ctl.entrysize = sizeof(TopicCacheEntry);
+		ctl.hcxt = TopMemoryContext;
+		topic_cache = hash_create("event_bus topics", 64, &ctl,
+								  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		topic_cache_relid = get_relname_relid("topics", get_namespace_oid(EB_SCHEMA, false));
+	}
+
+	entry = hash_search(topic_cache, name, HASH_FIND, NULL);
+	if (entry != NULL)
+		return entry->lanes;
+
+	arg = PointerGetDatum(topic);
+	ret = SPI_execute_with_args("SELECT lanes FROM event_bus.topics WHERE topic OPERATOR(pg_catalog.=) $1",
+								1, &argtype, &arg, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "event_bus: topic lookup failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return 0;				/* not cached: it may be created soon */
+	{
+		bool		isnull;
+
+		lanes = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	/* The lookup may have processed an invalidation that dropped the cache. */
+	if (topic_cache != NULL)
+	{
+		entry = hash_search(topic_cache, name, HASH_ENTER, &found);
+		entry->lanes = lanes;
+	}
+	return lanes;
 }
 
 /* Error for an unknown topic; shared by both forms. */
@@ -91,6 +181,28 @@ eb_unknown_topic(text *topic)
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
 			 errmsg("topic \"%s\" does not exist", text_to_cstring(topic)),
 			 errhint("Create it with event_bus.create_topic('%s').", text_to_cstring(topic))));
+}
+
+/*
+ * The lane of an event: hash of its key (the same hash as SQL's hashtext(),
+ * which emit_many uses), or its seq for events without a key.
+ */
+static int16
+eb_lane(text *key, int64 seq, int32 lanes)
+{
+	uint32		h;
+
+	if (key == NULL)
+		return (int16) (seq % lanes);
+	h = (uint32) DatumGetInt32(DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID,
+													   PointerGetDatum(key)));
+	return (int16) ((h & 0x7fffffff) % lanes);
+}
+
+static Datum
+eb_empty_headers(void)
+{
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
 }
 
 /*
@@ -204,10 +316,10 @@ eb_emit(PG_FUNCTION_ARGS)
 	int32		version;
 	Size		hsize;
 	EventBusDb *db;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			ret;
-	bool		isnull;
+	int32		lanes;
 	int64		seq;
 
 	hsize = eb_check_common(fcinfo, &topic, &type, &headers, &version);
@@ -222,25 +334,32 @@ eb_emit(PG_FUNCTION_ARGS)
 	eb_check_key(key);
 
 	db = eb_db_state();
+
+	SPI_connect();
+	lanes = eb_topic_lanes(topic);
+	if (lanes <= 0)
+		eb_unknown_topic(topic);
+
 	eb_begin_emit(db);
+	eb_ensure_coverage(db, 1);
+	seq = nextval_internal(db->seqoid, false);
 
 	values[0] = PointerGetDatum(topic);
 	values[1] = PointerGetDatum(type);
 	values[2] = PointerGetDatum(payload);
 	values[3] = key ? PointerGetDatum(key) : (Datum) 0;
 	nulls[3] = key ? ' ' : 'n';
-	values[4] = headers ? PointerGetDatum(headers) : DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	values[4] = headers ? PointerGetDatum(headers) : eb_empty_headers();
 	values[5] = Int32GetDatum(version);
+	values[6] = Int64GetDatum(seq);
+	values[7] = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
+	values[8] = Int16GetDatum(eb_lane(key, seq, lanes));
+	values[9] = TimestampTzGetDatum(GetCurrentTimestamp());
 
-	SPI_connect();
-	eb_ensure_coverage(db, 1);
-	ret = SPI_execute_plan(eb_prepare(&emit_plan, emit_sql, emit_argtypes),
-						   values, nulls, false, 1);
-	if (ret != SPI_OK_INSERT_RETURNING)
+	ret = SPI_execute_plan(eb_prepare(&emit_plan, emit_sql, 10, emit_argtypes),
+						   values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "event_bus: emit failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
-		eb_unknown_topic(topic);
-	seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 
 	eb_note_seq(db, (uint64) seq);
@@ -328,13 +447,13 @@ eb_emit_many(PG_FUNCTION_ARGS)
 	values[2] = PointerGetDatum(payloads);
 	values[3] = keys ? PointerGetDatum(keys) : (Datum) 0;
 	nulls[3] = keys ? ' ' : 'n';
-	values[4] = headers ? PointerGetDatum(headers) : DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	values[4] = headers ? PointerGetDatum(headers) : eb_empty_headers();
 	values[5] = Int32GetDatum(version);
 
 	seqs = palloc(sizeof(Datum) * n);	/* outlives SPI_finish */
 	SPI_connect();
 	eb_ensure_coverage(db, n);
-	ret = SPI_execute_plan(eb_prepare(&emit_many_plan, emit_many_sql, emit_many_argtypes),
+	ret = SPI_execute_plan(eb_prepare(&emit_many_plan, emit_many_sql, 6, emit_many_argtypes),
 						   values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "event_bus: emit_many failed: %s", SPI_result_code_string(ret));

@@ -13,11 +13,14 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 #include "event_bus.h"
@@ -149,6 +152,7 @@ PG_FUNCTION_INFO_V1(eb_check_preloaded);
 PG_FUNCTION_INFO_V1(eb_check_name_sql);
 PG_FUNCTION_INFO_V1(eb_horizon_sql);
 PG_FUNCTION_INFO_V1(eb_note_coverage_sql);
+PG_FUNCTION_INFO_V1(eb_topics_changed);
 
 /* event_bus._check_preloaded(): error unless the library was preloaded. */
 Datum
@@ -181,5 +185,18 @@ eb_note_coverage_sql(PG_FUNCTION_ARGS)
 {
 	eb_db_state();
 	eb_note_coverage((uint64) PG_GETARG_INT64(0));
+	PG_RETURN_VOID();
+}
+
+/*
+ * event_bus._topics_changed(): make every backend forget its cached topic
+ * lane counts once this transaction commits.
+ */
+Datum
+eb_topics_changed(PG_FUNCTION_ARGS)
+{
+	Oid			nsp = get_namespace_oid(EB_SCHEMA, false);
+
+	CacheInvalidateRelcacheByRelid(get_relname_relid("topics", nsp));
 	PG_RETURN_VOID();
 }
