@@ -179,10 +179,16 @@ COMMENT ON TABLE event_bus.dead_letters IS 'Events that exhausted their attempts
 -- Internal SQL helpers
 -----------------------------------------------------------------------------
 
--- Create log partitions until they cover every seq <= upto.  Returns the
--- exclusive upper bound now covered.  Creators are serialised by an
--- advisory lock so two emitters never create the same range.
-CREATE FUNCTION event_bus._ensure_partitions(upto bigint) RETURNS bigint
+-- Create log partitions until they cover every seq <= want.  Returns the
+-- exclusive upper bound now covered (as this transaction sees it).
+--
+-- A partition is created as a plain table and then attached: ATTACH takes
+-- only SHARE UPDATE EXCLUSIVE on the log, so emits and claims of other
+-- sessions go on while the creating transaction is open.  Creators are
+-- serialised by an advisory lock; a caller that finds another transaction
+-- already extending the log does not wait for it as long as the existing
+-- partitions still reach past need (the seqs it is about to take).
+CREATE FUNCTION event_bus._ensure_partitions(want bigint, need bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -191,22 +197,30 @@ DECLARE
     name text;
 BEGIN
     SELECT max(p.hi) INTO top FROM event_bus.log_partitions p;
-    IF top IS NULL OR top <= upto THEN
-        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus._ensure_partitions'));
-        SELECT max(p.hi) INTO top FROM event_bus.log_partitions p;
-        IF top IS NULL THEN
-            SELECT CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END
-              INTO top FROM event_bus.event_seq s;
-        END IF;
-        WHILE top <= upto LOOP
-            name := pg_catalog.format('events_%s', pg_catalog.lpad(top::text, 19, '0'));
-            EXECUTE pg_catalog.format(
-                'CREATE TABLE event_bus.%I PARTITION OF event_bus.events FOR VALUES FROM (%s) TO (%s)',
-                name, top, top + size);
-            INSERT INTO event_bus.log_partitions (lo, hi, relname) VALUES (top, top + size, name);
-            top := top + size;
-        END LOOP;
+    IF top IS NOT NULL AND top > want THEN
+        PERFORM event_bus._note_coverage(top);
+        RETURN top;
     END IF;
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('event_bus._ensure_partitions')) THEN
+        IF top IS NOT NULL AND top > coalesce(need, want) THEN
+            RETURN top;
+        END IF;
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus._ensure_partitions'));
+    END IF;
+    SELECT max(p.hi) INTO top FROM event_bus.log_partitions p;
+    IF top IS NULL THEN
+        SELECT CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END
+          INTO top FROM event_bus.event_seq s;
+    END IF;
+    WHILE top <= want LOOP
+        name := pg_catalog.format('events_%s', pg_catalog.lpad(top::text, 19, '0'));
+        EXECUTE pg_catalog.format('CREATE TABLE event_bus.%I (LIKE event_bus.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE event_bus.events ATTACH PARTITION event_bus.%I FOR VALUES FROM (%s) TO (%s)',
+            name, top, top + size);
+        INSERT INTO event_bus.log_partitions (lo, hi, relname) VALUES (top, top + size, name);
+        top := top + size;
+    END LOOP;
     PERFORM event_bus._note_coverage(top);
     RETURN top;
 END

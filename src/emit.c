@@ -278,27 +278,31 @@ eb_check_key(text *key)
 }
 
 /*
- * Make sure log partitions reach past the next 'n' seqs, with a margin of
- * half a partition for concurrent emitters.  Must be called inside SPI.
+ * Make sure log partitions reach past the next 'n' seqs.  Extending starts
+ * half a partition ahead (normally maintenance keeps two partitions of room
+ * and this never runs); the caller only waits for another extending
+ * transaction when its own seqs would otherwise have no partition.  Must be
+ * called inside SPI.
  */
 static void
 eb_ensure_coverage(EventBusDb *db, int64 n)
 {
-	uint64		want = pg_atomic_read_u64(&db->max_seq) + n + eb_partition_size / 2;
-	Datum		arg;
-	Oid			argtype = INT8OID;
-	bool		isnull;
+	uint64		next = pg_atomic_read_u64(&db->max_seq) + n;
+	uint64		want = next + eb_partition_size / 2;
+	Datum		args[2];
+	Oid			argtypes[2] = {INT8OID, INT8OID};
 	int			ret;
 
 	if (want < eb_known_coverage(db))
 		return;
 
-	arg = Int64GetDatum((int64) want);
-	ret = SPI_execute_with_args("SELECT event_bus._ensure_partitions($1)",
-								1, &argtype, &arg, NULL, false, 1);
+	args[0] = Int64GetDatum((int64) want);
+	/* room for what concurrent emitters may take meanwhile */
+	args[1] = Int64GetDatum((int64) (next + Min(eb_partition_size / 4, 10000)));
+	ret = SPI_execute_with_args("SELECT event_bus._ensure_partitions($1, $2)",
+								2, argtypes, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "event_bus: could not extend the event log");
-	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 }
 
 /*
