@@ -1,6 +1,6 @@
 # event_bus: PGXS build.  See README.md for the set-up and test commands.
 MODULE_big = event_bus
-OBJS = src/event_bus.o src/horizon.o src/emit.o
+OBJS = src/event_bus.o src/horizon.o src/emit.o src/worker.o
 EXTENSION = event_bus
 DATA = event_bus--1.0.sql
 PGFILEDESC = "event_bus - an event bus inside PostgreSQL"

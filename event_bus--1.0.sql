@@ -40,6 +40,19 @@ CREATE FUNCTION event_bus._note_coverage(bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'eb_note_coverage_sql' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION event_bus._topics_changed() RETURNS void
     AS 'MODULE_PATHNAME', 'eb_topics_changed' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._launcher_rescan() RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_launcher_rescan' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._wake_gen() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eb_wake_gen' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._wait(gen bigint, timeout_ms integer) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eb_wait' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._wake() RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_wake' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._worker_status(
+    OUT database oid, OUT datname text, OUT pid integer, OUT state text, OUT started_at timestamptz,
+    OUT last_round timestamptz, OUT rounds bigint, OUT notifications bigint, OUT last_error text)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'eb_worker_status' LANGUAGE C VOLATILE;
 
 -----------------------------------------------------------------------------
 -- Storage
@@ -78,7 +91,8 @@ CREATE TABLE event_bus.log_partitions (
     lo          bigint PRIMARY KEY,
     hi          bigint NOT NULL,
     relname     text NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    closed_at   timestamptz     -- when every seq in it was final
 );
 
 CREATE TABLE event_bus.subscriptions (
@@ -154,8 +168,10 @@ CREATE TABLE event_bus.dead_letters (
     attempts     integer NOT NULL,
     last_error   text,
     dead_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    dead_id      bigint GENERATED ALWAYS AS IDENTITY,
     PRIMARY KEY (subscription, seq)
 );
+CREATE INDEX dead_letters_dead_id ON event_bus.dead_letters (dead_id);
 
 SELECT pg_catalog.pg_extension_config_dump('event_bus.event_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.topics', '');
@@ -572,46 +588,23 @@ COMMENT ON FUNCTION event_bus.unsubscribe(text) IS
 -----------------------------------------------------------------------------
 -- Consuming
 -----------------------------------------------------------------------------
-CREATE FUNCTION event_bus.claim(subscription text, max_events integer DEFAULT 100, lease interval DEFAULT NULL)
+-- One attempt at a claim for a validated, unpaused subscription.
+CREATE FUNCTION event_bus._claim_once(s event_bus.subscriptions, max_events integer, len interval)
 RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
                headers jsonb, emitted_at timestamptz, attempt integer, lane integer)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    s        event_bus.subscriptions;
     t        timestamptz := pg_catalog.clock_timestamp();
     h        bigint;
-    left_    integer;
-    len      interval;
+    left_    integer := max_events;
     c        record;
     pos      bigint;
     got      bigint[];
     lid      bigint;
     n        integer;
 BEGIN
-    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
-        RAISE EXCEPTION 'event_bus.claim() requires READ COMMITTED isolation'
-            USING ERRCODE = 'invalid_transaction_state',
-                  DETAIL = pg_catalog.format('The current transaction is %s.',
-                                             pg_catalog.upper(pg_catalog.current_setting('transaction_isolation'))),
-                  HINT = 'A claim must see events committed after the transaction began; run it in a READ COMMITTED transaction.';
-    END IF;
-    s := event_bus._subscription(claim.subscription);
-    IF claim.max_events IS NULL OR claim.max_events NOT BETWEEN 1 AND 10000 THEN
-        RAISE EXCEPTION 'max_events must be between 1 and 10000, not %', coalesce(claim.max_events::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF claim.lease IS NOT NULL AND claim.lease <= interval '0' THEN
-        RAISE EXCEPTION 'lease must be a positive interval, not %', claim.lease
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF s.paused THEN
-        RETURN;
-    END IF;
-    len := coalesce(claim.lease, s.lease);
-    left_ := claim.max_events;
-
     -- 1. Due retries first (unordered subscriptions; ordered ones retry
     --    inside their lane below, to keep per-lane order).
     IF NOT s.ordered THEN
@@ -752,8 +745,62 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION event_bus.claim(text, integer, interval) IS
-'Lease up to max_events events of a subscription: due retries first, then new events lane by lane. Requires READ COMMITTED.';
+
+CREATE FUNCTION event_bus.claim(subscription text, max_events integer DEFAULT 100, lease interval DEFAULT NULL,
+                                wait interval DEFAULT NULL)
+RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s        event_bus.subscriptions;
+    gen      bigint;
+    deadline timestamptz;
+    ms       bigint;
+BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+        RAISE EXCEPTION 'event_bus.claim() requires READ COMMITTED isolation'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = pg_catalog.format('The current transaction is %s.',
+                                             pg_catalog.upper(pg_catalog.current_setting('transaction_isolation'))),
+                  HINT = 'A claim must see events committed after the transaction began; run it in a READ COMMITTED transaction.';
+    END IF;
+    s := event_bus._subscription(claim.subscription);
+    IF claim.max_events IS NULL OR claim.max_events NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 10000, not %', coalesce(claim.max_events::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF claim.lease IS NOT NULL AND claim.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', claim.lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF claim.wait IS NOT NULL AND claim.wait < interval '0' THEN
+        RAISE EXCEPTION 'wait must not be negative, not %', claim.wait
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    deadline := pg_catalog.clock_timestamp() + coalesce(claim.wait, interval '0');
+    LOOP
+        -- Read the wake-up generation before looking: an event that becomes
+        -- claimable after the look bumps it, so the wait below returns at once.
+        gen := event_bus._wake_gen();
+        IF NOT s.paused THEN
+            RETURN QUERY SELECT * FROM event_bus._claim_once(s, claim.max_events, coalesce(claim.lease, s.lease));
+            IF FOUND THEN
+                RETURN;
+            END IF;
+        END IF;
+        ms := pg_catalog.ceil(pg_catalog.date_part('epoch', deadline - pg_catalog.clock_timestamp()) * 1000);
+        EXIT WHEN ms <= 0;
+        PERFORM event_bus._wait(gen, LEAST(ms, 2147483647)::integer);
+        -- The subscription may have been paused, resumed or dropped meanwhile.
+        s := event_bus._subscription(claim.subscription);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION event_bus.claim(text, integer, interval, interval) IS
+'Lease up to max_events events of a subscription: due retries first, then new events lane by lane. With wait, sleep in the server until events arrive or the wait ends. Requires READ COMMITTED.';
+
 
 CREATE FUNCTION event_bus.ack(subscription text, seqs bigint[]) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -790,6 +837,9 @@ BEGIN
          WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
            AND x.seq IN (SELECT a.v FROM a))
     SELECT pg_catalog.array_agg(a.v) INTO acked FROM a;
+    IF s.ordered AND acked IS NOT NULL THEN
+        PERFORM event_bus._wake();      -- a lane may be free again
+    END IF;
 
     SELECT pg_catalog.array_agg(DISTINCT v) INTO rest FROM pg_catalog.unnest(ack.seqs) v
      WHERE acked IS NULL OR v OPERATOR(pg_catalog.<>) ALL (acked);
@@ -853,6 +903,7 @@ BEGIN
     due := pg_catalog.clock_timestamp()
            + coalesce(fail.retry_in, event_bus._backoff(s.backoff_base, s.backoff_max, att));
     outcome := event_bus._failed(s, fail.seq, l.topic, l.lane, att, fail.error, due);
+    PERFORM event_bus._wake();          -- the worker schedules the retry
 
     l.seqs := pg_catalog.array_remove(l.seqs, fail.seq);
     IF s.ordered THEN
@@ -942,6 +993,9 @@ BEGIN
         END LOOP;
         DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
     END LOOP;
+    IF expired_leases > 0 THEN
+        PERFORM event_bus._wake();
+    END IF;
 
     -- Keep two partitions of room ahead of the newest seq.
     SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v FROM event_bus.event_seq q;
@@ -951,6 +1005,183 @@ END
 $$;
 COMMENT ON FUNCTION event_bus.run_maintenance() IS
 'Expire leases into retries or dead letters and create log partitions ahead; the worker calls it, tests and cron jobs may too.';
+
+-----------------------------------------------------------------------------
+-- The worker's jobs (each callable by hand or from cron as well)
+-----------------------------------------------------------------------------
+
+-- One dispatch round: NOTIFY "event_bus.<subscription>" once per
+-- subscription with events that became claimable since seq p_from (all
+-- claimable ones when p_from is NULL) or retries that became due, and
+-- "event_bus.dead_letters" once per subscription with new dead letters.
+-- p_state carries what the previous round saw; pass the returned state to
+-- the next call.
+CREATE FUNCTION event_bus._dispatch(p_from bigint, p_state jsonb,
+                                    OUT horizon bigint, OUT state jsonb, OUT notified integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r         record;
+    t         timestamptz := pg_catalog.clock_timestamp();
+    due       jsonb;
+    last_dead bigint := (p_state OPERATOR(pg_catalog.->>) 'dead_id')::bigint;
+    dead      bigint;
+BEGIN
+    horizon := event_bus._horizon();
+    notified := 0;
+    IF p_from OPERATOR(pg_catalog.>) horizon THEN
+        p_from := NULL;     -- the log was created anew
+    END IF;
+
+    IF p_from IS NULL THEN
+        FOR r IN
+            SELECT s.subscription FROM event_bus.subscriptions s
+             WHERE NOT s.paused
+               AND EXISTS (SELECT FROM event_bus.cursors c JOIN event_bus.events e
+                              ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                             AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) horizon
+                           WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
+                             AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+        LOOP
+            PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
+                pg_catalog.json_build_object('subscription', r.subscription, 'seq', horizon)::text);
+            notified := notified + 1;
+        END LOOP;
+    ELSIF horizon OPERATOR(pg_catalog.>) p_from THEN
+        FOR r IN
+            WITH fresh AS (
+                SELECT e.topic, e.type, pg_catalog.count(*) AS n, max(e.seq) AS newest
+                  FROM event_bus.topics tp
+                 CROSS JOIN LATERAL (
+                       SELECT x.topic, x.type, x.seq FROM event_bus.events x
+                        WHERE x.topic OPERATOR(pg_catalog.=) tp.topic
+                          AND x.lane OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.generate_series(0, tp.lanes - 1))::smallint[])
+                          AND x.seq OPERATOR(pg_catalog.>) p_from AND x.seq OPERATOR(pg_catalog.<=) horizon) e
+                 GROUP BY e.topic, e.type)
+            SELECT s.subscription, sum(f.n)::bigint AS n, max(f.newest) AS newest
+              FROM event_bus.subscriptions s
+              JOIN fresh f ON f.topic OPERATOR(pg_catalog.=) ANY (s.topics)
+                          AND (s.types IS NULL OR f.type OPERATOR(pg_catalog.=) ANY (s.types))
+             WHERE NOT s.paused
+             GROUP BY s.subscription
+        LOOP
+            PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
+                pg_catalog.json_build_object('subscription', r.subscription, 'seq', r.newest, 'events', r.n)::text);
+            notified := notified + 1;
+        END LOOP;
+    END IF;
+
+    -- Retries that became due since the previous round.
+    SELECT pg_catalog.jsonb_object_agg(x.subscription, x.n) INTO due
+      FROM (SELECT q.subscription, pg_catalog.count(*) AS n FROM event_bus.retries q
+             WHERE q.lease_id IS NULL AND q.due_at OPERATOR(pg_catalog.<=) t
+             GROUP BY q.subscription) x;
+    due := coalesce(due, '{}');
+    FOR r IN
+        SELECT d.key AS subscription, d.value::text::bigint AS n
+          FROM pg_catalog.jsonb_each(due) d
+         WHERE d.value::text::bigint OPERATOR(pg_catalog.>)
+               coalesce((p_state OPERATOR(pg_catalog.->) 'due' OPERATOR(pg_catalog.->>) d.key)::bigint, 0)
+           AND NOT EXISTS (SELECT FROM event_bus.subscriptions s
+                            WHERE s.subscription OPERATOR(pg_catalog.=) d.key AND s.paused)
+    LOOP
+        PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
+            pg_catalog.json_build_object('subscription', r.subscription, 'seq', horizon, 'retries', r.n)::text);
+        notified := notified + 1;
+        PERFORM event_bus._wake();
+    END LOOP;
+
+    -- New dead letters (the first round only takes note of where they are).
+    IF last_dead IS NULL THEN
+        SELECT coalesce(max(d.dead_id), 0) INTO dead FROM event_bus.dead_letters d;
+    ELSE
+        dead := last_dead;
+        FOR r IN
+            SELECT d.subscription, pg_catalog.count(*) AS n, max(d.dead_id) AS top
+              FROM event_bus.dead_letters d WHERE d.dead_id OPERATOR(pg_catalog.>) last_dead
+             GROUP BY d.subscription
+        LOOP
+            PERFORM pg_catalog.pg_notify('event_bus.dead_letters',
+                pg_catalog.json_build_object('subscription', r.subscription, 'events', r.n)::text);
+            notified := notified + 1;
+            dead := GREATEST(dead, r.top);
+        END LOOP;
+    END IF;
+    state := pg_catalog.jsonb_build_object('due', due, 'dead_id', dead);
+END
+$$;
+
+-- When the worker must look again: the next retry to become due or lease
+-- to expire.
+CREATE FUNCTION event_bus._next_due() RETURNS timestamptz
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT LEAST((SELECT min(r.due_at) FROM event_bus.retries r
+                   WHERE r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()),
+                 (SELECT min(l.expires_at) FROM event_bus.leases l))
+$$;
+
+-- The lowest seq any subscription still needs: cursors, pending retries and
+-- leases.  Log partitions wholly below it may go.
+CREATE FUNCTION event_bus._retention_floor(h bigint) RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT LEAST((SELECT min(c.position) + 1 FROM event_bus.cursors c),
+                 (SELECT min(r.seq) FROM event_bus.retries r),
+                 (SELECT min(l.seqs[1]) FROM event_bus.leases l),
+                 h + 1)
+$$;
+
+-- Retention: drop whole log partitions that every subscription has passed,
+-- once event_bus.retention has elapsed since they were complete.  Never
+-- DELETE on the log.  Returns the number of partitions dropped.
+CREATE FUNCTION event_bus._retention() RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'
+AS $$
+DECLARE
+    h       bigint := event_bus._horizon();
+    keep    bigint;
+    keep_for interval;
+    p       record;
+    dropped integer := 0;
+BEGIN
+    -- A lane with nothing for its subscription up to the horizon has been
+    -- passed: move its cursor, so that idle lanes do not hold the log.
+    UPDATE event_bus.cursors c SET position = h
+      FROM event_bus.subscriptions s
+     WHERE s.subscription OPERATOR(pg_catalog.=) c.subscription
+       AND c.position OPERATOR(pg_catalog.<) h
+       AND c.ctid = ANY (ARRAY(SELECT c2.ctid FROM event_bus.cursors c2
+                                WHERE c2.position OPERATOR(pg_catalog.<) h FOR UPDATE SKIP LOCKED))
+       AND NOT EXISTS (SELECT FROM event_bus.events e
+                        WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                          AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) h
+                          AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)));
+
+    UPDATE event_bus.log_partitions lp SET closed_at = pg_catalog.now()
+     WHERE lp.closed_at IS NULL AND lp.hi OPERATOR(pg_catalog.<=) h + 1;
+
+    keep := event_bus._retention_floor(h);
+    SELECT pg_catalog.make_interval(secs => x.setting::float8) INTO keep_for
+      FROM pg_catalog.pg_settings x WHERE x.name OPERATOR(pg_catalog.=) 'event_bus.retention';
+    FOR p IN
+        SELECT lp.* FROM event_bus.log_partitions lp
+         WHERE lp.hi OPERATOR(pg_catalog.<=) keep
+           AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days')
+         ORDER BY lp.lo
+    LOOP
+        BEGIN
+            EXECUTE pg_catalog.format('DROP TABLE event_bus.%I', p.relname);
+            DELETE FROM event_bus.log_partitions lp WHERE lp.lo OPERATOR(pg_catalog.=) p.lo;
+            dropped := dropped + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            EXIT;   -- busy right now: next time
+        END;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
 
 CREATE FUNCTION event_bus.pause(subscription text) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -965,6 +1196,7 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE event_bus.subscriptions s SET paused = false
      WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(resume.subscription)).subscription;
+    SELECT event_bus._wake();
 $$;
 COMMENT ON FUNCTION event_bus.resume(text) IS 'Resume a paused subscription.';
 
@@ -985,6 +1217,7 @@ BEGIN
     UPDATE event_bus.cursors c SET position = event_bus._start_position(c.topic, c.lane, replay.start, h)
      WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription;
     GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM event_bus._wake();
     RETURN n;
 END
 $$;
@@ -1009,6 +1242,7 @@ BEGIN
       FROM d
     ON CONFLICT ON CONSTRAINT retries_pkey DO NOTHING;
     GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM event_bus._wake();
     RETURN n;
 END
 $$;
@@ -1069,6 +1303,31 @@ SELECT r.subscription, r.seq, r.topic, r.lane, r.attempt, r.due_at, r.last_error
   FROM event_bus.retries r;
 COMMENT ON VIEW event_bus.retry_queue IS 'Events waiting for redelivery (in_flight: redelivered and not yet acked).';
 
+CREATE VIEW event_bus.worker_status AS
+SELECT w.datname, w.database, w.pid, w.state, w.started_at, w.last_round, w.rounds,
+       w.notifications, w.last_error
+  FROM event_bus._worker_status() w;
+COMMENT ON VIEW event_bus.worker_status IS
+'The event_bus worker of each database: pid, state, last round, rounds, notifications sent, last error.';
+
+CREATE VIEW event_bus.retention_status AS
+WITH need AS (
+    SELECT s.subscription, s.paused,
+           LEAST((SELECT min(c.position) + 1 FROM event_bus.cursors c
+                   WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription),
+                 (SELECT min(r.seq) FROM event_bus.retries r
+                   WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription),
+                 (SELECT min(l.seqs[1]) FROM event_bus.leases l
+                   WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription)) AS oldest_needed_seq
+      FROM event_bus.subscriptions s)
+SELECT n.subscription, n.paused, n.oldest_needed_seq,
+       (SELECT pg_catalog.count(*) FROM event_bus.log_partitions lp
+         WHERE lp.closed_at IS NOT NULL AND lp.hi OPERATOR(pg_catalog.>) n.oldest_needed_seq) AS partitions_held,
+       n.oldest_needed_seq OPERATOR(pg_catalog.=) (SELECT min(m.oldest_needed_seq) FROM need m) AS holds_retention
+  FROM need n;
+COMMENT ON VIEW event_bus.retention_status IS
+'Per subscription: the oldest seq it still needs and how many complete log partitions that keeps; holds_retention marks the one holding the log back.';
+
 -----------------------------------------------------------------------------
 -- Privileges
 -----------------------------------------------------------------------------
@@ -1076,7 +1335,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA event_bus FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer),
                           event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer)
       TO event_bus_producer;
-GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval),
+GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval, interval),
                           event_bus.ack(text, bigint[]),
                           event_bus.fail(text, bigint, text, interval),
                           event_bus.dead_letter(text, bigint, text),
@@ -1094,3 +1353,7 @@ GRANT EXECUTE ON FUNCTION event_bus.create_topic(text, integer, text),
       TO event_bus_admin;
 GRANT SELECT ON event_bus.topics, event_bus.subscriptions TO event_bus_producer, event_bus_consumer;
 GRANT SELECT ON ALL TABLES IN SCHEMA event_bus TO event_bus_admin;
+GRANT EXECUTE ON FUNCTION event_bus._worker_status() TO event_bus_admin;
+
+-- A worker for this database, as soon as this CREATE EXTENSION commits.
+SELECT event_bus._launcher_rescan();

@@ -25,10 +25,12 @@
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/lwlock.h"
+#include "utils/timestamp.h"
 
 #define EB_SCHEMA			"event_bus"
 #define EB_SEQUENCE			"event_seq"
-#define EB_NAME_MAXLEN		63
+/* Names fit in a NOTIFY channel "event_bus.<name>" (NAMEDATALEN - 1). */
+#define EB_NAME_MAXLEN		48
 #define EB_TYPE_MAXLEN		255
 #define EB_KEY_MAXLEN		1024
 
@@ -40,7 +42,35 @@ typedef struct EventBusDb
 	pg_atomic_uint32 seq_loaded;	/* max_seq has been read from the sequence */
 	pg_atomic_uint64 max_seq;	/* highest seq known to have been allocated */
 	pg_atomic_uint64 covered;	/* log partitions exist for seqs below this */
+	pg_atomic_uint32 worker_procno; /* pgprocno of the worker + 1, 0 if none */
+	pg_atomic_uint64 wake_gen;	/* bumped whenever claimable events may appear */
+	ConditionVariable cv;		/* broadcast with each wake_gen bump */
 } EventBusDb;
+
+/* What a per-database worker is doing; see worker.c. */
+typedef enum EventBusWorkerState
+{
+	EBW_FREE = 0,				/* slot unused */
+	EBW_STARTING,				/* registered by the launcher */
+	EBW_RUNNING,				/* connected, extension present */
+	EBW_NO_EXTENSION,			/* exited: the database has no event_bus */
+	EBW_STOPPED					/* exited for another reason */
+} EventBusWorkerState;
+
+/* One per database the launcher watches; protected by EventBusShared.lock. */
+typedef struct EventBusWorker
+{
+	Oid			dboid;
+	EventBusWorkerState state;
+	pid_t		pid;
+	TimestampTz started_at;
+	TimestampTz last_round;
+	uint64		rounds;
+	uint64		notifications;
+	TimestampTz pause_until;	/* do not start a worker before this */
+	TimestampTz last_error_at;
+	char		last_error[256];
+} EventBusWorker;
 
 /* Per-backend horizon slot, indexed by pgprocno. */
 typedef struct EventBusSlot
@@ -56,6 +86,10 @@ typedef struct EventBusShared
 	int			nslots;
 	EventBusDb *dbs;			/* max_databases entries */
 	EventBusSlot *slots;		/* nslots entries */
+	EventBusWorker *workers;	/* max_databases entries */
+	pid_t		launcher_pid;
+	int			launcher_procno;	/* -1 if no launcher */
+	bool		rescan;			/* launcher: forget "no extension" marks */
 } EventBusShared;
 
 /* event_bus.c */
@@ -65,6 +99,18 @@ extern int	eb_partition_size;
 extern int	eb_max_databases;
 extern void eb_require_preload(void);
 extern void eb_check_name(const char *kind, text *name);
+
+extern bool eb_worker_enabled;
+extern int	eb_naptime;
+extern int	eb_retention;
+
+/* worker.c */
+extern void eb_worker_init(void);
+extern void eb_wake_database(EventBusDb *db);
+extern void eb_pause_worker(Oid dboid, int seconds);
+extern void eb_wake_launcher(void);
+PGDLLEXPORT void eb_launcher_main(Datum arg);
+PGDLLEXPORT void eb_worker_main(Datum arg);
 
 /* horizon.c */
 extern Size eb_shmem_size(void);
@@ -76,5 +122,7 @@ extern void eb_note_seq(EventBusDb *db, uint64 seq);
 extern uint64 eb_horizon(EventBusDb *db);
 extern void eb_note_coverage(uint64 covered);
 extern uint64 eb_known_coverage(EventBusDb *db);
+extern void eb_wake_at_commit(void);
+extern void eb_wake_launcher_at_commit(void);
 
 #endif							/* EVENT_BUS_H */

@@ -13,13 +13,13 @@ SELECT event_bus.create_topic('.orders');
 SELECT event_bus.create_topic('or ders');
 SELECT event_bus.create_topic('');
 SELECT event_bus.create_topic(NULL);
-SELECT event_bus.create_topic(repeat('x', 64));
-SELECT event_bus.create_topic(repeat('x', 63));
+SELECT event_bus.create_topic(repeat('x', 49));
+SELECT event_bus.create_topic(repeat('x', 48));
 SELECT event_bus.create_topic('t0', 0);
 SELECT event_bus.create_topic('t257', 257);
 SELECT event_bus.create_topic('tnull', NULL);
 -- drop
-SELECT event_bus.drop_topic(repeat('x', 63));
+SELECT event_bus.drop_topic(repeat('x', 48));
 SELECT event_bus.drop_topic('a_b-c.d');
 SELECT event_bus.drop_topic('a_b-c.d');
 SELECT event_bus.subscribe('orders-reader', '{orders}');

@@ -30,6 +30,9 @@ PG_MODULE_MAGIC;
 int			eb_max_payload_size = 1024 * 1024;
 int			eb_partition_size = 1000000;
 int			eb_max_databases = 32;
+bool		eb_worker_enabled = true;
+int			eb_naptime = 1000;
+int			eb_retention = 7 * 24 * 3600;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -72,6 +75,27 @@ _PG_init(void)
 							1000000, 1000, INT_MAX,
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
+	DefineCustomBoolVariable("event_bus.worker",
+							 "Run the event_bus worker in each database that has the extension.",
+							 NULL,
+							 &eb_worker_enabled,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("event_bus.naptime",
+							"Longest time the worker sleeps between rounds.",
+							"Commits of emitting transactions wake it at once; this bounds how late lease expiry and maintenance run.",
+							&eb_naptime,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("event_bus.retention",
+							"How long consumed events stay in the log before their partition may be dropped.",
+							NULL,
+							&eb_retention,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
 	/* PGC_POSTMASTER settings can only be defined while preloading. */
 	if (process_shared_preload_libraries_in_progress)
 		DefineCustomIntVariable("event_bus.max_databases",
@@ -92,6 +116,7 @@ _PG_init(void)
 	shmem_startup_hook = eb_shmem_startup;
 
 	eb_horizon_init();
+	eb_worker_init();
 }
 
 /*

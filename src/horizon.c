@@ -60,6 +60,8 @@ EventBusShared *eb_shared = NULL;
 static EventBusDb *my_db = NULL;
 static EventBusSlot *my_slot = NULL;
 static bool xact_emitted = false;
+static bool xact_wake = false;
+static bool xact_wake_launcher = false;
 static uint64 xact_coverage = 0;
 
 static int
@@ -77,6 +79,7 @@ eb_shmem_size(void)
 	size = MAXALIGN(sizeof(EventBusShared));
 	size = add_size(size, MAXALIGN(mul_size(eb_max_databases, sizeof(EventBusDb))));
 	size = add_size(size, MAXALIGN(mul_size(eb_nslots(), sizeof(EventBusSlot))));
+	size = add_size(size, MAXALIGN(mul_size(eb_max_databases, sizeof(EventBusWorker))));
 	return size;
 }
 
@@ -92,6 +95,13 @@ eb_shmem_init(void)
 
 	base = ShmemInitStruct("event_bus", eb_shmem_size(), &found);
 	eb_shared = (EventBusShared *) base;
+	/* Pointers are process-local (EXEC_BACKEND may map shmem elsewhere). */
+	base += MAXALIGN(sizeof(EventBusShared));
+	eb_shared->dbs = (EventBusDb *) base;
+	base += MAXALIGN(mul_size(eb_max_databases, sizeof(EventBusDb)));
+	eb_shared->slots = (EventBusSlot *) base;
+	base += MAXALIGN(mul_size(eb_nslots(), sizeof(EventBusSlot)));
+	eb_shared->workers = (EventBusWorker *) base;
 	if (!found)
 	{
 		int			i;
@@ -99,29 +109,29 @@ eb_shmem_init(void)
 		eb_shared->lock = &(GetNamedLWLockTranche("event_bus"))->lock;
 		eb_shared->max_databases = eb_max_databases;
 		eb_shared->nslots = eb_nslots();
+		eb_shared->launcher_pid = 0;
+		eb_shared->launcher_procno = -1;
+		eb_shared->rescan = false;
 		for (i = 0; i < eb_shared->max_databases; i++)
 		{
-			EventBusDb *db = &((EventBusDb *) (base + MAXALIGN(sizeof(EventBusShared))))[i];
+			EventBusDb *db = &eb_shared->dbs[i];
 
 			db->dboid = InvalidOid;
 			db->seqoid = InvalidOid;
 			pg_atomic_init_u32(&db->seq_loaded, 0);
 			pg_atomic_init_u64(&db->max_seq, 0);
 			pg_atomic_init_u64(&db->covered, 0);
+			pg_atomic_init_u32(&db->worker_procno, 0);
+			pg_atomic_init_u64(&db->wake_gen, 0);
+			ConditionVariableInit(&db->cv);
+			memset(&eb_shared->workers[i], 0, sizeof(EventBusWorker));
 		}
 		for (i = 0; i < eb_shared->nslots; i++)
 		{
-			EventBusSlot *slot = &((EventBusSlot *) (base + MAXALIGN(sizeof(EventBusShared)) +
-													MAXALIGN(eb_shared->max_databases * sizeof(EventBusDb))))[i];
-
-			pg_atomic_init_u64(&slot->floor, 0);
-			slot->dboid = InvalidOid;
+			pg_atomic_init_u64(&eb_shared->slots[i].floor, 0);
+			eb_shared->slots[i].dboid = InvalidOid;
 		}
 	}
-	/* Pointers are process-local (EXEC_BACKEND may map shmem elsewhere). */
-	eb_shared->dbs = (EventBusDb *) (base + MAXALIGN(sizeof(EventBusShared)));
-	eb_shared->slots = (EventBusSlot *) (base + MAXALIGN(sizeof(EventBusShared)) +
-										 MAXALIGN(eb_shared->max_databases * sizeof(EventBusDb)));
 }
 
 /*
@@ -156,7 +166,20 @@ eb_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			if (xact_emitted && my_slot != NULL)
 				pg_atomic_write_u64(&my_slot->floor, 0);
+
+			/*
+			 * The horizon may have moved (commit or abort alike), or the
+			 * transaction changed what is claimable: wake the claimers waiting
+			 * in this database and its worker.
+			 */
+			if ((xact_emitted || (xact_wake && event != XACT_EVENT_ABORT &&
+								  event != XACT_EVENT_PARALLEL_ABORT)) && my_db != NULL)
+				eb_wake_database(my_db);
+			if (xact_wake_launcher && event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
+				eb_wake_launcher();
 			xact_emitted = false;
+			xact_wake = false;
+			xact_wake_launcher = false;
 			xact_coverage = 0;
 			break;
 		default:
@@ -373,4 +396,23 @@ eb_known_coverage(EventBusDb *db)
 	uint64		c = pg_atomic_read_u64(&db->covered);
 
 	return Max(c, xact_coverage);
+}
+
+/*
+ * Ask for claimers of this database to be woken when the current transaction
+ * commits (it made events claimable: an ack freed an ordered lane, a retry
+ * became due, ...).
+ */
+void
+eb_wake_at_commit(void)
+{
+	(void) eb_db_state();
+	xact_wake = true;
+}
+
+/* Wake the launcher when the current transaction commits. */
+void
+eb_wake_launcher_at_commit(void)
+{
+	xact_wake_launcher = true;
 }

@@ -1,0 +1,862 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The launcher and the per-database workers.
+ *
+ * With shared_preload_libraries = 'event_bus' the postmaster starts one
+ * launcher (a static background worker connected to no database).  Every
+ * second, or at once when CREATE EXTENSION event_bus commits somewhere, it
+ * lists the databases that accept connections and starts a dynamic worker
+ * for each one it does not yet watch.  A worker whose database has no
+ * event_bus exits at once and says so in its shared slot; the launcher then
+ * leaves that database alone until the next CREATE EXTENSION.  A worker that
+ * exits for any other reason (crash, SIGTERM, error) is started again a
+ * second later.
+ *
+ * A worker sleeps on its latch.  Emitting transactions set it when they end
+ * (horizon.c), so a round follows every burst of commits; otherwise it wakes
+ * after event_bus.naptime, or sooner when a retry becomes due or a lease
+ * expires.  A round, in one transaction:
+ *	- event_bus._dispatch(): one coalesced NOTIFY per subscription with new
+ *	  claimable events (channel "event_bus.<subscription>"), one on
+ *	  "event_bus.dead_letters" per subscription with new dead letters, and a
+ *	  wake-up of claim(wait) sleepers when retries become due;
+ *	- at most every naptime, event_bus.run_maintenance(): expired leases to
+ *	  retries or dead letters, log partitions ahead;
+ *	- every 10 seconds, event_bus._retention(): drop log partitions every
+ *	  subscription has passed once event_bus.retention has elapsed.
+ * An error in a round is logged and recorded in the worker's slot; the
+ * worker goes on with the next round.
+ *
+ * DROP DATABASE (and CREATE DATABASE ... TEMPLATE, ALTER DATABASE RENAME or
+ * SET TABLESPACE) cannot run while our worker is connected: a utility hook
+ * stops the worker of that database first and keeps the launcher from
+ * starting it again for a few seconds.
+ *
+ * Locking: EventBusShared.lock protects the workers[] slots.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_database.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "event_bus.h"
+
+/* How long a stopped worker's database is left alone (DROP DATABASE etc.). */
+#define EB_PAUSE_SECONDS		10
+/* How often the worker looks for log partitions to drop. */
+#define EB_RETENTION_EVERY_MS	10000
+
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+/* Launcher-local view of one database. */
+typedef struct LauncherDb
+{
+	Oid			dboid;
+	BackgroundWorkerHandle *handle;
+	bool		absent;			/* no event_bus there, as of its last worker */
+	bool		seen;			/* still in pg_database */
+	TimestampTz next_start;
+} LauncherDb;
+
+static void eb_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+							  bool readOnlyTree, ProcessUtilityContext context,
+							  ParamListInfo params, QueryEnvironment *queryEnv,
+							  DestReceiver *dest, QueryCompletion *qc);
+
+/*
+ * Register the launcher and the utility hook; called from _PG_init while
+ * preloading.
+ */
+void
+eb_worker_init(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "event_bus");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "eb_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "event_bus launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "event_bus launcher");
+	RegisterBackgroundWorker(&worker);
+
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = eb_ProcessUtility;
+}
+
+/* The worker slot of a database, or NULL.  Caller holds eb_shared->lock. */
+static EventBusWorker *
+eb_find_worker(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < eb_shared->max_databases; i++)
+		if (eb_shared->workers[i].state != EBW_FREE && eb_shared->workers[i].dboid == dboid)
+			return &eb_shared->workers[i];
+	return NULL;
+}
+
+/*
+ * Wake everyone who waits for claimable events in this database: claim(wait)
+ * sleepers and the database's worker.
+ */
+void
+eb_wake_database(EventBusDb *db)
+{
+	uint32		procno = pg_atomic_read_u32(&db->worker_procno);
+
+	pg_atomic_fetch_add_u64(&db->wake_gen, 1);
+	ConditionVariableBroadcast(&db->cv);
+	if (procno != 0 && (MyProc == NULL || (int) procno - 1 != MyProc->pgprocno))
+		SetLatch(&ProcGlobal->allProcs[procno - 1].procLatch);
+}
+
+/*
+ * Stop the worker of a database and keep it stopped for 'seconds', so that
+ * a command needing the database to itself can run.  Waits up to 5 seconds
+ * for the worker to exit.
+ */
+void
+eb_pause_worker(Oid dboid, int seconds)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
+
+	for (;;)
+	{
+		EventBusWorker *w;
+		pid_t		pid = 0;
+		bool		active = false;
+
+		LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+		w = eb_find_worker(dboid);
+		if (w != NULL)
+		{
+			w->pause_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), seconds * 1000);
+			pid = w->pid;
+			active = (w->state == EBW_STARTING || w->state == EBW_RUNNING);
+		}
+		LWLockRelease(eb_shared->lock);
+
+		if (!active || GetCurrentTimestamp() >= deadline)
+			break;
+		if (pid != 0)
+			kill(pid, SIGTERM);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* The database a utility statement needs for itself, if any. */
+static Oid
+eb_database_needing_exclusivity(Node *parsetree)
+{
+	ListCell   *lc;
+
+	switch (nodeTag(parsetree))
+	{
+		case T_DropdbStmt:
+			return get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
+		case T_CreatedbStmt:
+			foreach(lc, ((CreatedbStmt *) parsetree)->options)
+			{
+				DefElem    *def = lfirst_node(DefElem, lc);
+
+				if (strcmp(def->defname, "template") == 0 && def->arg != NULL)
+					return get_database_oid(defGetString(def), true);
+			}
+			return InvalidOid;
+		case T_RenameStmt:
+			if (((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+				return get_database_oid(((RenameStmt *) parsetree)->subname, true);
+			return InvalidOid;
+		case T_AlterDatabaseStmt:
+			foreach(lc, ((AlterDatabaseStmt *) parsetree)->options)
+			{
+				DefElem    *def = lfirst_node(DefElem, lc);
+
+				if (strcmp(def->defname, "tablespace") == 0)
+					return get_database_oid(((AlterDatabaseStmt *) parsetree)->dbname, true);
+			}
+			return InvalidOid;
+		default:
+			return InvalidOid;
+	}
+}
+
+static void
+eb_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+				  bool readOnlyTree, ProcessUtilityContext context,
+				  ParamListInfo params, QueryEnvironment *queryEnv,
+				  DestReceiver *dest, QueryCompletion *qc)
+{
+	Oid			dboid = eb_database_needing_exclusivity(pstmt->utilityStmt);
+
+	if (OidIsValid(dboid) && eb_shared != NULL)
+		eb_pause_worker(dboid, EB_PAUSE_SECONDS);
+
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+							queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}
+
+/*---------------------------------------------------------------------------
+ * Launcher
+ *---------------------------------------------------------------------------
+ */
+
+static void
+eb_launcher_exit(int code, Datum arg)
+{
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	eb_shared->launcher_pid = 0;
+	eb_shared->launcher_procno = -1;
+	LWLockRelease(eb_shared->lock);
+}
+
+/* Start a worker for a database; false if no background worker slot. */
+static bool
+eb_start_worker(LauncherDb *ldb)
+{
+	BackgroundWorker worker;
+	EventBusWorker *w;
+	int			i;
+
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	w = eb_find_worker(ldb->dboid);
+	for (i = 0; w == NULL && i < eb_shared->max_databases; i++)
+		if (eb_shared->workers[i].state == EBW_FREE)
+			w = &eb_shared->workers[i];
+	if (w == NULL)
+	{
+		LWLockRelease(eb_shared->lock);
+		ereport(WARNING,
+				(errmsg("event_bus: no worker slot for database %u", ldb->dboid),
+				 errhint("Raise event_bus.max_databases and restart the server.")));
+		return false;
+	}
+	if (w->dboid != ldb->dboid)
+	{
+		memset(w, 0, sizeof(EventBusWorker));
+		w->dboid = ldb->dboid;
+	}
+	w->state = EBW_STARTING;
+	w->pid = 0;
+	LWLockRelease(eb_shared->lock);
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "event_bus");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "eb_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "event_bus worker for database %u", ldb->dboid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "event_bus worker");
+	worker.bgw_main_arg = ObjectIdGetDatum(ldb->dboid);
+	worker.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &ldb->handle))
+	{
+		ldb->handle = NULL;
+		LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+		w->state = EBW_STOPPED;
+		LWLockRelease(eb_shared->lock);
+		ereport(WARNING,
+				(errmsg("event_bus: could not start a worker for database %u", ldb->dboid),
+				 errhint("Raise max_worker_processes: event_bus needs one per database using it, plus its launcher.")));
+		return false;
+	}
+	return true;
+}
+
+/* The OIDs of the databases that accept connections, in the caller's context. */
+static List *
+eb_list_databases(void)
+{
+	List	   *result = NIL;
+	MemoryContext caller = CurrentMemoryContext;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
+	{
+		Form_pg_database pgdb = (Form_pg_database) GETSTRUCT(tup);
+		MemoryContext old;
+
+		if (!pgdb->datallowconn || pgdb->datistemplate)
+			continue;
+		old = MemoryContextSwitchTo(caller);
+		result = lappend_oid(result, pgdb->oid);
+		MemoryContextSwitchTo(old);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return result;
+}
+
+/*
+ * One pass of the launcher: start workers where needed, notice workers that
+ * stopped, forget dropped databases.  Returns how long to sleep (ms).
+ */
+static long
+eb_launcher_pass(List **dbs)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		sleep_ms = 1000;
+	List	   *current;
+	ListCell   *lc;
+	bool		rescan;
+
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	rescan = eb_shared->rescan;
+	eb_shared->rescan = false;
+	LWLockRelease(eb_shared->lock);
+
+	foreach(lc, *dbs)
+	{
+		LauncherDb *ldb = lfirst(lc);
+
+		ldb->seen = false;
+		if (rescan)
+			ldb->absent = false;
+	}
+
+	current = eb_list_databases();
+	foreach(lc, current)
+	{
+		Oid			dboid = lfirst_oid(lc);
+		LauncherDb *ldb = NULL;
+		ListCell   *lc2;
+		TimestampTz pause_until = 0;
+		EventBusWorker *w;
+
+		foreach(lc2, *dbs)
+		{
+			if (((LauncherDb *) lfirst(lc2))->dboid == dboid)
+			{
+				ldb = lfirst(lc2);
+				break;
+			}
+		}
+		if (ldb == NULL)
+		{
+			ldb = palloc0(sizeof(LauncherDb));
+			ldb->dboid = dboid;
+			*dbs = lappend(*dbs, ldb);
+		}
+		ldb->seen = true;
+
+		if (ldb->handle != NULL)
+		{
+			pid_t		pid;
+
+			if (GetBackgroundWorkerPid(ldb->handle, &pid) != BGWH_STOPPED)
+				continue;
+			pfree(ldb->handle);
+			ldb->handle = NULL;
+			LWLockAcquire(eb_shared->lock, LW_SHARED);
+			w = eb_find_worker(dboid);
+			ldb->absent = (w != NULL && w->state == EBW_NO_EXTENSION);
+			LWLockRelease(eb_shared->lock);
+			/* A worker that stopped for another reason comes back in a second. */
+			ldb->next_start = TimestampTzPlusMilliseconds(now, 1000);
+		}
+
+		LWLockAcquire(eb_shared->lock, LW_SHARED);
+		w = eb_find_worker(dboid);
+		if (w != NULL)
+			pause_until = w->pause_until;
+		LWLockRelease(eb_shared->lock);
+
+		if (ldb->absent || !eb_worker_enabled)
+			continue;
+		if (now < ldb->next_start || now < pause_until)
+			continue;
+		if (!eb_start_worker(ldb))
+			ldb->next_start = TimestampTzPlusMilliseconds(now, 10000);
+	}
+	list_free(current);
+
+	/* Databases that are gone, and workers to stop when disabled. */
+	foreach(lc, *dbs)
+	{
+		LauncherDb *ldb = lfirst(lc);
+
+		if (ldb->handle != NULL && (!ldb->seen || !eb_worker_enabled))
+			TerminateBackgroundWorker(ldb->handle);
+		if (!ldb->seen && ldb->handle == NULL)
+		{
+			EventBusWorker *w;
+
+			LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+			w = eb_find_worker(ldb->dboid);
+			if (w != NULL && w->pid == 0)
+				memset(w, 0, sizeof(EventBusWorker));
+			LWLockRelease(eb_shared->lock);
+			*dbs = foreach_delete_current(*dbs, lc);
+			pfree(ldb);
+		}
+	}
+	return sleep_ms;
+}
+
+void
+eb_launcher_main(Datum arg)
+{
+	List	   *dbs = NIL;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	eb_shared->launcher_pid = MyProcPid;
+	eb_shared->launcher_procno = MyProc->pgprocno;
+	LWLockRelease(eb_shared->lock);
+	before_shmem_exit(eb_launcher_exit, (Datum) 0);
+
+	for (;;)
+	{
+		long		sleep_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		sleep_ms = eb_launcher_pass(&dbs);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * Have the launcher look again at every database: called at commit of a
+ * transaction that ran CREATE EXTENSION event_bus (horizon.c).
+ */
+void
+eb_wake_launcher(void)
+{
+	int			procno;
+
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	eb_shared->rescan = true;
+	procno = eb_shared->launcher_procno;
+	LWLockRelease(eb_shared->lock);
+	if (procno >= 0)
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+PG_FUNCTION_INFO_V1(eb_launcher_rescan);
+
+/*
+ * event_bus._launcher_rescan(): once this transaction commits, have the
+ * launcher look again at every database (called by CREATE EXTENSION).
+ */
+Datum
+eb_launcher_rescan(PG_FUNCTION_ARGS)
+{
+	eb_require_preload();
+	eb_wake_launcher_at_commit();
+	PG_RETURN_VOID();
+}
+
+/*---------------------------------------------------------------------------
+ * Worker
+ *---------------------------------------------------------------------------
+ */
+
+static EventBusWorker *my_worker = NULL;
+static EventBusDb *my_worker_db = NULL;
+
+static void
+eb_worker_exit(int code, Datum arg)
+{
+	if (my_worker_db != NULL)
+		pg_atomic_write_u32(&my_worker_db->worker_procno, 0);
+	if (my_worker != NULL)
+	{
+		LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+		if (my_worker->pid == MyProcPid)
+		{
+			my_worker->pid = 0;
+			if (my_worker->state == EBW_RUNNING || my_worker->state == EBW_STARTING)
+				my_worker->state = EBW_STOPPED;
+		}
+		LWLockRelease(eb_shared->lock);
+	}
+}
+
+static void
+eb_worker_set_state(EventBusWorkerState state)
+{
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	my_worker->state = state;
+	LWLockRelease(eb_shared->lock);
+}
+
+/* Is event_bus installed in this database?  Inside a transaction. */
+static bool
+eb_extension_present(void)
+{
+	Oid			nsp = get_namespace_oid(EB_SCHEMA, true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid(EB_SEQUENCE, nsp));
+}
+
+/* Worker state carried from round to round. */
+typedef struct WorkerRound
+{
+	int64		horizon;		/* highest seq already dispatched, -1: none yet */
+	Datum		state;			/* jsonb state of _dispatch, or 0 */
+	TimestampTz next_maintenance;
+	TimestampTz next_retention;
+	TimestampTz next_due;		/* earliest retry due / lease expiry, or 0 */
+} WorkerRound;
+
+static Datum
+eb_spi_value(int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, isnull);
+}
+
+/*
+ * One round; runs its own transaction.  Returns false when the extension is
+ * gone from the database.
+ */
+static bool
+eb_worker_round(WorkerRound *r, MemoryContext keep)
+{
+	TimestampTz now;
+	Datum		args[2];
+	char		nulls[2] = {' ', ' '};
+	Oid			argtypes[2] = {INT8OID, JSONBOID};
+	bool		isnull;
+	uint64		notified = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "event_bus: dispatch");
+
+	if (!eb_extension_present())
+	{
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+		return false;
+	}
+	if (my_worker_db == NULL)
+	{
+		my_worker_db = eb_db_state();
+		pg_atomic_write_u32(&my_worker_db->worker_procno, MyProc->pgprocno + 1);
+	}
+
+	args[0] = Int64GetDatum(r->horizon);
+	nulls[0] = r->horizon < 0 ? 'n' : ' ';
+	args[1] = r->state;
+	nulls[1] = r->state == (Datum) 0 ? 'n' : ' ';
+	if (SPI_execute_with_args("SELECT horizon, state, notified FROM event_bus._dispatch($1, $2)",
+							  2, argtypes, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "event_bus: _dispatch() failed");
+	r->horizon = DatumGetInt64(eb_spi_value(1, &isnull));
+	{
+		Datum		st = eb_spi_value(2, &isnull);
+		MemoryContext old = MemoryContextSwitchTo(keep);
+
+		if (r->state != (Datum) 0)
+			pfree(DatumGetPointer(r->state));
+		r->state = isnull ? (Datum) 0 : datumCopy(st, false, -1);
+		MemoryContextSwitchTo(old);
+	}
+	notified = (uint64) DatumGetInt32(eb_spi_value(3, &isnull));
+
+	now = GetCurrentTimestamp();
+	if (now >= r->next_maintenance || (r->next_due != 0 && now >= r->next_due))
+	{
+		pgstat_report_activity(STATE_RUNNING, "event_bus: maintenance");
+		if (SPI_execute("SELECT * FROM event_bus.run_maintenance()", false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: run_maintenance() failed");
+		r->next_maintenance = TimestampTzPlusMilliseconds(now, eb_naptime);
+	}
+	if (now >= r->next_retention)
+	{
+		pgstat_report_activity(STATE_RUNNING, "event_bus: retention");
+		if (SPI_execute("SELECT event_bus._retention()", false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: _retention() failed");
+		r->next_retention = TimestampTzPlusMilliseconds(now, EB_RETENTION_EVERY_MS);
+	}
+	if (SPI_execute("SELECT event_bus._next_due()", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "event_bus: _next_due() failed");
+	{
+		Datum		d = eb_spi_value(1, &isnull);
+
+		r->next_due = isnull ? 0 : DatumGetTimestampTz(d);
+	}
+
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	pgstat_report_stat(false);
+
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	my_worker->last_round = now;
+	my_worker->rounds++;
+	my_worker->notifications += notified;
+	LWLockRelease(eb_shared->lock);
+	return true;
+}
+
+void
+eb_worker_main(Datum arg)
+{
+	Oid			dboid = DatumGetObjectId(arg);
+	MemoryContext keep;
+	WorkerRound r;
+	bool		present;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	my_worker = eb_find_worker(dboid);
+	if (my_worker == NULL || GetCurrentTimestamp() < my_worker->pause_until)
+	{
+		if (my_worker != NULL)
+			my_worker->state = EBW_STOPPED;
+		LWLockRelease(eb_shared->lock);
+		proc_exit(0);
+	}
+	my_worker->pid = MyProcPid;
+	my_worker->started_at = GetCurrentTimestamp();
+	LWLockRelease(eb_shared->lock);
+	before_shmem_exit(eb_worker_exit, (Datum) 0);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("event_bus worker");
+
+	StartTransactionCommand();
+	present = eb_extension_present();
+	CommitTransactionCommand();
+	if (!present)
+	{
+		eb_worker_set_state(EBW_NO_EXTENSION);
+		proc_exit(0);
+	}
+	eb_worker_set_state(EBW_RUNNING);
+
+	keep = AllocSetContextCreate(TopMemoryContext, "event_bus worker", ALLOCSET_SMALL_SIZES);
+	memset(&r, 0, sizeof(r));
+	r.horizon = -1;
+
+	for (;;)
+	{
+		long		timeout = eb_naptime;
+		TimestampTz now;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		PG_TRY();
+		{
+			if (!eb_worker_round(&r, keep))
+			{
+				eb_worker_set_state(EBW_NO_EXTENSION);
+				proc_exit(0);
+			}
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(keep);
+			EmitErrorReport();
+			edata = CopyErrorData();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			pgstat_report_activity(STATE_IDLE, NULL);
+			LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+			strlcpy(my_worker->last_error, edata->message ? edata->message : "unknown error",
+					sizeof(my_worker->last_error));
+			my_worker->last_error_at = GetCurrentTimestamp();
+			LWLockRelease(eb_shared->lock);
+			FreeErrorData(edata);
+			/* Start over: the next round notifies what is pending. */
+			r.horizon = -1;
+			if (r.state != (Datum) 0)
+				pfree(DatumGetPointer(r.state));
+			r.state = (Datum) 0;
+		}
+		PG_END_TRY();
+
+		/* Sleep until the next commit, due retry, lease expiry or naptime. */
+		now = GetCurrentTimestamp();
+		if (r.next_due != 0)
+		{
+			long		secs;
+			int			usecs;
+
+			TimestampDifference(now, r.next_due, &secs, &usecs);
+			timeout = Min(timeout, secs * 1000 + usecs / 1000 + 1);
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(timeout, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*---------------------------------------------------------------------------
+ * SQL-callable
+ *---------------------------------------------------------------------------
+ */
+
+PG_FUNCTION_INFO_V1(eb_worker_status);
+
+/* event_bus._worker_status(): one row per watched database. */
+Datum
+eb_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+	static const char *const names[] = {"free", "starting", "running", "no extension", "stopped"};
+
+	eb_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+
+	for (i = 0; i < eb_shared->max_databases; i++)
+	{
+		EventBusWorker w;
+		Datum		values[9];
+		bool		nulls[9];
+		char	   *datname;
+
+		LWLockAcquire(eb_shared->lock, LW_SHARED);
+		w = eb_shared->workers[i];
+		LWLockRelease(eb_shared->lock);
+		if (w.state == EBW_FREE)
+			continue;
+
+		memset(nulls, 0, sizeof(nulls));
+		datname = get_database_name(w.dboid);
+		values[0] = ObjectIdGetDatum(w.dboid);
+		if (datname)
+			values[1] = CStringGetTextDatum(datname);
+		else
+			nulls[1] = true;
+		values[2] = Int32GetDatum((int32) w.pid);
+		nulls[2] = (w.pid == 0);
+		values[3] = CStringGetTextDatum(names[w.state]);
+		values[4] = TimestampTzGetDatum(w.started_at);
+		nulls[4] = (w.started_at == 0);
+		values[5] = TimestampTzGetDatum(w.last_round);
+		nulls[5] = (w.last_round == 0);
+		values[6] = Int64GetDatum((int64) w.rounds);
+		values[7] = Int64GetDatum((int64) w.notifications);
+		values[8] = CStringGetTextDatum(w.last_error);
+		nulls[8] = (w.last_error[0] == '\0');
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(eb_wake_gen);
+PG_FUNCTION_INFO_V1(eb_wait);
+PG_FUNCTION_INFO_V1(eb_wake);
+
+/* event_bus._wake_gen(): the database's wake-up generation. */
+Datum
+eb_wake_gen(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64((int64) pg_atomic_read_u64(&eb_db_state()->wake_gen));
+}
+
+/*
+ * event_bus._wait(gen bigint, timeout_ms int): sleep until the wake-up
+ * generation differs from gen or the timeout passes; returns the
+ * generation.  Query cancel and statement_timeout end the sleep with an
+ * error, as for any query; postmaster death ends the process.
+ */
+Datum
+eb_wait(PG_FUNCTION_ARGS)
+{
+	EventBusDb *db = eb_db_state();
+	uint64		gen = (uint64) PG_GETARG_INT64(0);
+	int32		timeout_ms = PG_GETARG_INT32(1);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+
+	ConditionVariablePrepareToSleep(&db->cv);
+	while (pg_atomic_read_u64(&db->wake_gen) == gen)
+	{
+		long		secs;
+		int			usecs;
+		long		left;
+
+		TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
+		left = secs * 1000 + usecs / 1000;
+		if (left <= 0 && usecs <= 0)
+			break;
+		if (ConditionVariableTimedSleep(&db->cv, Max(left, 1), PG_WAIT_EXTENSION))
+			break;
+	}
+	ConditionVariableCancelSleep();
+	PG_RETURN_INT64((int64) pg_atomic_read_u64(&db->wake_gen));
+}
+
+/* event_bus._wake(): wake claimers of this database when this transaction commits. */
+Datum
+eb_wake(PG_FUNCTION_ARGS)
+{
+	eb_wake_at_commit();
+	PG_RETURN_VOID();
+}
