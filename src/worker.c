@@ -676,6 +676,11 @@ eb_worker_main(Datum arg)
 	}
 	my_worker->pid = MyProcPid;
 	my_worker->started_at = GetCurrentTimestamp();
+	my_worker->last_round = 0;
+	my_worker->rounds = 0;
+	my_worker->notifications = 0;
+	my_worker->last_error[0] = '\0';
+	my_worker->last_error_at = 0;
 	LWLockRelease(eb_shared->lock);
 	before_shmem_exit(eb_worker_exit, (Datum) 0);
 
