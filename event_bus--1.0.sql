@@ -972,6 +972,7 @@ BEGIN
         SELECT x.* FROM event_bus.leases x
          WHERE x.expires_at OPERATOR(pg_catalog.<=) t
          ORDER BY x.lease_id
+         LIMIT pg_catalog.current_setting('event_bus.expire_batch_size')::integer
          FOR UPDATE SKIP LOCKED
     LOOP
         SELECT * INTO s FROM event_bus.subscriptions x WHERE x.subscription OPERATOR(pg_catalog.=) l.subscription;
@@ -1230,8 +1231,24 @@ AS $$
 DECLARE
     s event_bus.subscriptions;
     n integer;
+    gone bigint;
 BEGIN
     s := event_bus._subscription(redrive.subscription);
+    -- Retention may have dropped the partition of an old dead letter: its
+    -- copy stays here, but it can no longer be delivered from the log.
+    SELECT d.seq INTO gone FROM event_bus.dead_letters d
+     WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
+       AND (redrive.seqs IS NULL OR d.seq OPERATOR(pg_catalog.=) ANY (redrive.seqs))
+       AND NOT EXISTS (SELECT FROM event_bus.events e
+                        WHERE e.topic OPERATOR(pg_catalog.=) d.topic AND e.lane OPERATOR(pg_catalog.=) d.lane
+                          AND e.seq OPERATOR(pg_catalog.=) d.seq)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'dead letter % of subscription "%" can no longer be redriven', gone, s.subscription
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Retention has dropped the part of the log that held it; its copy is still in event_bus.dead_letters.',
+                  HINT = 'Emit its payload again with event_bus.emit(), or purge it with event_bus.purge_dead_letters().';
+    END IF;
     WITH d AS (
         DELETE FROM event_bus.dead_letters d
          WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription

@@ -103,6 +103,7 @@ extern void eb_check_name(const char *kind, text *name);
 extern bool eb_worker_enabled;
 extern int	eb_naptime;
 extern int	eb_retention;
+extern int	eb_expire_batch_size;
 
 /* worker.c */
 extern void eb_worker_init(void);

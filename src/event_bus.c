@@ -33,6 +33,7 @@ int			eb_max_databases = 32;
 bool		eb_worker_enabled = true;
 int			eb_naptime = 1000;
 int			eb_retention = 7 * 24 * 3600;
+int			eb_expire_batch_size = 1000;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -95,6 +96,13 @@ _PG_init(void)
 							&eb_retention,
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("event_bus.expire_batch_size",
+							"Most expired leases one run_maintenance() call turns into retries.",
+							"The rest wait for the next round, which keeps rounds short.",
+							&eb_expire_batch_size,
+							1000, 1, 1000000,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	/* PGC_POSTMASTER settings can only be defined while preloading. */
 	if (process_shared_preload_libraries_in_progress)

@@ -144,6 +144,13 @@ is($node->safe_psql('bus', "SELECT type || ' ' || attempt FROM event_bus.claim('
 $node->safe_psql('bus', "SELECT event_bus.ack('s', ARRAY[$seq])");
 
 # --- Partitions and retention ------------------------------------------------
+# A dead letter whose event is in a partition retention will drop.
+$node->safe_psql('bus', q{
+	SELECT event_bus.subscribe('dl', ARRAY['t'], types => ARRAY['Doomed'], max_attempts => 1);
+	SELECT event_bus.emit('t', 'Doomed', '{"d": 1}');
+});
+my $doomed = $node->safe_psql('bus', "SELECT seq FROM event_bus.claim('dl', 10)");
+is($node->safe_psql('bus', "SELECT event_bus.fail('dl', $doomed, 'poison')"), 'dead', 'a dead letter');
 for my $i (1 .. 6)
 {
 	$node->safe_psql('bus',
@@ -166,12 +173,17 @@ my $before = $node->safe_psql('bus', 'SELECT min(lo) FROM event_bus.log_partitio
 ok($node->poll_query_until('bus',
 		"SELECT min(lo) > $before AND count(*) <= 4 FROM event_bus.log_partitions"),
 	'consumed partitions past retention are dropped by the worker');
+($ret, $out, $err) = $node->psql('bus', "SELECT event_bus.redrive('dl')");
+like($err, qr/dead letter $doomed of subscription "dl" can no longer be redriven/,
+	'redrive refuses a dead letter whose part of the log is gone');
+is($node->safe_psql('bus', "SELECT payload FROM event_bus.dead_letters WHERE subscription = 'dl'"),
+	'{"d": 1}', 'its copy is kept in dead_letters');
 is($node->safe_psql('bus', q{
 	SELECT count(*) = (SELECT count(*) FROM event_bus.log_partitions)
 	  FROM pg_inherits WHERE inhparent = 'event_bus.events'::regclass}),
 	't', 'the partition registry matches the attached partitions');
-is($node->safe_psql('bus', "SELECT count(*) FROM event_bus.retention_status WHERE holds_retention"),
-	'1', 'retention_status names what holds the log');
+is($node->safe_psql('bus', "SELECT count(*) > 0 FROM event_bus.retention_status WHERE holds_retention"),
+	't', 'retention_status names what holds the log');
 
 # A stalled subscription holds retention, and the view says so.
 $node->safe_psql('bus', "SELECT event_bus.subscribe('stalled', ARRAY['t'])");
