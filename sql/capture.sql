@@ -1,0 +1,155 @@
+-- Outbox capture: row changes become events in the same transaction.
+\set SHOW_CONTEXT never
+CREATE TABLE orders (id int PRIMARY KEY, customer text, total numeric, status text, secret text);
+SELECT event_bus.capture('orders', exclude_columns => ARRAY['secret']);
+SELECT "table", topic, operations, types, key_columns, exclude_columns, update_mode FROM event_bus.captured_tables;
+-- the topic was created from the table name
+SELECT topic, lanes FROM event_bus.topics WHERE topic = 'orders';
+SELECT event_bus.subscribe('audit', ARRAY['orders']);
+SELECT last_value AS base FROM event_bus.event_seq \gset
+INSERT INTO orders VALUES (1, 'ada', 10, 'new', 's1'), (2, 'bob', 20, 'new', 's2');
+UPDATE orders SET status = 'paid' WHERE id = 1;
+DELETE FROM orders WHERE id = 2;
+SELECT seq - :base AS n, type, key, payload, headers FROM event_bus.claim('audit', 100) ORDER BY seq;
+SELECT event_bus.ack('audit', ARRAY(SELECT unnest(seqs) FROM event_bus.leases));
+
+-- A rollback, or a rolled-back savepoint, leaves no event
+BEGIN;
+INSERT INTO orders VALUES (3, 'cy', 30, 'new', 's3');
+ROLLBACK;
+BEGIN;
+INSERT INTO orders VALUES (4, 'di', 40, 'new', 's4');
+SAVEPOINT sp;
+INSERT INTO orders VALUES (5, 'ed', 50, 'new', 's5');
+ROLLBACK TO SAVEPOINT sp;
+UPDATE orders SET total = 41 WHERE id = 4;
+COMMIT;
+-- events of one transaction arrive together, in statement order
+SELECT type, key, payload->>'total' AS total FROM event_bus.claim('audit', 100) ORDER BY seq;
+SELECT event_bus.ack('audit', ARRAY(SELECT unnest(seqs) FROM event_bus.leases));
+
+-- Bulk statements emit set-based, in row order
+INSERT INTO orders SELECT g, 'bulk', g, 'new', NULL FROM generate_series(100, 1099) g;
+SELECT count(*), min(key::int), max(key::int),
+       bool_and(key::int = (payload->>'id')::int) AS key_is_pk,
+       array_agg(key::int ORDER BY seq) = ARRAY(SELECT generate_series(100, 1099)) AS row_order
+  FROM event_bus.events WHERE topic = 'orders' AND seq > :base AND type = 'orders.inserted' AND key::int >= 100;
+SELECT count(*) FROM event_bus.claim('audit', 2000);
+SELECT event_bus.ack('audit', ARRAY(SELECT unnest(seqs) FROM event_bus.leases));
+DELETE FROM orders WHERE id >= 100;
+SELECT count(*) AS deleted_events FROM event_bus.claim('audit', 2000);
+SELECT event_bus.ack('audit', ARRAY(SELECT unnest(seqs) FROM event_bus.leases));
+
+-- Options: event types, changed columns only, a row filter
+SELECT event_bus.capture('orders', types => '{"insert": "OrderPlaced", "update": "OrderChanged"}',
+                         update_mode => 'changed', condition => 'total >= 10');
+INSERT INTO orders VALUES (6, 'fa', 5, 'new', 'x'), (7, 'gi', 70, 'new', 'y');
+UPDATE orders SET status = 'shipped', total = 12 WHERE id IN (1, 6);
+SELECT type, key, payload FROM event_bus.claim('audit', 100) ORDER BY seq;
+SELECT event_bus.ack('audit', ARRAY(SELECT unnest(seqs) FROM event_bus.leases));
+-- old and new images, included columns only, truncate, another topic
+SELECT event_bus.create_topic('order-history', 1);
+SELECT event_bus.subscribe('history', ARRAY['order-history']);
+SELECT event_bus.capture('orders', topic => 'order-history', columns => ARRAY['id', 'status'],
+                         update_mode => 'old_and_new', operations => ARRAY['update', 'truncate']);
+INSERT INTO orders VALUES (8, 'hu', 80, 'new', NULL);
+UPDATE orders SET status = 'done' WHERE id = 8;
+TRUNCATE orders;
+SELECT type, key, payload FROM event_bus.claim('history', 100) ORDER BY seq;
+SELECT count(*) AS nothing_on_old_topic FROM event_bus.claim('audit', 100);
+
+-- DDL: renames are followed, dropped excluded columns forgotten, new
+-- columns appear; dropping a key or included column is refused
+SELECT event_bus.capture('orders', exclude_columns => ARRAY['secret', 'total']);
+ALTER TABLE orders RENAME COLUMN customer TO client;
+ALTER TABLE orders ADD COLUMN note text DEFAULT 'n/a';
+ALTER TABLE orders DROP COLUMN secret;
+INSERT INTO orders (id, client, total, status) VALUES (9, 'io', 90, 'new');
+SELECT type, payload FROM event_bus.claim('audit', 100) ORDER BY seq;
+SELECT exclude_columns FROM event_bus.captured_tables;
+SELECT event_bus.capture('orders', columns => ARRAY['id', 'client']);
+ALTER TABLE orders RENAME COLUMN client TO customer;
+SELECT columns FROM event_bus.captured_tables;
+ALTER TABLE orders DROP COLUMN customer;
+ALTER TABLE orders DROP COLUMN id;
+ALTER TABLE orders DROP CONSTRAINT orders_pkey;
+INSERT INTO orders (id, customer, total, status) VALUES (10, 'jo', 100, 'new');
+SELECT type, payload FROM event_bus.claim('audit', 100) ORDER BY seq;
+-- a condition the DDL would break is refused too
+SELECT event_bus.capture('orders', condition => 'status <> ''draft''');
+ALTER TABLE orders RENAME COLUMN status TO state;
+ALTER TABLE orders RENAME COLUMN note TO remark;
+
+-- uncapture is idempotent; dropping a captured table cleans the registry
+SELECT event_bus.uncapture('orders');
+SELECT event_bus.uncapture('orders');
+SELECT count(*) FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal;
+INSERT INTO orders (id, customer, total, status) VALUES (11, 'ka', 110, 'new');
+SELECT count(*) AS after_uncapture FROM event_bus.claim('audit', 100);
+CREATE TABLE "Items" (sku text PRIMARY KEY, qty int);
+SELECT event_bus.capture('"Items"');
+SELECT event_bus.capture('"Items"', topic => 'items');
+DROP TABLE "Items";
+SELECT count(*) AS captures_left FROM event_bus.captures;
+SELECT count(*) AS generated_functions_left FROM pg_proc
+ WHERE pronamespace = 'event_bus'::regnamespace AND proname ~ '^_capture_[0-9]+$';
+
+-- Errors
+SELECT try($$SELECT event_bus.capture(NULL)$$);
+SELECT try($$SELECT event_bus.capture('event_bus.topics_pkey')$$);
+SELECT try($$SELECT event_bus.capture('orders', operations => ARRAY['upsert'])$$);
+SELECT try($$SELECT event_bus.capture('orders', operations => ARRAY[]::text[])$$);
+SELECT try($$SELECT event_bus.capture('orders', types => '["x"]')$$);
+SELECT try($$SELECT event_bus.capture('orders', types => '{"insert": ""}')$$);
+SELECT try($$SELECT event_bus.capture('orders', types => '{"merge": "X"}')$$);
+SELECT try($$SELECT event_bus.capture('orders', columns => ARRAY['nope'])$$);
+SELECT try($$SELECT event_bus.capture('orders', key_columns => ARRAY['nope'])$$);
+SELECT try($$SELECT event_bus.capture('orders', columns => ARRAY['id'], exclude_columns => ARRAY['total'])$$);
+SELECT try($$SELECT event_bus.capture('orders', update_mode => 'diff')$$);
+SELECT try($$SELECT event_bus.capture('orders', condition => 'no_such_column > 1')$$);
+SELECT try($$SELECT event_bus.capture('orders', condition => 'total >')$$);
+SELECT try($$SELECT event_bus.capture('orders', topic => 'Bad Topic')$$);
+CREATE TABLE nokey (a int, b text);
+SELECT try($$SELECT event_bus.capture('nokey', update_mode => 'changed')$$);
+SELECT event_bus.capture('nokey');
+INSERT INTO nokey VALUES (1, 'x');
+SELECT key IS NULL AS no_key, payload FROM event_bus.events WHERE topic = 'nokey';
+SELECT array_agg(relid) AS captured_now FROM event_bus.captures;
+
+-- Security: only the owner may capture; writing to a captured table does
+-- not let a role emit when it could not emit directly
+CREATE ROLE eb_owner IN ROLE event_bus_producer;
+CREATE ROLE eb_writer;
+CREATE ROLE eb_stranger IN ROLE event_bus_producer;
+GRANT USAGE, CREATE ON SCHEMA public TO eb_owner;
+SET ROLE eb_owner;
+CREATE TABLE owned (id int PRIMARY KEY, v text);
+GRANT INSERT ON owned TO eb_writer, eb_stranger;
+SELECT event_bus.capture('owned');
+RESET ROLE;
+SET ROLE eb_stranger;
+SELECT try($$SELECT event_bus.uncapture('owned')$$);
+SELECT try($$SELECT event_bus.capture('owned', condition => 'false')$$);
+INSERT INTO owned VALUES (1, 'by a producer');
+RESET ROLE;
+SET ROLE eb_writer;
+SELECT try($$INSERT INTO owned VALUES (2, 'by a role that may not emit')$$);
+RESET ROLE;
+SELECT payload FROM event_bus.events WHERE topic = 'owned' ORDER BY seq;
+-- the generated trigger function pins search_path and is not SECURITY DEFINER
+SELECT prosecdef, proconfig FROM pg_proc WHERE proname = '_capture_' || 'owned'::regclass::oid;
+
+-- CloudEvents
+SELECT event_bus.to_cloudevent(e) - 'id' - 'time' - 'sequence' AS cloudevent
+  FROM event_bus.events e WHERE topic = 'owned';
+SELECT event_bus.to_cloudevent(1, '00000000-0000-0000-0000-000000000001', 'orders', 'OrderPlaced', 2, 'k1',
+                               '{"a": 1}', '{"source": "/shop", "traceparent": "00-abc-def-01"}',
+                               '2026-01-02 03:04:05.678+00');
+SELECT event_bus.to_cloudevent(1, '00000000-0000-0000-0000-000000000001', 'orders', 'T', 1, NULL,
+                               'null', '{}', '2026-01-02 03:04:05+00');
+
+DROP TABLE owned, nokey, orders;
+DROP OWNED BY eb_owner, eb_stranger, eb_writer;
+DROP ROLE eb_owner, eb_writer, eb_stranger;
+SELECT event_bus.unsubscribe('audit');
+SELECT event_bus.unsubscribe('history');
