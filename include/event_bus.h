@@ -104,6 +104,7 @@ extern bool eb_worker_enabled;
 extern int	eb_naptime;
 extern int	eb_retention;
 extern int	eb_expire_batch_size;
+extern int	eb_dispatch_interval;
 
 /* worker.c */
 extern void eb_worker_init(void);

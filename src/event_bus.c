@@ -34,6 +34,7 @@ bool		eb_worker_enabled = true;
 int			eb_naptime = 1000;
 int			eb_retention = 7 * 24 * 3600;
 int			eb_expire_batch_size = 1000;
+int			eb_dispatch_interval = 2;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -96,6 +97,13 @@ _PG_init(void)
 							&eb_retention,
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("event_bus.dispatch_interval",
+							"Shortest time between two rounds of a worker.",
+							"Bursts of commits within it are dispatched together, which bounds the worker's CPU use under heavy load.",
+							&eb_dispatch_interval,
+							2, 0, 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("event_bus.expire_batch_size",
 							"Most expired leases one run_maintenance() call turns into retries.",

@@ -556,6 +556,7 @@ typedef struct WorkerRound
 	TimestampTz next_maintenance;
 	TimestampTz next_retention;
 	TimestampTz next_due;		/* earliest retry due / lease expiry, or 0 */
+	TimestampTz last_round_start;
 } WorkerRound;
 
 static Datum
@@ -712,6 +713,23 @@ eb_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+
+		/*
+		 * Coalesce bursts of commits: at most one round per
+		 * event_bus.dispatch_interval.  pg_usleep, not a latch wait, so that
+		 * the commits meanwhile do not wake us again and again.
+		 */
+		if (r.last_round_start != 0 && eb_dispatch_interval > 0)
+		{
+			long		secs;
+			int			usecs;
+
+			TimestampDifference(r.last_round_start, GetCurrentTimestamp(), &secs, &usecs);
+			if (secs == 0 && usecs < eb_dispatch_interval * 1000)
+				pg_usleep(eb_dispatch_interval * 1000L - usecs);
+			CHECK_FOR_INTERRUPTS();
+		}
+		r.last_round_start = GetCurrentTimestamp();
 
 		PG_TRY();
 		{
