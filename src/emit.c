@@ -64,7 +64,7 @@ EB_INSERT_HEAD
 EB_LANE_EXPR("s.k") ", s.p, $5, pg_catalog.clock_timestamp() "
 "FROM event_bus.topics t, "
 "LATERAL (SELECT pg_catalog.nextval('event_bus.event_seq'::pg_catalog.regclass) AS seq, u.p, u.k "
-"         FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)) WITH ORDINALITY AS u(p, k, o) ORDER BY u.o) s "
+"         FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)) AS u(p, k)) s "
 "WHERE t.topic OPERATOR(pg_catalog.=) $1 "
 "RETURNING seq";
 
