@@ -199,10 +199,21 @@ eb_lane(text *key, int64 seq, int32 lanes)
 	return (int16) ((h & 0x7fffffff) % lanes);
 }
 
-static Datum
-eb_empty_headers(void)
+/*
+ * The parameters both INSERTs share: $1 topic, $2 type, $3 payload(s),
+ * $4 key(s) (0 for NULL), $5 headers (NULL means {}), $6 version.
+ */
+static void
+eb_common_params(Datum *values, char *nulls, text *topic, text *type, Datum payload,
+				 Datum key, Jsonb *headers, int32 version)
 {
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	values[0] = PointerGetDatum(topic);
+	values[1] = PointerGetDatum(type);
+	values[2] = payload;
+	values[3] = key;
+	nulls[3] = key ? ' ' : 'n';
+	values[4] = headers ? PointerGetDatum(headers) : DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	values[5] = Int32GetDatum(version);
 }
 
 /*
@@ -348,13 +359,8 @@ eb_emit(PG_FUNCTION_ARGS)
 	eb_ensure_coverage(db, 1);
 	seq = nextval_internal(db->seqoid, false);
 
-	values[0] = PointerGetDatum(topic);
-	values[1] = PointerGetDatum(type);
-	values[2] = PointerGetDatum(payload);
-	values[3] = key ? PointerGetDatum(key) : (Datum) 0;
-	nulls[3] = key ? ' ' : 'n';
-	values[4] = headers ? PointerGetDatum(headers) : eb_empty_headers();
-	values[5] = Int32GetDatum(version);
+	eb_common_params(values, nulls, topic, type, PointerGetDatum(payload),
+					 key ? PointerGetDatum(key) : (Datum) 0, headers, version);
 	values[6] = Int64GetDatum(seq);
 	values[7] = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
 	values[8] = Int16GetDatum(eb_lane(key, seq, lanes));
@@ -446,13 +452,8 @@ eb_emit_many(PG_FUNCTION_ARGS)
 	db = eb_db_state();
 	eb_begin_emit(db);
 
-	values[0] = PointerGetDatum(topic);
-	values[1] = PointerGetDatum(type);
-	values[2] = PointerGetDatum(payloads);
-	values[3] = keys ? PointerGetDatum(keys) : (Datum) 0;
-	nulls[3] = keys ? ' ' : 'n';
-	values[4] = headers ? PointerGetDatum(headers) : eb_empty_headers();
-	values[5] = Int32GetDatum(version);
+	eb_common_params(values, nulls, topic, type, PointerGetDatum(payloads),
+					 keys ? PointerGetDatum(keys) : (Datum) 0, headers, version);
 
 	seqs = palloc(sizeof(Datum) * n);	/* outlives SPI_finish */
 	SPI_connect();
