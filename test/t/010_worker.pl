@@ -25,6 +25,21 @@ sub workers
 		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'event_bus worker' AND datname = '$db'");
 }
 
+# Claim and ack everything subscription s has.
+sub consume_all
+{
+	$node->safe_psql('bus', q{
+	DO $$
+	DECLARE s bigint[];
+	BEGIN
+	    LOOP
+	        SELECT array_agg(seq) INTO s FROM event_bus.claim('s', 1000);
+	        EXIT WHEN s IS NULL;
+	        PERFORM event_bus.ack('s', s);
+	    END LOOP;
+	END $$});
+}
+
 # --- Topology --------------------------------------------------------------
 $node->safe_psql('postgres', 'CREATE DATABASE with_ext');
 $node->safe_psql('postgres', 'CREATE DATABASE without_ext');
@@ -158,17 +173,8 @@ for my $i (1 .. 6)
 }
 ok($node->safe_psql('bus', 'SELECT count(*) FROM event_bus.log_partitions') >= 6,
 	'a long run of emits crosses several partitions without an error');
-is($node->safe_psql('bus', q{
-	DO $$
-	DECLARE s bigint[];
-	BEGIN
-	    LOOP
-	        SELECT array_agg(seq) INTO s FROM event_bus.claim('s', 1000);
-	        EXIT WHEN s IS NULL;
-	        PERFORM event_bus.ack('s', s);
-	    END LOOP;
-	END $$;
-	SELECT count(*) FROM event_bus.leases}), '0', 'everything consumed');
+consume_all();
+is($node->safe_psql('bus', 'SELECT count(*) FROM event_bus.leases'), '0', 'everything consumed');
 my $before = $node->safe_psql('bus', 'SELECT min(lo) FROM event_bus.log_partitions');
 ok($node->poll_query_until('bus',
 		"SELECT min(lo) > $before AND count(*) <= 4 FROM event_bus.log_partitions"),
@@ -189,16 +195,7 @@ is($node->safe_psql('bus', "SELECT count(*) > 0 FROM event_bus.retention_status 
 $node->safe_psql('bus', "SELECT event_bus.subscribe('stalled', ARRAY['t'])");
 $node->safe_psql('bus',
 	"SELECT event_bus.emit_many('t', 'Bulk', (SELECT array_agg('{}'::jsonb) FROM generate_series(1, 2500)))");
-$node->safe_psql('bus', q{
-	DO $$
-	DECLARE s bigint[];
-	BEGIN
-	    LOOP
-	        SELECT array_agg(seq) INTO s FROM event_bus.claim('s', 1000);
-	        EXIT WHEN s IS NULL;
-	        PERFORM event_bus.ack('s', s);
-	    END LOOP;
-	END $$});
+consume_all();
 ok($node->poll_query_until('bus',
 		"SELECT holds_retention AND partitions_held >= 2 FROM event_bus.retention_status WHERE subscription = 'stalled'"),
 	'a stalled subscription shows up as what holds retention');
