@@ -272,7 +272,8 @@ $$;
 -- Raise an error for seqs a subscription could not have been handed:
 -- events that do not exist, belong to a topic it does not read, or have not
 -- been delivered to it yet.  Seqs that pass were delivered earlier and have
--- since been acked, failed or dead-lettered.
+-- since been acked, failed or dead-lettered (or were in a log partition that
+-- retention has dropped, which it does only once every subscription is past).
 CREATE FUNCTION event_bus._check_delivered(s event_bus.subscriptions, seqs bigint[]) RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -295,7 +296,10 @@ BEGIN
            AND ev.seq OPERATOR(pg_catalog.=) v;
         IF NOT FOUND AND NOT EXISTS (SELECT FROM event_bus.dead_letters d
                                       WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
-                                        AND d.seq OPERATOR(pg_catalog.=) v) THEN
+                                        AND d.seq OPERATOR(pg_catalog.=) v)
+           -- Below the oldest partition, retention dropped it: every
+           -- subscription had finished it, so it was delivered.
+           AND v OPERATOR(pg_catalog.>=) coalesce((SELECT min(p.lo) FROM event_bus.log_partitions p), 0) THEN
             RAISE EXCEPTION 'event % does not belong to subscription "%"', v, s.subscription
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = pg_catalog.format('No event with seq %s exists in topics %s.', v, s.topics),

@@ -179,6 +179,10 @@ my $before = $node->safe_psql('bus', 'SELECT min(lo) FROM event_bus.log_partitio
 ok($node->poll_query_until('bus',
 		"SELECT min(lo) > $before AND count(*) <= 4 FROM event_bus.log_partitions"),
 	'consumed partitions past retention are dropped by the worker');
+is($node->safe_psql('bus', "SELECT event_bus.ack('s', ARRAY[$doomed])"), '0',
+	'a late ack of an event whose partition is gone is a no-op, not an error');
+($ret, $out, $err) = $node->psql('bus', "SELECT event_bus.fail('s', $doomed)");
+like($err, qr/is not in flight for subscription "s"/, 'and a late fail says it is no longer in flight');
 ($ret, $out, $err) = $node->psql('bus', "SELECT event_bus.redrive('dl')");
 like($err, qr/dead letter $doomed of subscription "dl" can no longer be redriven/,
 	'redrive refuses a dead letter whose part of the log is gone');
