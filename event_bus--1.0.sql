@@ -83,8 +83,10 @@ CREATE TABLE event_bus.events (
     headers     jsonb NOT NULL,
     emitted_at  timestamptz NOT NULL
 ) PARTITION BY RANGE (seq);
--- The only index: claims read one lane of one topic in seq order.
-CREATE INDEX events_topic_lane_seq ON event_bus.events (topic, lane, seq);
+-- Each partition gets one index, (topic, lane, seq): claims read one lane of
+-- one topic in seq order (see _ensure_partitions).  It is created per
+-- partition rather than on the parent so that pg_dump can restore the
+-- partitions of this extension-owned table.
 
 -- Partitions of the log, created ahead by _ensure_partitions().
 CREATE TABLE event_bus.log_partitions (
@@ -120,8 +122,9 @@ CREATE TABLE event_bus.cursors (
 );
 
 -- One row per claimed batch of one lane; ack removes seqs from it.
+CREATE SEQUENCE event_bus.lease_id_seq AS bigint;
 CREATE TABLE event_bus.leases (
-    lease_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    lease_id     bigint PRIMARY KEY DEFAULT pg_catalog.nextval('event_bus.lease_id_seq'),
     subscription text COLLATE "C" NOT NULL
                  REFERENCES event_bus.subscriptions ON DELETE CASCADE,
     topic        text COLLATE "C" NOT NULL,
@@ -152,6 +155,7 @@ CREATE INDEX retries_due ON event_bus.retries (subscription, due_at) WHERE lease
 CREATE INDEX retries_lane ON event_bus.retries (subscription, topic, lane, seq);
 
 -- Dead letters keep a full copy of the event, so they outlive the log.
+CREATE SEQUENCE event_bus.dead_id_seq AS bigint;
 CREATE TABLE event_bus.dead_letters (
     subscription text COLLATE "C" NOT NULL
                  REFERENCES event_bus.subscriptions ON DELETE CASCADE,
@@ -168,7 +172,7 @@ CREATE TABLE event_bus.dead_letters (
     attempts     integer NOT NULL,
     last_error   text,
     dead_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    dead_id      bigint GENERATED ALWAYS AS IDENTITY,
+    dead_id      bigint NOT NULL DEFAULT pg_catalog.nextval('event_bus.dead_id_seq'),
     PRIMARY KEY (subscription, seq)
 );
 CREATE INDEX dead_letters_dead_id ON event_bus.dead_letters (dead_id);
@@ -179,6 +183,8 @@ SELECT pg_catalog.pg_extension_config_dump('event_bus.log_partitions', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.subscriptions', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.cursors', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.leases', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.lease_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.dead_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.retries', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.dead_letters', '');
 
@@ -231,6 +237,7 @@ BEGIN
     WHILE top <= want LOOP
         name := pg_catalog.format('events_%s', pg_catalog.lpad(top::text, 19, '0'));
         EXECUTE pg_catalog.format('CREATE TABLE event_bus.%I (LIKE event_bus.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON event_bus.%I (topic, lane, seq)', name || '_topic_lane_seq', name);
         EXECUTE pg_catalog.format(
             'ALTER TABLE event_bus.events ATTACH PARTITION event_bus.%I FOR VALUES FROM (%s) TO (%s)',
             name, top, top + size);
@@ -1126,15 +1133,30 @@ AS $$
                  (SELECT min(l.expires_at) FROM event_bus.leases l))
 $$;
 
--- The lowest seq any subscription still needs: cursors, pending retries and
--- leases.  Log partitions wholly below it may go.
-CREATE FUNCTION event_bus._retention_floor(h bigint) RETURNS bigint
+-- The lowest seq any subscription still needs: the first event after each
+-- cursor (a lane with nothing for its subscription up to the horizon needs
+-- nothing below it), pending retries and leases.  Log partitions wholly
+-- below it may go.  Read-only: cursors are never moved here, so events that
+-- appear below the horizon later (pg_restore loading a dump) are not skipped.
+CREATE FUNCTION event_bus._oldest_needed(p_subscription text, h bigint) RETURNS bigint
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT LEAST((SELECT min(c.position) + 1 FROM event_bus.cursors c),
-                 (SELECT min(r.seq) FROM event_bus.retries r),
-                 (SELECT min(l.seqs[1]) FROM event_bus.leases l),
-                 h + 1)
+    SELECT LEAST(
+        (SELECT min(CASE WHEN EXISTS (SELECT FROM event_bus.events e
+                                       WHERE e.topic OPERATOR(pg_catalog.=) c.topic
+                                         AND e.lane OPERATOR(pg_catalog.=) c.lane
+                                         AND e.seq OPERATOR(pg_catalog.>) c.position
+                                         AND e.seq OPERATOR(pg_catalog.<=) h
+                                         AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+                         THEN c.position + 1 ELSE h + 1 END)
+           FROM event_bus.cursors c JOIN event_bus.subscriptions s
+             ON s.subscription OPERATOR(pg_catalog.=) c.subscription
+          WHERE p_subscription IS NULL OR c.subscription OPERATOR(pg_catalog.=) p_subscription),
+        (SELECT min(r.seq) FROM event_bus.retries r
+          WHERE p_subscription IS NULL OR r.subscription OPERATOR(pg_catalog.=) p_subscription),
+        (SELECT min(l.seqs[1]) FROM event_bus.leases l
+          WHERE p_subscription IS NULL OR l.subscription OPERATOR(pg_catalog.=) p_subscription),
+        h + 1)
 $$;
 
 -- Retention: drop whole log partitions that every subscription has passed,
@@ -1151,23 +1173,10 @@ DECLARE
     p       record;
     dropped integer := 0;
 BEGIN
-    -- A lane with nothing for its subscription up to the horizon has been
-    -- passed: move its cursor, so that idle lanes do not hold the log.
-    UPDATE event_bus.cursors c SET position = h
-      FROM event_bus.subscriptions s
-     WHERE s.subscription OPERATOR(pg_catalog.=) c.subscription
-       AND c.position OPERATOR(pg_catalog.<) h
-       AND c.ctid = ANY (ARRAY(SELECT c2.ctid FROM event_bus.cursors c2
-                                WHERE c2.position OPERATOR(pg_catalog.<) h FOR UPDATE SKIP LOCKED))
-       AND NOT EXISTS (SELECT FROM event_bus.events e
-                        WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                          AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) h
-                          AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)));
-
     UPDATE event_bus.log_partitions lp SET closed_at = pg_catalog.now()
      WHERE lp.closed_at IS NULL AND lp.hi OPERATOR(pg_catalog.<=) h + 1;
 
-    keep := event_bus._retention_floor(h);
+    keep := event_bus._oldest_needed(NULL, h);
     SELECT pg_catalog.make_interval(secs => x.setting::float8) INTO keep_for
       FROM pg_catalog.pg_settings x WHERE x.name OPERATOR(pg_catalog.=) 'event_bus.retention';
     FOR p IN
@@ -1306,6 +1315,7 @@ CREATE TABLE event_bus.captures (
     exclude_attnums smallint[],
     update_mode     text NOT NULL,
     condition       text,
+    function_name   text NOT NULL,      -- the generated trigger function in schema event_bus
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 SELECT pg_catalog.pg_extension_config_dump('event_bus.captures', '');
@@ -1415,7 +1425,7 @@ DECLARE
     i        integer;
 BEGIN
     SELECT * INTO c FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
-    fn := pg_catalog.format('event_bus.%I', '_capture_' || p_table::oid);
+    fn := pg_catalog.format('event_bus.%I', c.function_name);
     SELECT pg_catalog.format('%I.%I', n.nspname, r.relname) INTO qname
       FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) r.relnamespace
      WHERE r.oid OPERATOR(pg_catalog.=) p_table;
@@ -1548,6 +1558,7 @@ DECLARE
     k       text;
     keycols text[] := p_key_columns;
     existed boolean;
+    fname   text;
 BEGIN
     SELECT r.relname INTO rel FROM pg_catalog.pg_class r WHERE r.oid OPERATOR(pg_catalog.=) p_table;
     IF p_topic IS NULL THEN
@@ -1623,15 +1634,17 @@ BEGIN
         PERFORM event_bus.create_topic(t);
     END IF;
 
-    existed := EXISTS (SELECT FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table);
+    SELECT x.function_name INTO fname FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
+    existed := FOUND;
     DELETE FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
     INSERT INTO event_bus.captures (relid, topic, operations, types, key_columns, key_attnums, columns,
-                                    column_attnums, exclude_columns, exclude_attnums, update_mode, condition)
+                                    column_attnums, exclude_columns, exclude_attnums, update_mode, condition,
+                                    function_name)
     VALUES (p_table, t, ops, types,
             keycols, event_bus._capture_attnums(p_table, keycols, 'key_columns'),
             p_columns, event_bus._capture_attnums(p_table, p_columns, 'columns'),
             p_exclude_columns, event_bus._capture_attnums(p_table, p_exclude_columns, 'exclude_columns'),
-            p_update_mode, p_condition);
+            p_update_mode, p_condition, coalesce(fname, '_capture_' || p_table::oid));
     PERFORM event_bus._capture_generate(p_table);
     RETURN NOT existed;
 END
@@ -1640,12 +1653,15 @@ $$;
 CREATE FUNCTION event_bus._uncapture_impl(p_table regclass) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    fname text;
 BEGIN
-    IF NOT EXISTS (SELECT FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table) THEN
+    SELECT x.function_name INTO fname FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
+    IF NOT FOUND THEN
         RETURN false;
     END IF;
     PERFORM event_bus._capture_drop_triggers(p_table);
-    EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS event_bus.%I()', '_capture_' || p_table::oid);
+    EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS event_bus.%I()', fname);
     DELETE FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
     RETURN true;
 END
@@ -1687,6 +1703,11 @@ BEGIN
            AND d.objid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT x.relid::oid FROM event_bus.captures x))
     LOOP
         SELECT * INTO c FROM event_bus.captures x WHERE x.relid::oid OPERATOR(pg_catalog.=) r.objid;
+        -- A table being restored by pg_restore gets its constraints before
+        -- its (dumped) capture triggers: leave it to the dump.
+        CONTINUE WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                                   WHERE g.tgrelid OPERATOR(pg_catalog.=) r.objid
+                                     AND g.tgname::text LIKE 'event\_bus\_capture\_%');
         kc := event_bus._capture_columns(c.relid, c.key_columns, c.key_attnums, 'key', false);
         ic := event_bus._capture_columns(c.relid, c.columns, c.column_attnums, 'payload column', false);
         ec := event_bus._capture_columns(c.relid, c.exclude_columns, c.exclude_attnums, 'excluded column', true);
@@ -1719,9 +1740,9 @@ BEGIN
          WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
            AND d.objsubid OPERATOR(pg_catalog.=) 0
            AND d.objid OPERATOR(pg_catalog.=) c.relid::oid
-        RETURNING d.objid
+        RETURNING c.function_name
     LOOP
-        EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS event_bus.%I()', '_capture_' || r.objid);
+        EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS event_bus.%I()', r.function_name);
     END LOOP;
 END
 $$;
@@ -1815,19 +1836,15 @@ COMMENT ON VIEW event_bus.worker_status IS
 'The event_bus worker of each database: pid, state, last round, rounds, notifications sent, last error.';
 
 CREATE VIEW event_bus.retention_status AS
-WITH need AS (
-    SELECT s.subscription, s.paused,
-           LEAST((SELECT min(c.position) + 1 FROM event_bus.cursors c
-                   WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription),
-                 (SELECT min(r.seq) FROM event_bus.retries r
-                   WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription),
-                 (SELECT min(l.seqs[1]) FROM event_bus.leases l
-                   WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription)) AS oldest_needed_seq
-      FROM event_bus.subscriptions s)
+WITH h AS (SELECT event_bus._horizon() AS h),
+need AS (
+    SELECT s.subscription, s.paused, event_bus._oldest_needed(s.subscription, h.h) AS oldest_needed_seq
+      FROM event_bus.subscriptions s, h)
 SELECT n.subscription, n.paused, n.oldest_needed_seq,
        (SELECT pg_catalog.count(*) FROM event_bus.log_partitions lp
          WHERE lp.closed_at IS NOT NULL AND lp.hi OPERATOR(pg_catalog.>) n.oldest_needed_seq) AS partitions_held,
-       n.oldest_needed_seq OPERATOR(pg_catalog.=) (SELECT min(m.oldest_needed_seq) FROM need m) AS holds_retention
+       n.oldest_needed_seq OPERATOR(pg_catalog.=) (SELECT min(m.oldest_needed_seq) FROM need m)
+       AND n.oldest_needed_seq OPERATOR(pg_catalog.<=) (SELECT h.h FROM h) AS holds_retention
   FROM need n;
 COMMENT ON VIEW event_bus.retention_status IS
 'Per subscription: the oldest seq it still needs and how many complete log partitions that keeps; holds_retention marks the one holding the log back.';

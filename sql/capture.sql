@@ -137,7 +137,7 @@ SELECT try($$INSERT INTO owned VALUES (2, 'by a role that may not emit')$$);
 RESET ROLE;
 SELECT payload FROM event_bus.events WHERE topic = 'owned' ORDER BY seq;
 -- the generated trigger function pins search_path and is not SECURITY DEFINER
-SELECT prosecdef, proconfig FROM pg_proc WHERE proname = '_capture_' || 'owned'::regclass::oid;
+SELECT prosecdef, proconfig FROM pg_proc WHERE proname = (SELECT function_name FROM event_bus.captures WHERE relid = 'owned'::regclass);
 
 -- CloudEvents
 SELECT event_bus.to_cloudevent(e) - 'id' - 'time' - 'sequence' AS cloudevent

@@ -299,17 +299,16 @@ eb_raise_max_seq(EventBusDb *db, uint64 seq)
 }
 
 /*
- * After a restart (or a new extension) max_seq is unknown: read it from the
- * sequence once.  Until then it is 0, which is always safe (too low).
+ * Raise max_seq to the sequence's last value.  The sequence can move without
+ * an emit (setval, pg_restore of a dump), so claimers read it every time;
+ * reading it under the sequence's buffer lock orders it after every nextval
+ * that returned a value up to it, as the horizon needs.
  */
 static void
-eb_load_max_seq(EventBusDb *db)
+eb_read_seq(EventBusDb *db)
 {
 	Datum		d;
 	LOCAL_FCINFO(fcinfo, 1);
-
-	if (pg_atomic_read_u32(&db->seq_loaded) != 0)
-		return;
 
 	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = ObjectIdGetDatum(db->seqoid);
@@ -318,6 +317,18 @@ eb_load_max_seq(EventBusDb *db)
 	if (!fcinfo->isnull)
 		eb_raise_max_seq(db, (uint64) DatumGetInt64(d));
 	pg_atomic_write_u32(&db->seq_loaded, 1);
+}
+
+/*
+ * Emitters only need max_seq as a tight floor; after a restart (or a new
+ * extension) read it from the sequence once.  Until then it is 0, which is
+ * always safe (too low).
+ */
+static void
+eb_load_max_seq(EventBusDb *db)
+{
+	if (pg_atomic_read_u32(&db->seq_loaded) == 0)
+		eb_read_seq(db);
 }
 
 /*
@@ -365,7 +376,7 @@ eb_horizon(EventBusDb *db)
 	uint64		h;
 	int			i;
 
-	eb_load_max_seq(db);
+	eb_read_seq(db);
 	h = pg_atomic_read_u64(&db->max_seq);
 	pg_memory_barrier();
 	for (i = 0; i < eb_shared->nslots; i++)
