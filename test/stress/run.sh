@@ -5,7 +5,7 @@
 #
 #   bash test/stress/run.sh [--short | --long] [--seconds N] [--seed N] [...]
 #
-# --short (default) takes about a minute; --long produces for 10 minutes
+# --short (default) takes 30-45 s (~10,000 events); --long produces for 10 minutes
 # (or --seconds N).  Other options are passed to stress.py (see
 # `/usr/bin/python3 test/stress/stress.py --help`).
 #
@@ -28,7 +28,7 @@ ARGS=()
 for a in "$@"; do
     case "$a" in
         -h|--help)
-            sed -n '2,16p' "${BASH_SOURCE[0]}"
+            sed -n '2,14p' "${BASH_SOURCE[0]}"
             /usr/bin/python3 "$HERE/stress.py" --help
             exit 0 ;;
         *) ARGS+=("$a") ;;

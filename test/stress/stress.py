@@ -25,12 +25,10 @@ both subscriptions, then the checker verifies:
   drained   nothing pending, in flight, retrying or dead at the end
   duplicates an event acked twice (reported; at-least-once allows it)
 
-Known extension issue (reported as KNOWN ISSUE / WARNING, a failure only with
---strict): once retention has dropped a log partition, a late ack or fail of
-one of its seqs (a consumer that stalled past its lease while another consumer
-finished the event) is refused with SQLSTATE 22023 "event N does not belong to
-subscription" instead of ack returning 0 / fail raising 55000; the consumer
-then acks the rest of its array again.
+A late ack or fail of a seq whose log partition retention has already
+dropped (a consumer that stalled past its lease while another consumer
+finished the event) must be a no-op ack / a 55000 "not in flight"; a 22023
+"does not belong" there is counted as a failure (it was an extension bug).
 
 Acks go through a small helper function (public.stress_ack) that locks the
 lease rows holding the seqs before calling event_bus.ack(sub, seqs), so the
@@ -77,7 +75,7 @@ class Run:
         self.stop_maint = threading.Event()
         self.lock = threading.Lock()
         self.errors = []            # (where, message)
-        self.known = []             # known extension issues (fail only with --strict)
+        self.known = []             # late acks refused as 'does not belong' (a failure)
         self.t0 = now()
         self.has_wait = False        # claim(..., wait => ...) exists
         self.has_retention = False   # event_bus._retention() exists
@@ -656,8 +654,6 @@ def main():
     ap.add_argument('--producer-pause', type=float, default=0.15,
                     help='max random pause between a producer\'s transactions (s)')
     ap.add_argument('--lease', default='2 seconds')
-    ap.add_argument('--strict', action='store_true',
-                    help='also fail on known extension issues (see the KNOWN ISSUE lines)')
     ap.add_argument('--zombie-rate', type=float, default=0.003,
                     help='share of claimed batches whose consumer stalls past its lease')
     ap.add_argument('--zombie-sleep', type=float, default=2.5, help='how long such a stall lasts (s)')
@@ -916,10 +912,7 @@ def main():
         msg = ('%d known-issue incidents: late ack/fail of seqs whose log partition retention had '
                'dropped was refused with SQLSTATE 22023 instead of ack returning 0 / fail raising 55000'
                % len(run.known))
-        if args.strict:
-            failures.append(msg)
-        else:
-            warnings.append(msg + ' (not counted as a failure; --strict counts it)')
+        failures.append(msg)
     if uncertain:
         problems.append('%d events whose COMMIT raised (outcome unknown)' % len(uncertain))
     if not drained:
