@@ -1061,15 +1061,19 @@ BEGIN
         END LOOP;
     ELSIF horizon OPERATOR(pg_catalog.>) p_from THEN
         FOR r IN
+            -- One index range scan per topic and lane that a subscription
+            -- reads (OFFSET 0 keeps the planner from turning it into a scan
+            -- of the whole index).
             WITH fresh AS (
-                SELECT e.topic, e.type, pg_catalog.count(*) AS n, max(e.seq) AS newest
-                  FROM event_bus.topics tp
+                SELECT l.topic, e.type, pg_catalog.count(*) AS n, max(e.seq) AS newest
+                  FROM (SELECT DISTINCT c.topic, c.lane FROM event_bus.cursors c) l
                  CROSS JOIN LATERAL (
-                       SELECT x.topic, x.type, x.seq FROM event_bus.events x
-                        WHERE x.topic OPERATOR(pg_catalog.=) tp.topic
-                          AND x.lane OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.generate_series(0, tp.lanes - 1))::smallint[])
-                          AND x.seq OPERATOR(pg_catalog.>) p_from AND x.seq OPERATOR(pg_catalog.<=) horizon) e
-                 GROUP BY e.topic, e.type)
+                       SELECT x.type, x.seq FROM event_bus.events x
+                        WHERE x.topic OPERATOR(pg_catalog.=) l.topic
+                          AND x.lane OPERATOR(pg_catalog.=) l.lane
+                          AND x.seq OPERATOR(pg_catalog.>) p_from AND x.seq OPERATOR(pg_catalog.<=) horizon
+                       OFFSET 0) e
+                 GROUP BY l.topic, e.type)
             SELECT s.subscription, sum(f.n)::bigint AS n, max(f.newest) AS newest
               FROM event_bus.subscriptions s
               JOIN fresh f ON f.topic OPERATOR(pg_catalog.=) ANY (s.topics)
@@ -1125,12 +1129,15 @@ $$;
 
 -- When the worker must look again: the next retry to become due or lease
 -- to expire.
+-- (PL/pgSQL rather than SQL so that its plan is kept between calls.)
 CREATE FUNCTION event_bus._next_due() RETURNS timestamptz
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT LEAST((SELECT min(r.due_at) FROM event_bus.retries r
+BEGIN
+    RETURN LEAST((SELECT min(r.due_at) FROM event_bus.retries r
                    WHERE r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()),
-                 (SELECT min(l.expires_at) FROM event_bus.leases l))
+                 (SELECT min(l.expires_at) FROM event_bus.leases l));
+END
 $$;
 
 -- The lowest seq any subscription still needs: the first event after each
