@@ -37,3 +37,19 @@ eb_as_user() {
         "$@"
     fi
 }
+
+# Create and start a throwaway cluster in DIR/data listening only on a Unix
+# socket in DIR, on PORT, with event_bus preloaded; more postgresql.conf
+# lines may come on standard input.  Its log is DIR/server.log.
+eb_start_cluster() {
+    local dir=$1 port=$2
+    eb_as_user initdb -D "$dir/data" -A trust -U postgres >/dev/null
+    {
+        echo "shared_preload_libraries = 'event_bus'"
+        echo "listen_addresses = ''"
+        echo "unix_socket_directories = '$dir'"
+        echo "port = $port"
+        [ -t 0 ] || cat
+    } >> "$dir/data/postgresql.conf"
+    eb_as_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+}

@@ -15,14 +15,7 @@ eb_pick_user
 DIR=$(mktemp -d /tmp/event_bus-demo.XXXXXX)
 chown "$EB_USER" "$DIR" 2>/dev/null || true
 PORT=5488
-eb_as_user initdb -D "$DIR/data" -A trust -U postgres >/dev/null
-cat >> "$DIR/data/postgresql.conf" <<CONF
-shared_preload_libraries = 'event_bus'
-listen_addresses = ''
-unix_socket_directories = '$DIR'
-port = $PORT
-CONF
-eb_as_user pg_ctl -D "$DIR/data" -l "$DIR/server.log" -w start >/dev/null
+eb_start_cluster "$DIR" $PORT </dev/null
 stop() { eb_as_user pg_ctl -D "$DIR/data" -m fast -w stop >/dev/null 2>&1 || true; rm -rf "$DIR"; }
 [ $keep = no ] && trap stop EXIT
 
