@@ -1126,22 +1126,14 @@ plot 'raw/fanout.dat' u 1:2 w lp lw 2 pt 7 t 'emit, 1 client', '' u 1:3 w lp lw 
     if "consume" in results:
         C = results["consume"]
         with open(os.path.join(raw, "consume.dat"), "w") as f:
-            f.write("# event_bus batch 100 by consumers\n")
-            for r in C:
-                if r["system"] == "event_bus" and r["batch"] == 100:
-                    f.write("%d %.1f\n" % (r["consumers"], r["events_per_s"]))
-            f.write("\n\n# event_bus batch 500\n")
-            for r in C:
-                if r["system"] == "event_bus" and r["batch"] == 500:
-                    f.write("%d %.1f\n" % (r["consumers"], r["events_per_s"]))
-            f.write("\n\n# PgQ batch 100\n")
-            for r in C:
-                if r["system"] == "PgQ" and r["batch"] == 100:
-                    f.write("%d %.1f\n" % (r["consumers"], r["events_per_s"]))
-            f.write("\n\n# PgQ batch 500\n")
-            for r in C:
-                if r["system"] == "PgQ" and r["batch"] == 500:
-                    f.write("%d %.1f\n" % (r["consumers"], r["events_per_s"]))
+            # one gnuplot data block per series, in the order the plot uses
+            for i, (system, batch) in enumerate([("event_bus", 100), ("event_bus", 500),
+                                                 ("PgQ", 100), ("PgQ", 500)]):
+                f.write("%s# %s batch %d%s\n" % ("\n\n" if i else "", system, batch,
+                                                   " by consumers" if i == 0 else ""))
+                for r in C:
+                    if r["system"] == system and r["batch"] == batch:
+                        f.write("%d %.1f\n" % (r["consumers"], r["events_per_s"]))
         gnuplot("consume_throughput", term + """
 set output 'consume_throughput.png'
 set title 'Consume: draining %s pre-loaded events (events/s)'
