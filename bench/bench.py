@@ -219,11 +219,17 @@ FANOUT = (1, 10, 50)
 BULK = 1000
 
 
-def setup_emit_db(db):
+def create_bus_db(db):
+    """Create a database with event_bus installed; returns (connection, cursor)."""
     q("postgres", "CREATE DATABASE %s" % db)
     c = connect(db)
     cur = c.cursor()
     cur.execute("CREATE EXTENSION event_bus")
+    return c, cur
+
+
+def setup_emit_db(db):
+    c, cur = create_bus_db(db)
     cur.execute("CREATE EXTENSION pgq")
     cur.execute("CREATE TABLE plain (id bigserial PRIMARY KEY, payload jsonb NOT NULL)")
     for n in FANOUT:
@@ -441,10 +447,7 @@ def drain_pgq(db, consumer, batch, target):
 def run_consume_phase(results):
     db = "bench_consume"
     N = ARGS.events
-    q("postgres", "CREATE DATABASE %s" % db)
-    c = connect(db)
-    cur = c.cursor()
-    cur.execute("CREATE EXTENSION event_bus")
+    c, cur = create_bus_db(db)
     cur.execute("CREATE EXTENSION pgq")
     cur.execute("SELECT event_bus.create_topic('drain', %s)", (ARGS.lanes,))
     for sub, _, _ in EB_DRAINS:
@@ -645,10 +648,7 @@ def latency_listen(db, n, rate):
 
 def run_latency_phase(results):
     db = "bench_latency"
-    q("postgres", "CREATE DATABASE %s" % db)
-    c = connect(db)
-    cur = c.cursor()
-    cur.execute("CREATE EXTENSION event_bus")
+    c, cur = create_bus_db(db)
     cur.execute("SELECT event_bus.create_topic('lat_a', 4), event_bus.create_topic('lat_b', 4)")
     cur.execute("SELECT event_bus.subscribe('lat_claim', ARRAY['lat_a'])")
     cur.execute("SELECT event_bus.subscribe('lat_listen', ARRAY['lat_b'])")
@@ -707,10 +707,7 @@ def run_soak_phase(results):
     q("postgres", "ALTER SYSTEM SET event_bus.retention = 0")
     q("postgres", "SELECT pg_reload_conf()")
     time.sleep(1)
-    q("postgres", "CREATE DATABASE %s" % db)
-    c = connect(db)
-    cur = c.cursor()
-    cur.execute("CREATE EXTENSION event_bus")
+    c, cur = create_bus_db(db)
     cur.execute("SHOW event_bus.partition_size")
     psize = cur.fetchone()[0]
     cur.execute("SELECT event_bus.create_topic('soak', 8)")
