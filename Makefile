@@ -2,7 +2,12 @@
 MODULE_big = event_bus
 OBJS = src/event_bus.o src/horizon.o src/emit.o src/worker.o src/capture.o
 EXTENSION = event_bus
-DATA = event_bus--1.0.sql
+EXTVERSION = 1.1
+# The current version's install script is built from src/sql/*.sql (one file
+# per concern); older install scripts and the upgrade steps are kept as
+# released.  event_bus--1.0.sql is frozen: users have it installed.
+DATA_built = event_bus--$(EXTVERSION).sql
+DATA = event_bus--1.0.sql event_bus--1.0--1.1.sql
 PGFILEDESC = "event_bus - an event bus inside PostgreSQL"
 
 REGRESS = init topics emit subscribe claim_ack fail_retry dead_letters admin capture errors
@@ -19,3 +24,6 @@ override with_llvm := no
 PG_CONFIG ?= $(shell test -x /usr/lib/postgresql/15/bin/pg_config && echo /usr/lib/postgresql/15/bin/pg_config || echo pg_config)
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+event_bus--$(EXTVERSION).sql: $(sort $(wildcard $(srcdir)/src/sql/*.sql))
+	cat $^ > $@

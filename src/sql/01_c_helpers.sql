@@ -1,0 +1,25 @@
+-----------------------------------------------------------------------------
+-- Internal helpers implemented in C
+-----------------------------------------------------------------------------
+CREATE FUNCTION event_bus._check_name(kind text, name text) RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_check_name_sql' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION event_bus._horizon() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eb_horizon_sql' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._note_coverage(bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_note_coverage_sql' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._topics_changed() RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_topics_changed' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._launcher_rescan() RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_launcher_rescan' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._wake_gen() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eb_wake_gen' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._wait(gen bigint, timeout_ms integer) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eb_wait' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._wake() RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_wake' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._worker_status(
+    OUT database oid, OUT datname text, OUT pid integer, OUT state text, OUT started_at timestamptz,
+    OUT last_round timestamptz, OUT rounds bigint, OUT notifications bigint, OUT last_error text)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'eb_worker_status' LANGUAGE C VOLATILE;
+

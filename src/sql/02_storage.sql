@@ -1,0 +1,143 @@
+-----------------------------------------------------------------------------
+-- Storage
+-----------------------------------------------------------------------------
+
+-- Seqs of the log.  CACHE 1 (the default) keeps seqs monotonic across
+-- backends, which the visibility horizon relies on.
+CREATE SEQUENCE event_bus.event_seq AS bigint CACHE 1;
+
+CREATE TABLE event_bus.topics (
+    topic       text COLLATE "C" PRIMARY KEY,
+    lanes       integer NOT NULL CHECK (lanes BETWEEN 1 AND 256),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    description text
+);
+
+-- The append-only log.  Partitioned by seq so retention drops whole
+-- partitions; rows are never updated or deleted.
+CREATE TABLE event_bus.events (
+    seq         bigint NOT NULL,
+    id          uuid NOT NULL,
+    topic       text COLLATE "C" NOT NULL,
+    type        text NOT NULL,
+    version     integer NOT NULL,
+    key         text,
+    lane        smallint NOT NULL,
+    payload     jsonb NOT NULL,
+    headers     jsonb NOT NULL,
+    emitted_at  timestamptz NOT NULL
+) PARTITION BY RANGE (seq);
+-- Each partition gets one index, (topic, lane, seq): claims read one lane of
+-- one topic in seq order (see _ensure_partitions).  It is created per
+-- partition rather than on the parent so that pg_dump can restore the
+-- partitions of this extension-owned table.
+
+-- Partitions of the log, created ahead by _ensure_partitions().
+CREATE TABLE event_bus.log_partitions (
+    lo          bigint PRIMARY KEY,
+    hi          bigint NOT NULL,
+    relname     text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    closed_at   timestamptz     -- when every seq in it was final
+);
+
+CREATE TABLE event_bus.subscriptions (
+    subscription text COLLATE "C" PRIMARY KEY,
+    topics       text[] COLLATE "C" NOT NULL,
+    types        text[],
+    max_attempts integer NOT NULL CHECK (max_attempts >= 1),
+    lease        interval NOT NULL,
+    backoff_base interval NOT NULL,
+    backoff_max  interval NOT NULL,
+    ordered      boolean NOT NULL,
+    paused       boolean NOT NULL DEFAULT false,
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+-- One cursor per subscription, topic and lane: every event of the lane at
+-- or below position has been handed out.
+CREATE TABLE event_bus.cursors (
+    subscription text COLLATE "C" NOT NULL
+                 REFERENCES event_bus.subscriptions ON DELETE CASCADE,
+    topic        text COLLATE "C" NOT NULL,
+    lane         smallint NOT NULL,
+    position     bigint NOT NULL,
+    PRIMARY KEY (subscription, topic, lane)
+);
+
+-- One row per claimed batch of one lane; ack removes seqs from it.
+CREATE SEQUENCE event_bus.lease_id_seq AS bigint;
+CREATE TABLE event_bus.leases (
+    lease_id     bigint PRIMARY KEY DEFAULT pg_catalog.nextval('event_bus.lease_id_seq'),
+    subscription text COLLATE "C" NOT NULL
+                 REFERENCES event_bus.subscriptions ON DELETE CASCADE,
+    topic        text COLLATE "C" NOT NULL,
+    lane         smallint NOT NULL,
+    seqs         bigint[] NOT NULL,
+    claimed_at   timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    claimed_by   integer NOT NULL
+);
+CREATE INDEX leases_subscription ON event_bus.leases (subscription, topic, lane);
+CREATE INDEX leases_expires_at ON event_bus.leases (expires_at);
+
+-- Events that failed or whose lease expired: only these get per-event rows.
+-- attempt is the number the next delivery will carry.
+CREATE TABLE event_bus.retries (
+    subscription text COLLATE "C" NOT NULL
+                 REFERENCES event_bus.subscriptions ON DELETE CASCADE,
+    seq          bigint NOT NULL,
+    topic        text COLLATE "C" NOT NULL,
+    lane         smallint NOT NULL,
+    attempt      integer NOT NULL,
+    due_at       timestamptz NOT NULL,
+    last_error   text,
+    lease_id     bigint,
+    PRIMARY KEY (subscription, seq)
+);
+CREATE INDEX retries_due ON event_bus.retries (subscription, due_at) WHERE lease_id IS NULL;
+CREATE INDEX retries_lane ON event_bus.retries (subscription, topic, lane, seq);
+
+-- Dead letters keep a full copy of the event, so they outlive the log.
+CREATE SEQUENCE event_bus.dead_id_seq AS bigint;
+CREATE TABLE event_bus.dead_letters (
+    subscription text COLLATE "C" NOT NULL
+                 REFERENCES event_bus.subscriptions ON DELETE CASCADE,
+    seq          bigint NOT NULL,
+    id           uuid NOT NULL,
+    topic        text COLLATE "C" NOT NULL,
+    type         text NOT NULL,
+    version      integer NOT NULL,
+    key          text,
+    lane         smallint NOT NULL,
+    payload      jsonb NOT NULL,
+    headers      jsonb NOT NULL,
+    emitted_at   timestamptz NOT NULL,
+    attempts     integer NOT NULL,
+    last_error   text,
+    dead_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    dead_id      bigint NOT NULL DEFAULT pg_catalog.nextval('event_bus.dead_id_seq'),
+    PRIMARY KEY (subscription, seq)
+);
+CREATE INDEX dead_letters_dead_id ON event_bus.dead_letters (dead_id);
+
+SELECT pg_catalog.pg_extension_config_dump('event_bus.event_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.topics', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.log_partitions', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.subscriptions', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.cursors', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.leases', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.lease_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.dead_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.retries', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.dead_letters', '');
+
+COMMENT ON TABLE event_bus.topics IS 'Named event streams; lanes fix how many ordered lanes a topic is split into.';
+COMMENT ON TABLE event_bus.events IS 'The append-only event log, partitioned by seq; never updated, trimmed by dropping whole partitions.';
+COMMENT ON TABLE event_bus.log_partitions IS 'Partitions of event_bus.events and the seq range [lo, hi) each covers.';
+COMMENT ON TABLE event_bus.subscriptions IS 'Consumer groups: each receives every event of its topics (optionally only some types).';
+COMMENT ON TABLE event_bus.cursors IS 'Per subscription, topic and lane: the highest seq handed out.';
+COMMENT ON TABLE event_bus.leases IS 'Claimed, unacknowledged batches (one row per lane per claim).';
+COMMENT ON TABLE event_bus.retries IS 'Failed or expired events waiting for (or in) redelivery.';
+COMMENT ON TABLE event_bus.dead_letters IS 'Events that exhausted their attempts or were dead-lettered, with a full copy of the event and the last error.';
+

@@ -1,0 +1,178 @@
+-----------------------------------------------------------------------------
+-- Internal SQL helpers
+-----------------------------------------------------------------------------
+
+-- Create log partitions until they cover every seq <= want.  Returns the
+-- exclusive upper bound now covered (as this transaction sees it).
+--
+-- A partition is created as a plain table and then attached: ATTACH takes
+-- only SHARE UPDATE EXCLUSIVE on the log, so emits and claims of other
+-- sessions go on while the creating transaction is open.  Creators are
+-- serialised by an advisory lock; a caller that finds another transaction
+-- already extending the log does not wait for it as long as the existing
+-- partitions still reach past need (the seqs it is about to take).
+CREATE FUNCTION event_bus._ensure_partitions(want bigint, need bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    top  bigint;
+    size bigint := pg_catalog.current_setting('event_bus.partition_size')::bigint;
+    name text;
+BEGIN
+    SELECT max(p.hi) INTO top FROM event_bus.log_partitions p;
+    IF top IS NOT NULL AND top > want THEN
+        PERFORM event_bus._note_coverage(top);
+        RETURN top;
+    END IF;
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('event_bus._ensure_partitions')) THEN
+        IF top IS NOT NULL AND top > coalesce(need, want) THEN
+            RETURN top;
+        END IF;
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus._ensure_partitions'));
+    END IF;
+    SELECT max(p.hi) INTO top FROM event_bus.log_partitions p;
+    IF top IS NULL THEN
+        SELECT CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END
+          INTO top FROM event_bus.event_seq s;
+    END IF;
+    WHILE top <= want LOOP
+        name := pg_catalog.format('events_%s', pg_catalog.lpad(top::text, 19, '0'));
+        EXECUTE pg_catalog.format('CREATE TABLE event_bus.%I (LIKE event_bus.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON event_bus.%I (topic, lane, seq)', name || '_topic_lane_seq', name);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE event_bus.events ATTACH PARTITION event_bus.%I FOR VALUES FROM (%s) TO (%s)',
+            name, top, top + size);
+        INSERT INTO event_bus.log_partitions (lo, hi, relname) VALUES (top, top + size, name);
+        top := top + size;
+    END LOOP;
+    PERFORM event_bus._note_coverage(top);
+    RETURN top;
+END
+$$;
+
+-- Exponential backoff with jitter: the delay before attempt + 1, given that
+-- attempt failed.  Half of it fixed, half random ("equal jitter").
+CREATE FUNCTION event_bus._backoff(base interval, cap interval, attempt integer) RETURNS interval
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d / 2 + d / 2 * pg_catalog.random()
+      FROM (SELECT LEAST(cap, base * pg_catalog.power(2, LEAST(attempt - 1, 30))::float8) AS d) x
+$$;
+
+-- Look up a subscription for an operation, raising the usual errors.
+CREATE FUNCTION event_bus._subscription(name text) RETURNS event_bus.subscriptions
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s event_bus.subscriptions;
+BEGIN
+    PERFORM event_bus._check_name('subscription', name);
+    SELECT * INTO s FROM event_bus.subscriptions x WHERE x.subscription OPERATOR(pg_catalog.=) name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with event_bus.subscribe().';
+    END IF;
+    RETURN s;
+END
+$$;
+
+-- Raise an error for seqs a subscription could not have been handed:
+-- events that do not exist, belong to a topic it does not read, or have not
+-- been delivered to it yet.  Seqs that pass were delivered earlier and have
+-- since been acked, failed or dead-lettered (or were in a log partition that
+-- retention has dropped, which it does only once every subscription is past).
+CREATE FUNCTION event_bus._check_delivered(s event_bus.subscriptions, seqs bigint[]) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v     bigint;
+    lanes smallint[];
+    e     record;
+BEGIN
+    SELECT pg_catalog.array_agg(g::smallint) INTO lanes
+      FROM pg_catalog.generate_series(0, (SELECT max(t.lanes) - 1 FROM event_bus.topics t
+                                          WHERE t.topic OPERATOR(pg_catalog.=) ANY (s.topics))) g;
+    FOREACH v IN ARRAY seqs LOOP
+        SELECT ev.topic, ev.lane, c.position INTO e
+          FROM event_bus.events ev
+          LEFT JOIN event_bus.cursors c
+            ON c.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND c.topic OPERATOR(pg_catalog.=) ev.topic AND c.lane OPERATOR(pg_catalog.=) ev.lane
+         WHERE ev.topic OPERATOR(pg_catalog.=) ANY (s.topics)
+           AND ev.lane OPERATOR(pg_catalog.=) ANY (lanes)
+           AND ev.seq OPERATOR(pg_catalog.=) v;
+        IF NOT FOUND AND NOT EXISTS (SELECT FROM event_bus.dead_letters d
+                                      WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
+                                        AND d.seq OPERATOR(pg_catalog.=) v)
+           -- Below the oldest partition, retention dropped it: every
+           -- subscription had finished it, so it was delivered.
+           AND v OPERATOR(pg_catalog.>=) coalesce((SELECT min(p.lo) FROM event_bus.log_partitions p), 0) THEN
+            RAISE EXCEPTION 'event % does not belong to subscription "%"', v, s.subscription
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = pg_catalog.format('No event with seq %s exists in topics %s.', v, s.topics),
+                      HINT = 'Pass the seqs returned by event_bus.claim() for this subscription.';
+        ELSIF FOUND AND (e.position IS NULL OR v > e.position) THEN
+            RAISE EXCEPTION 'event % has not been delivered to subscription "%"', v, s.subscription
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the seqs returned by event_bus.claim() for this subscription.';
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Move one event to the dead letters of a subscription, with a copy of the
+-- event.  The retry row, if any, goes.
+CREATE FUNCTION event_bus._bury(s event_bus.subscriptions, p_seq bigint, p_topic text, p_lane smallint,
+                                p_attempts integer, p_error text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO event_bus.dead_letters
+           (subscription, seq, id, topic, type, version, key, lane, payload, headers, emitted_at,
+            attempts, last_error)
+    SELECT s.subscription, e.seq, e.id, e.topic, e.type, e.version, e.key, e.lane, e.payload,
+           e.headers, e.emitted_at, p_attempts, p_error
+      FROM event_bus.events e
+     WHERE e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
+       AND e.seq OPERATOR(pg_catalog.=) p_seq
+    ON CONFLICT (subscription, seq) DO UPDATE
+       SET attempts = excluded.attempts, last_error = excluded.last_error, dead_at = excluded.dead_at;
+    DELETE FROM event_bus.retries r
+     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) p_seq;
+$$;
+
+-- Record a failed delivery of one event: schedule attempt + 1 after a
+-- backoff (or after retry_in), or dead-letter it once attempt reached
+-- max_attempts.  Returns 'retry' or 'dead'.
+CREATE FUNCTION event_bus._failed(s event_bus.subscriptions, p_seq bigint, p_topic text, p_lane smallint,
+                                  p_attempt integer, p_error text, p_due timestamptz) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_attempt >= s.max_attempts THEN
+        PERFORM event_bus._bury(s, p_seq, p_topic, p_lane, p_attempt, p_error);
+        RETURN 'dead';
+    END IF;
+    INSERT INTO event_bus.retries AS r (subscription, seq, topic, lane, attempt, due_at, last_error, lease_id)
+    VALUES (s.subscription, p_seq, p_topic, p_lane, p_attempt + 1, p_due, p_error, NULL)
+    ON CONFLICT (subscription, seq) DO UPDATE
+       SET attempt = excluded.attempt, due_at = excluded.due_at,
+           last_error = excluded.last_error, lease_id = NULL;
+    RETURN 'retry';
+END
+$$;
+
+-- For an ordered subscription, give back every seq still in a lease as a
+-- retry at due_at, keeping its attempt: the lane then delivers them again in
+-- seq order before anything newer.  The lease row goes.
+CREATE FUNCTION event_bus._release(s event_bus.subscriptions, p_lease_id bigint, p_due timestamptz) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH l AS (DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id
+               RETURNING x.topic, x.lane, x.seqs)
+    INSERT INTO event_bus.retries AS r (subscription, seq, topic, lane, attempt, due_at, last_error, lease_id)
+    SELECT s.subscription, v, l.topic, l.lane, 1, p_due, NULL, NULL
+      FROM l, pg_catalog.unnest(l.seqs) v
+    ON CONFLICT (subscription, seq) DO UPDATE SET due_at = excluded.due_at, lease_id = NULL;
+$$;
+

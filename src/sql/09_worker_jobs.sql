@@ -1,0 +1,186 @@
+-----------------------------------------------------------------------------
+-- The worker's jobs (each callable by hand or from cron as well)
+-----------------------------------------------------------------------------
+
+-- One dispatch round: NOTIFY "event_bus.<subscription>" once per
+-- subscription with events that became claimable since seq p_from (all
+-- claimable ones when p_from is NULL) or retries that became due, and
+-- "event_bus.dead_letters" once per subscription with new dead letters.
+-- p_state carries what the previous round saw; pass the returned state to
+-- the next call.
+CREATE FUNCTION event_bus._dispatch(p_from bigint, p_state jsonb,
+                                    OUT horizon bigint, OUT state jsonb, OUT notified integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r         record;
+    t         timestamptz := pg_catalog.clock_timestamp();
+    due       jsonb;
+    last_dead bigint := (p_state OPERATOR(pg_catalog.->>) 'dead_id')::bigint;
+    dead      bigint;
+BEGIN
+    horizon := event_bus._horizon();
+    notified := 0;
+    IF p_from OPERATOR(pg_catalog.>) horizon THEN
+        p_from := NULL;     -- the log was created anew
+    END IF;
+
+    IF p_from IS NULL THEN
+        FOR r IN
+            SELECT s.subscription FROM event_bus.subscriptions s
+             WHERE NOT s.paused
+               AND EXISTS (SELECT FROM event_bus.cursors c JOIN event_bus.events e
+                              ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                             AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) horizon
+                           WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
+                             AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+        LOOP
+            PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
+                pg_catalog.json_build_object('subscription', r.subscription, 'seq', horizon)::text);
+            notified := notified + 1;
+        END LOOP;
+    ELSIF horizon OPERATOR(pg_catalog.>) p_from THEN
+        FOR r IN
+            -- One index range scan per topic and lane that a subscription
+            -- reads (OFFSET 0 keeps the planner from turning it into a scan
+            -- of the whole index).
+            WITH fresh AS (
+                SELECT l.topic, e.type, pg_catalog.count(*) AS n, max(e.seq) AS newest
+                  FROM (SELECT DISTINCT c.topic, c.lane FROM event_bus.cursors c) l
+                 CROSS JOIN LATERAL (
+                       SELECT x.type, x.seq FROM event_bus.events x
+                        WHERE x.topic OPERATOR(pg_catalog.=) l.topic
+                          AND x.lane OPERATOR(pg_catalog.=) l.lane
+                          AND x.seq OPERATOR(pg_catalog.>) p_from AND x.seq OPERATOR(pg_catalog.<=) horizon
+                       OFFSET 0) e
+                 GROUP BY l.topic, e.type)
+            SELECT s.subscription, sum(f.n)::bigint AS n, max(f.newest) AS newest
+              FROM event_bus.subscriptions s
+              JOIN fresh f ON f.topic OPERATOR(pg_catalog.=) ANY (s.topics)
+                          AND (s.types IS NULL OR f.type OPERATOR(pg_catalog.=) ANY (s.types))
+             WHERE NOT s.paused
+             GROUP BY s.subscription
+        LOOP
+            PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
+                pg_catalog.json_build_object('subscription', r.subscription, 'seq', r.newest, 'events', r.n)::text);
+            notified := notified + 1;
+        END LOOP;
+    END IF;
+
+    -- Retries that became due since the previous round.
+    SELECT pg_catalog.jsonb_object_agg(x.subscription, x.n) INTO due
+      FROM (SELECT q.subscription, pg_catalog.count(*) AS n FROM event_bus.retries q
+             WHERE q.lease_id IS NULL AND q.due_at OPERATOR(pg_catalog.<=) t
+             GROUP BY q.subscription) x;
+    due := coalesce(due, '{}');
+    FOR r IN
+        SELECT d.key AS subscription, d.value::text::bigint AS n
+          FROM pg_catalog.jsonb_each(due) d
+         WHERE d.value::text::bigint OPERATOR(pg_catalog.>)
+               coalesce((p_state OPERATOR(pg_catalog.->) 'due' OPERATOR(pg_catalog.->>) d.key)::bigint, 0)
+           AND NOT EXISTS (SELECT FROM event_bus.subscriptions s
+                            WHERE s.subscription OPERATOR(pg_catalog.=) d.key AND s.paused)
+    LOOP
+        PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
+            pg_catalog.json_build_object('subscription', r.subscription, 'seq', horizon, 'retries', r.n)::text);
+        notified := notified + 1;
+        PERFORM event_bus._wake();
+    END LOOP;
+
+    -- New dead letters (the first round only takes note of where they are).
+    IF last_dead IS NULL THEN
+        SELECT coalesce(max(d.dead_id), 0) INTO dead FROM event_bus.dead_letters d;
+    ELSE
+        dead := last_dead;
+        FOR r IN
+            SELECT d.subscription, pg_catalog.count(*) AS n, max(d.dead_id) AS top
+              FROM event_bus.dead_letters d WHERE d.dead_id OPERATOR(pg_catalog.>) last_dead
+             GROUP BY d.subscription
+        LOOP
+            PERFORM pg_catalog.pg_notify('event_bus.dead_letters',
+                pg_catalog.json_build_object('subscription', r.subscription, 'events', r.n)::text);
+            notified := notified + 1;
+            dead := GREATEST(dead, r.top);
+        END LOOP;
+    END IF;
+    state := pg_catalog.jsonb_build_object('due', due, 'dead_id', dead);
+END
+$$;
+
+-- When the worker must look again: the next retry to become due or lease
+-- to expire.
+-- (PL/pgSQL rather than SQL so that its plan is kept between calls.)
+CREATE FUNCTION event_bus._next_due() RETURNS timestamptz
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN LEAST((SELECT min(r.due_at) FROM event_bus.retries r
+                   WHERE r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()),
+                 (SELECT min(l.expires_at) FROM event_bus.leases l));
+END
+$$;
+
+-- The lowest seq any subscription still needs: the first event after each
+-- cursor (a lane with nothing for its subscription up to the horizon needs
+-- nothing below it), pending retries and leases.  Log partitions wholly
+-- below it may go.  Read-only: cursors are never moved here, so events that
+-- appear below the horizon later (pg_restore loading a dump) are not skipped.
+CREATE FUNCTION event_bus._oldest_needed(p_subscription text, h bigint) RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT LEAST(
+        (SELECT min(CASE WHEN EXISTS (SELECT FROM event_bus.events e
+                                       WHERE e.topic OPERATOR(pg_catalog.=) c.topic
+                                         AND e.lane OPERATOR(pg_catalog.=) c.lane
+                                         AND e.seq OPERATOR(pg_catalog.>) c.position
+                                         AND e.seq OPERATOR(pg_catalog.<=) h
+                                         AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+                         THEN c.position + 1 ELSE h + 1 END)
+           FROM event_bus.cursors c JOIN event_bus.subscriptions s
+             ON s.subscription OPERATOR(pg_catalog.=) c.subscription
+          WHERE p_subscription IS NULL OR c.subscription OPERATOR(pg_catalog.=) p_subscription),
+        (SELECT min(r.seq) FROM event_bus.retries r
+          WHERE p_subscription IS NULL OR r.subscription OPERATOR(pg_catalog.=) p_subscription),
+        (SELECT min(l.seqs[1]) FROM event_bus.leases l
+          WHERE p_subscription IS NULL OR l.subscription OPERATOR(pg_catalog.=) p_subscription),
+        h + 1)
+$$;
+
+-- Retention: drop whole log partitions that every subscription has passed,
+-- once event_bus.retention has elapsed since they were complete.  Never
+-- DELETE on the log.  Returns the number of partitions dropped.
+CREATE FUNCTION event_bus._retention() RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'
+AS $$
+DECLARE
+    h       bigint := event_bus._horizon();
+    keep    bigint;
+    keep_for interval;
+    p       record;
+    dropped integer := 0;
+BEGIN
+    UPDATE event_bus.log_partitions lp SET closed_at = pg_catalog.now()
+     WHERE lp.closed_at IS NULL AND lp.hi OPERATOR(pg_catalog.<=) h + 1;
+
+    keep := event_bus._oldest_needed(NULL, h);
+    SELECT pg_catalog.make_interval(secs => x.setting::float8) INTO keep_for
+      FROM pg_catalog.pg_settings x WHERE x.name OPERATOR(pg_catalog.=) 'event_bus.retention';
+    FOR p IN
+        SELECT lp.* FROM event_bus.log_partitions lp
+         WHERE lp.hi OPERATOR(pg_catalog.<=) keep
+           AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days')
+         ORDER BY lp.lo
+    LOOP
+        BEGIN
+            EXECUTE pg_catalog.format('DROP TABLE event_bus.%I', p.relname);
+            DELETE FROM event_bus.log_partitions lp WHERE lp.lo OPERATOR(pg_catalog.=) p.lo;
+            dropped := dropped + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            EXIT;   -- busy right now: next time
+        END;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+

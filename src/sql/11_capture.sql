@@ -1,0 +1,457 @@
+-----------------------------------------------------------------------------
+-- Outbox capture: row changes of ordinary tables become events in the same
+-- transaction, through statement-level triggers with transition tables.
+-----------------------------------------------------------------------------
+CREATE TABLE event_bus.captures (
+    relid           regclass PRIMARY KEY,
+    topic           text COLLATE "C" NOT NULL,
+    operations      text[] NOT NULL,
+    types           jsonb NOT NULL,
+    key_columns     text[],
+    key_attnums     smallint[],
+    columns         text[],
+    column_attnums  smallint[],
+    exclude_columns text[],
+    exclude_attnums smallint[],
+    update_mode     text NOT NULL,
+    condition       text,
+    function_name   text NOT NULL,      -- the generated trigger function in schema event_bus
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+SELECT pg_catalog.pg_extension_config_dump('event_bus.captures', '');
+COMMENT ON TABLE event_bus.captures IS 'Tables whose row changes are captured as events, and how (see event_bus.capture()).';
+
+-- The live attnums of columns named in a list, raising a clear error for a
+-- name that is not a column.
+CREATE FUNCTION event_bus._capture_attnums(p_table regclass, p_cols text[], what text) RETURNS smallint[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c   text;
+    n   smallint;
+    res smallint[] := '{}';
+BEGIN
+    IF p_cols IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF pg_catalog.cardinality(p_cols) = 0 OR pg_catalog.array_position(p_cols, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION '% must be NULL or a non-empty array of column names', what
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH c IN ARRAY p_cols LOOP
+        SELECT a.attnum INTO n FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid OPERATOR(pg_catalog.=) p_table AND a.attname OPERATOR(pg_catalog.=) c
+           AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'column "%" of table % does not exist', c, p_table
+                USING ERRCODE = 'undefined_column',
+                      DETAIL = pg_catalog.format('It is named in %s.', what);
+        END IF;
+        res := res || n;
+    END LOOP;
+    RETURN res;
+END
+$$;
+
+-- Bring the column lists of a capture in line with the table after DDL:
+-- renamed columns are followed by attnum, dropped excluded columns are
+-- forgotten, and a dropped key or included column is an error.
+CREATE FUNCTION event_bus._capture_columns(p_table regclass, names text[], nums smallint[], what text,
+                                           may_vanish boolean, OUT new_names text[], OUT new_nums smallint[])
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i  integer;
+    nm text;
+BEGIN
+    IF names IS NULL THEN
+        RETURN;
+    END IF;
+    new_names := '{}';
+    new_nums := '{}';
+    FOR i IN 1 .. pg_catalog.cardinality(names) LOOP
+        SELECT a.attname INTO nm FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid OPERATOR(pg_catalog.=) p_table AND a.attnum OPERATOR(pg_catalog.=) nums[i]
+           AND NOT a.attisdropped;
+        IF nm IS NULL THEN
+            CONTINUE WHEN may_vanish;
+            RAISE EXCEPTION 'cannot drop column "%" of table %: event_bus captures it as %', names[i], p_table, what
+                USING ERRCODE = 'dependent_objects_still_exist',
+                      HINT = 'Change the capture with event_bus.capture() or remove it with event_bus.uncapture() first.';
+        END IF;
+        new_names := new_names || nm;
+        new_nums := new_nums || nums[i];
+    END LOOP;
+    IF pg_catalog.cardinality(new_names) = 0 THEN
+        new_names := NULL;
+        new_nums := NULL;
+    END IF;
+END
+$$;
+
+-- Drop the capture triggers of a table.
+CREATE FUNCTION event_bus._capture_drop_triggers(p_table regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t name;
+BEGIN
+    FOR t IN SELECT g.tgname FROM pg_catalog.pg_trigger g
+              WHERE g.tgrelid OPERATOR(pg_catalog.=) p_table AND g.tgname::text LIKE 'event\_bus\_capture\_%'
+    LOOP
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t, p_table);
+    END LOOP;
+END
+$$;
+
+-- (Re)generate the trigger function and triggers of a captured table from
+-- its row in event_bus.captures.
+CREATE FUNCTION event_bus._capture_generate(p_table regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $gen$
+DECLARE
+    c        event_bus.captures;
+    fn       text;
+    qname    text;
+    rowexpr  text;
+    keyexpr  text;
+    oldrow   text;
+    okey     text;
+    cond     text;
+    payload  text;
+    body     text := '';
+    op       text;
+    hdr      text;
+    i        integer;
+BEGIN
+    SELECT * INTO c FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
+    fn := pg_catalog.format('event_bus.%I', c.function_name);
+    SELECT pg_catalog.format('%I.%I', n.nspname, r.relname) INTO qname
+      FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) r.relnamespace
+     WHERE r.oid OPERATOR(pg_catalog.=) p_table;
+
+    -- The row image of alias a, as jsonb.
+    IF c.columns IS NOT NULL THEN
+        SELECT 'pg_catalog.jsonb_build_object(' ||
+               pg_catalog.string_agg(pg_catalog.format('%L, %%1$s.%I', x, x), ', ' ORDER BY o) || ')'
+          INTO rowexpr FROM pg_catalog.unnest(c.columns) WITH ORDINALITY AS u(x, o);
+    ELSIF c.exclude_columns IS NOT NULL THEN
+        rowexpr := pg_catalog.format('(pg_catalog.to_jsonb(%%1$s) OPERATOR(pg_catalog.-) %L::text[])', c.exclude_columns);
+    ELSE
+        rowexpr := 'pg_catalog.to_jsonb(%1$s)';
+    END IF;
+    -- The key of alias a: one column as text, several as a JSON array.
+    IF c.key_columns IS NULL THEN
+        keyexpr := 'NULL::text';
+    ELSIF pg_catalog.cardinality(c.key_columns) = 1 THEN
+        keyexpr := pg_catalog.format('(%%1$s.%I)::text', c.key_columns[1]);
+    ELSE
+        SELECT 'pg_catalog.jsonb_build_array(' ||
+               pg_catalog.string_agg(pg_catalog.format('%%1$s.%I', x), ', ' ORDER BY o) || ')::text'
+          INTO keyexpr FROM pg_catalog.unnest(c.key_columns) WITH ORDINALITY AS u(x, o);
+    END IF;
+    cond := coalesce('(' || c.condition || ')', 'true');
+
+    FOREACH op IN ARRAY c.operations LOOP
+        hdr := pg_catalog.quote_literal(pg_catalog.jsonb_build_object(
+                   'source', 'table:' || qname, 'operation', op)::text) || '::jsonb';
+        IF op = 'truncate' THEN
+            body := body || pg_catalog.format($f$
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM event_bus.emit(%L, %L, pg_catalog.jsonb_build_object('table', %L), NULL, %s);
+    END IF;$f$, c.topic, c.types OPERATOR(pg_catalog.->>) op, qname, hdr);
+            CONTINUE;
+        END IF;
+        IF op = 'update' AND c.update_mode <> 'new' THEN
+            -- Pair old and new rows by key.
+            SELECT pg_catalog.string_agg(pg_catalog.format('o.%1$I IS NOT DISTINCT FROM (q.r).%1$I', x), ' AND ')
+              INTO okey FROM pg_catalog.unnest(c.key_columns) x;
+            oldrow := pg_catalog.format(rowexpr, 'o');
+            IF c.update_mode = 'old_and_new' THEN
+                payload := pg_catalog.format('pg_catalog.jsonb_build_object(''old'', %s, ''new'', %s)',
+                                             oldrow, pg_catalog.format(rowexpr, '(q.r)'));
+            ELSE
+                payload := pg_catalog.format(
+                    '(SELECT pg_catalog.jsonb_object_agg(e.key, e.value) FROM pg_catalog.jsonb_each(%s) e'
+                    ' WHERE e.key OPERATOR(pg_catalog.=) ANY (%L::text[])'
+                    ' OR (%s OPERATOR(pg_catalog.->) e.key) IS DISTINCT FROM e.value)',
+                    pg_catalog.format(rowexpr, '(q.r)'), c.key_columns, oldrow);
+            END IF;
+            body := body || pg_catalog.format($f$
+    IF TG_OP = 'UPDATE' THEN
+        PERFORM event_bus.emit_many(%5$L, %6$L, a.ps, a.ks, %7$s)
+           FROM (SELECT pg_catalog.array_agg(x.p ORDER BY x.ord) AS ps,
+                        pg_catalog.array_agg(x.k ORDER BY x.ord) AS ks
+                   FROM (SELECT %1$s AS p, %2$s AS k, q.ord
+                           FROM (SELECT n AS r, pg_catalog.row_number() OVER () AS ord
+                                   FROM new_rows n WHERE %3$s) q
+                           LEFT JOIN old_rows o ON %4$s) x) a
+          WHERE a.ps IS NOT NULL;
+    END IF;$f$, payload, pg_catalog.format(keyexpr, '(q.r)'), cond, okey, c.topic, c.types OPERATOR(pg_catalog.->>) op, hdr);
+            CONTINUE;
+        END IF;
+        -- A scan of the transition table returns rows in the order the
+        -- statement wrote them; nothing here reorders them.
+        -- The arrays stay inside one statement: passed through PL/pgSQL
+        -- variables they would be copied into every plan as constants.
+        body := body || pg_catalog.format($f$
+    IF TG_OP = %1$L THEN
+        PERFORM event_bus.emit_many(%6$L, %7$L, a.ps, a.ks, %8$s)
+           FROM (SELECT pg_catalog.array_agg(x.p) AS ps, pg_catalog.array_agg(x.k) AS ks
+                   FROM (SELECT %2$s AS p, %3$s AS k FROM %4$s n WHERE %5$s) x) a
+          WHERE a.ps IS NOT NULL;
+    END IF;$f$, pg_catalog.upper(op), pg_catalog.format(rowexpr, 'n'), pg_catalog.format(keyexpr, 'n'),
+            CASE op WHEN 'delete' THEN 'old_rows' ELSE 'new_rows' END, cond,
+            c.topic, c.types OPERATOR(pg_catalog.->>) op, hdr);
+    END LOOP;
+
+    EXECUTE pg_catalog.format($f$CREATE OR REPLACE FUNCTION %s() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS %L$f$, fn,
+        E'\nBEGIN' || body ||
+        E'\n    RETURN NULL;\nEND\n');
+    EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s() IS %L', fn,
+                              'event_bus capture of ' || qname || ' (generated by event_bus.capture(); do not edit)');
+
+    PERFORM event_bus._capture_drop_triggers(p_table);
+    FOREACH op IN ARRAY c.operations LOOP
+        EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+            'event_bus_capture_' || op, pg_catalog.upper(op), p_table,
+            CASE op WHEN 'insert' THEN 'REFERENCING NEW TABLE AS new_rows'
+                    WHEN 'update' THEN 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                    WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows'
+                    ELSE '' END,
+            fn);
+    END LOOP;
+END
+$gen$;
+
+-- Check that a capture condition compiles against the table.
+CREATE FUNCTION event_bus._capture_check_condition(p_table regclass, p_condition text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_condition IS NULL THEN
+        RETURN;
+    END IF;
+    BEGIN
+        EXECUTE pg_catalog.format('SELECT (%s)::boolean FROM %s n LIMIT 0', p_condition, p_table);
+    EXCEPTION WHEN others THEN
+        RAISE EXCEPTION 'invalid capture condition for table %: %', p_table, SQLERRM
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The condition is a boolean SQL expression over the columns of the row, evaluated with search_path = pg_catalog, pg_temp.';
+    END;
+END
+$$;
+
+CREATE FUNCTION event_bus._capture_impl(p_table regclass, p_topic text, p_operations text[], p_types jsonb,
+                                        p_key_columns text[], p_columns text[], p_exclude_columns text[],
+                                        p_update_mode text, p_condition text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel     text;
+    t       text;
+    ops     text[];
+    types   jsonb;
+    k       text;
+    keycols text[] := p_key_columns;
+    existed boolean;
+    fname   text;
+BEGIN
+    SELECT r.relname INTO rel FROM pg_catalog.pg_class r WHERE r.oid OPERATOR(pg_catalog.=) p_table;
+    IF p_topic IS NULL THEN
+        t := pg_catalog.lower(rel);
+        IF t !~ '^[a-z0-9][a-z0-9._-]*$' OR pg_catalog.length(t) > 48 THEN
+            RAISE EXCEPTION 'table name "%" is not a valid topic name', rel
+                USING ERRCODE = 'invalid_name',
+                      HINT = 'Pass a topic: event_bus.capture(table, topic => ''...'').';
+        END IF;
+    ELSE
+        t := p_topic;
+    END IF;
+    PERFORM event_bus._check_name('topic', t);
+
+    IF p_operations IS NULL OR pg_catalog.cardinality(p_operations) = 0 THEN
+        RAISE EXCEPTION 'operations must name at least one of insert, update, delete, truncate'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT pg_catalog.array_agg(DISTINCT pg_catalog.lower(o) ORDER BY pg_catalog.lower(o)) INTO ops
+      FROM pg_catalog.unnest(p_operations) o;
+    SELECT pg_catalog.string_agg(o, ', ') INTO k FROM pg_catalog.unnest(ops) o
+     WHERE o IS NULL OR o <> ALL (ARRAY['insert', 'update', 'delete', 'truncate']);
+    IF k IS NOT NULL OR pg_catalog.array_position(ops, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown operation %', coalesce(k, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Operations are insert, update, delete and truncate.';
+    END IF;
+
+    types := pg_catalog.jsonb_build_object('insert', rel || '.inserted', 'update', rel || '.updated',
+                                           'delete', rel || '.deleted', 'truncate', rel || '.truncated');
+    IF p_types IS NOT NULL THEN
+        IF pg_catalog.jsonb_typeof(p_types) <> 'object' THEN
+            RAISE EXCEPTION 'types must be a JSON object mapping operations to event types'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For example ''{"insert": "OrderPlaced", "delete": "OrderCancelled"}''.';
+        END IF;
+        SELECT pg_catalog.string_agg(x.key, ', ') INTO k FROM pg_catalog.jsonb_each(p_types) x
+         WHERE x.key <> ALL (ARRAY['insert', 'update', 'delete', 'truncate'])
+            OR pg_catalog.jsonb_typeof(x.value) <> 'string'
+            OR pg_catalog.length(x.value OPERATOR(pg_catalog.#>>) '{}') NOT BETWEEN 1 AND 255;
+        IF k IS NOT NULL THEN
+            RAISE EXCEPTION 'invalid event type for %', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Map insert, update, delete or truncate to a non-empty event type name.';
+        END IF;
+        types := types || p_types;
+    END IF;
+
+    IF p_columns IS NOT NULL AND p_exclude_columns IS NOT NULL THEN
+        RAISE EXCEPTION 'columns and exclude_columns cannot both be given'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF keycols IS NULL THEN
+        SELECT pg_catalog.array_agg(a.attname::text ORDER BY x.o) INTO keycols
+          FROM pg_catalog.pg_index i
+          CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY AS x(attnum, o)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+                                        AND a.attnum OPERATOR(pg_catalog.=) x.attnum
+         WHERE i.indrelid OPERATOR(pg_catalog.=) p_table AND i.indisprimary;
+    END IF;
+    IF p_update_mode IS NULL OR p_update_mode NOT IN ('new', 'old_and_new', 'changed') THEN
+        RAISE EXCEPTION 'update_mode must be new, old_and_new or changed, not %', coalesce(p_update_mode, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_update_mode <> 'new' AND keycols IS NULL AND 'update' = ANY (ops) THEN
+        RAISE EXCEPTION 'update_mode % needs key columns to pair old and new rows', p_update_mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the table a primary key or pass key_columns.';
+    END IF;
+    PERFORM event_bus._capture_check_condition(p_table, p_condition);
+
+    IF NOT EXISTS (SELECT FROM event_bus.topics tp WHERE tp.topic OPERATOR(pg_catalog.=) t) THEN
+        PERFORM event_bus.create_topic(t);
+    END IF;
+
+    SELECT x.function_name INTO fname FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
+    existed := FOUND;
+    DELETE FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
+    INSERT INTO event_bus.captures (relid, topic, operations, types, key_columns, key_attnums, columns,
+                                    column_attnums, exclude_columns, exclude_attnums, update_mode, condition,
+                                    function_name)
+    VALUES (p_table, t, ops, types,
+            keycols, event_bus._capture_attnums(p_table, keycols, 'key_columns'),
+            p_columns, event_bus._capture_attnums(p_table, p_columns, 'columns'),
+            p_exclude_columns, event_bus._capture_attnums(p_table, p_exclude_columns, 'exclude_columns'),
+            p_update_mode, p_condition, coalesce(fname, '_capture_' || p_table::oid));
+    PERFORM event_bus._capture_generate(p_table);
+    RETURN NOT existed;
+END
+$$;
+
+CREATE FUNCTION event_bus._uncapture_impl(p_table regclass) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fname text;
+BEGIN
+    SELECT x.function_name INTO fname FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM event_bus._capture_drop_triggers(p_table);
+    EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS event_bus.%I()', fname);
+    DELETE FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION event_bus.capture("table" regclass, topic text DEFAULT NULL,
+                                  operations text[] DEFAULT ARRAY['insert', 'update', 'delete'],
+                                  types jsonb DEFAULT NULL, key_columns text[] DEFAULT NULL,
+                                  columns text[] DEFAULT NULL, exclude_columns text[] DEFAULT NULL,
+                                  update_mode text DEFAULT 'new', condition text DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'eb_call_as_owner'
+LANGUAGE C VOLATILE SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_bus.capture(regclass, text, text[], jsonb, text[], text[], text[], text, text) IS
+'Turn row changes of a table into events in the same transaction (statement-level triggers). Only the table''s owner may call it. Returns false when it replaced an existing capture.';
+
+CREATE FUNCTION event_bus.uncapture("table" regclass) RETURNS boolean
+AS 'MODULE_PATHNAME', 'eb_call_as_owner'
+LANGUAGE C VOLATILE SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_bus.uncapture(regclass) IS
+'Stop capturing a table (idempotent: returns false if it was not captured).';
+
+-- DDL on a captured table: follow renamed columns, forget dropped excluded
+-- columns, refuse to drop key or included columns or to break the
+-- condition, and regenerate the trigger function.
+CREATE FUNCTION event_bus._capture_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r  record;
+    c  event_bus.captures;
+    kc record;
+    ic record;
+    ec record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT d.objid FROM pg_catalog.pg_event_trigger_ddl_commands() d
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
+           AND d.objid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT x.relid::oid FROM event_bus.captures x))
+    LOOP
+        SELECT * INTO c FROM event_bus.captures x WHERE x.relid::oid OPERATOR(pg_catalog.=) r.objid;
+        -- A table being restored by pg_restore gets its constraints before
+        -- its (dumped) capture triggers: leave it to the dump.
+        CONTINUE WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                                   WHERE g.tgrelid OPERATOR(pg_catalog.=) r.objid
+                                     AND g.tgname::text LIKE 'event\_bus\_capture\_%');
+        kc := event_bus._capture_columns(c.relid, c.key_columns, c.key_attnums, 'key', false);
+        ic := event_bus._capture_columns(c.relid, c.columns, c.column_attnums, 'payload column', false);
+        ec := event_bus._capture_columns(c.relid, c.exclude_columns, c.exclude_attnums, 'excluded column', true);
+        PERFORM event_bus._capture_check_condition(c.relid, c.condition);
+        UPDATE event_bus.captures x
+           SET key_columns = kc.new_names, key_attnums = kc.new_nums,
+               columns = ic.new_names, column_attnums = ic.new_nums,
+               exclude_columns = ec.new_names, exclude_attnums = ec.new_nums
+         WHERE x.relid OPERATOR(pg_catalog.=) c.relid;
+        PERFORM event_bus._capture_generate(c.relid);
+    END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER event_bus_capture_ddl ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION event_bus._capture_ddl();
+
+-- A dropped captured table leaves the registry, with its trigger function.
+CREATE FUNCTION event_bus._capture_dropped() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    IF pg_catalog.to_regclass('event_bus.captures') IS NULL THEN
+        RETURN;     -- the extension itself is being dropped
+    END IF;
+    FOR r IN
+        DELETE FROM event_bus.captures c
+         USING pg_catalog.pg_event_trigger_dropped_objects() d
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
+           AND d.objsubid OPERATOR(pg_catalog.=) 0
+           AND d.objid OPERATOR(pg_catalog.=) c.relid::oid
+        RETURNING c.function_name
+    LOOP
+        EXECUTE pg_catalog.format('DROP FUNCTION IF EXISTS event_bus.%I()', r.function_name);
+    END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER event_bus_capture_drop ON sql_drop
+    EXECUTE FUNCTION event_bus._capture_dropped();
+
+CREATE VIEW event_bus.captured_tables AS
+SELECT c.relid AS "table", c.topic, c.operations, c.types, c.key_columns, c.columns, c.exclude_columns,
+       c.update_mode, c.condition, c.created_at
+  FROM event_bus.captures c;
+COMMENT ON VIEW event_bus.captured_tables IS 'Which tables are captured, to which topic, and how.';
+

@@ -1,0 +1,56 @@
+-----------------------------------------------------------------------------
+-- Views for psql
+-----------------------------------------------------------------------------
+CREATE VIEW event_bus.subscription_status AS
+SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
+       (SELECT pg_catalog.count(*) FROM event_bus.cursors c JOIN event_bus.events e
+            ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+           AND e.seq OPERATOR(pg_catalog.>) c.position
+         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))) AS pending,
+       (SELECT coalesce(sum(pg_catalog.cardinality(l.seqs)), 0)::bigint FROM event_bus.leases l
+         WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription) AS in_flight,
+       (SELECT pg_catalog.count(*) FROM event_bus.retries r
+         WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.lease_id IS NULL) AS retrying,
+       (SELECT pg_catalog.count(*) FROM event_bus.dead_letters d
+         WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription) AS dead,
+       (SELECT min(c.position) FROM event_bus.cursors c
+         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS min_position,
+       s.max_attempts, s.lease, s.created_at
+  FROM event_bus.subscriptions s;
+COMMENT ON VIEW event_bus.subscription_status IS
+'Per subscription: events not yet handed out (pending), in flight, waiting for retry, dead.';
+
+CREATE VIEW event_bus.in_flight AS
+SELECT l.subscription, l.topic, l.lane, l.lease_id, pg_catalog.cardinality(l.seqs) AS events, l.seqs,
+       l.claimed_at, l.expires_at, l.claimed_by
+  FROM event_bus.leases l;
+COMMENT ON VIEW event_bus.in_flight IS 'Claimed batches that are not yet acknowledged.';
+
+CREATE VIEW event_bus.retry_queue AS
+SELECT r.subscription, r.seq, r.topic, r.lane, r.attempt, r.due_at, r.last_error,
+       r.lease_id IS NOT NULL AS in_flight
+  FROM event_bus.retries r;
+COMMENT ON VIEW event_bus.retry_queue IS 'Events waiting for redelivery (in_flight: redelivered and not yet acked).';
+
+CREATE VIEW event_bus.worker_status AS
+SELECT w.datname, w.database, w.pid, w.state, w.started_at, w.last_round, w.rounds,
+       w.notifications, w.last_error
+  FROM event_bus._worker_status() w;
+COMMENT ON VIEW event_bus.worker_status IS
+'The event_bus worker of each database: pid, state, last round, rounds, notifications sent, last error.';
+
+CREATE VIEW event_bus.retention_status AS
+WITH h AS (SELECT event_bus._horizon() AS h),
+need AS (
+    SELECT s.subscription, s.paused, event_bus._oldest_needed(s.subscription, h.h) AS oldest_needed_seq
+      FROM event_bus.subscriptions s, h)
+SELECT n.subscription, n.paused, n.oldest_needed_seq,
+       (SELECT pg_catalog.count(*) FROM event_bus.log_partitions lp
+         WHERE lp.closed_at IS NOT NULL AND lp.hi OPERATOR(pg_catalog.>) n.oldest_needed_seq) AS partitions_held,
+       n.oldest_needed_seq OPERATOR(pg_catalog.=) (SELECT min(m.oldest_needed_seq) FROM need m)
+       AND n.oldest_needed_seq OPERATOR(pg_catalog.<=) (SELECT h.h FROM h) AS holds_retention
+  FROM need n;
+COMMENT ON VIEW event_bus.retention_status IS
+'Per subscription: the oldest seq it still needs and how many complete log partitions that keeps; holds_retention marks the one holding the log back.';
+
