@@ -4,6 +4,1180 @@
  * Every schema change made since 1.0 is here and in src/sql/ (from which the
  * 1.1 install script is built); test/t/050_upgrade.pl checks that an upgraded
  * database ends up with exactly the catalog of a fresh 1.1 install.
+ *
+ * 1.1 is the trust model: subscriptions belong to the role that created
+ * them, topics carry produce/consume grants, the public functions run as
+ * their caller and call SECURITY DEFINER implementations (see src/api.c),
+ * capture conditions are compiled as the table's owner and never run with
+ * raised rights, and every interval a caller gives is bounded.
  */
 
 \echo Use "ALTER EXTENSION event_bus UPDATE TO '1.1'" to load this file. \quit
+
+-----------------------------------------------------------------------------
+-- Internal helpers implemented in C
+-----------------------------------------------------------------------------
+CREATE FUNCTION event_bus._caller() RETURNS oid
+    AS 'MODULE_PATHNAME', 'eb_caller_sql' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._capture_compile(p_table regclass, p_condition text) RETURNS text
+    AS 'MODULE_PATHNAME', 'eb_capture_compile' LANGUAGE C STRICT STABLE;
+CREATE FUNCTION event_bus._capture_condition_sql(p_table regclass, p_expr text) RETURNS text
+    AS 'MODULE_PATHNAME', 'eb_capture_condition_sql' LANGUAGE C STRICT STABLE;
+CREATE FUNCTION event_bus._capture_depend(fn regprocedure) RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_capture_depend' LANGUAGE C STRICT VOLATILE;
+
+-----------------------------------------------------------------------------
+-- Storage: topic grants (existing topics keep today's open set-up),
+-- subscription owners (existing subscriptions go to event_bus_consumer, as
+-- any consumer could work them in 1.0), compiled capture conditions.
+-----------------------------------------------------------------------------
+-- Who may produce to and consume from a topic.  A role has a privilege if
+-- it has the privileges of a grantee (pg_has_role(..., 'USAGE')).
+CREATE TABLE event_bus.topic_grants (
+    topic       text COLLATE "C" NOT NULL REFERENCES event_bus.topics ON DELETE CASCADE,
+    privilege   text NOT NULL CHECK (privilege IN ('produce', 'consume')),
+    grantee     regrole NOT NULL,
+    PRIMARY KEY (topic, privilege, grantee)
+);
+INSERT INTO event_bus.topic_grants (topic, privilege, grantee)
+SELECT t.topic, p.privilege, p.grantee::regrole
+  FROM event_bus.topics t,
+       (VALUES ('produce', 'event_bus_producer'), ('consume', 'event_bus_consumer')) AS p(privilege, grantee);
+SELECT pg_catalog.pg_extension_config_dump('event_bus.topic_grants', '');
+COMMENT ON TABLE event_bus.subscriptions IS 'Consumer groups: each receives every event of its topics (optionally only some types); members of its owner and admins may work it.';
+COMMENT ON TABLE event_bus.topic_grants IS 'Roles that may produce to (emit, capture into) or consume from (subscribe to) each topic.';
+
+ALTER TABLE event_bus.subscriptions ADD COLUMN owner regrole NOT NULL DEFAULT pg_catalog.to_regrole('event_bus_consumer');
+ALTER TABLE event_bus.subscriptions ALTER COLUMN owner DROP DEFAULT;
+
+ALTER TABLE event_bus.captures ADD COLUMN condition_expr text;
+
+-----------------------------------------------------------------------------
+-- Internal SQL helpers
+-----------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION event_bus._backoff(base interval, cap interval, attempt integer) RETURNS interval
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.make_interval(secs => d / 2 + d / 2 * pg_catalog.random())
+      FROM (SELECT LEAST(pg_catalog.date_part('epoch', cap),
+                         pg_catalog.date_part('epoch', base) * pg_catalog.power(2, LEAST(attempt - 1, 30))) AS d) x
+$$;
+
+CREATE FUNCTION event_bus._topic_allowed(p_topic text, p_privilege text, role oid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.pg_has_role(role, 'event_bus_admin', 'USAGE')
+        OR EXISTS (SELECT FROM event_bus.topic_grants g
+                    WHERE g.topic OPERATOR(pg_catalog.=) p_topic
+                      AND g.privilege OPERATOR(pg_catalog.=) p_privilege
+                      AND pg_catalog.pg_has_role(role, g.grantee::oid, 'USAGE'))
+$$;
+
+CREATE FUNCTION event_bus._check_topic_privilege(p_topics text[], p_privilege text) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who oid := event_bus._caller();
+    t   text;
+BEGIN
+    FOREACH t IN ARRAY p_topics LOOP
+        IF NOT event_bus._topic_allowed(t, p_privilege, who) THEN
+            RAISE EXCEPTION 'permission denied to % topic "%"',
+                            CASE p_privilege WHEN 'produce' THEN 'produce to' ELSE 'consume from' END, t
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = pg_catalog.format('Role "%s" has no %s grant on topic "%s".',
+                                                 who::regrole, p_privilege, t),
+                      HINT = pg_catalog.format('An event_bus_admin can grant it with event_bus.grant_topic(%L, %L, %L).',
+                                               t, who::regrole::text, p_privilege);
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION event_bus._check_interval(what text, v interval, lo interval, hi interval) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF v < lo OR v > hi THEN
+        RAISE EXCEPTION '% must be between % and %, not %', what, lo, hi, v
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION event_bus._visible(owner regrole) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.pg_has_role(owner::oid, 'USAGE')
+        OR pg_catalog.pg_has_role('event_bus_admin', 'USAGE')
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus._subscription(name text) RETURNS event_bus.subscriptions
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s   event_bus.subscriptions;
+    who oid := event_bus._caller();
+BEGIN
+    PERFORM event_bus._check_name('subscription', name);
+    SELECT * INTO s FROM event_bus.subscriptions x WHERE x.subscription OPERATOR(pg_catalog.=) name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with event_bus.subscribe().';
+    END IF;
+    IF NOT (pg_catalog.pg_has_role(who, s.owner::oid, 'USAGE')
+            OR pg_catalog.pg_has_role(who, 'event_bus_admin', 'USAGE')) THEN
+        RAISE EXCEPTION 'permission denied for subscription "%"', name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = pg_catalog.format('It belongs to role "%s"; role "%s" is not a member.', s.owner, who::regrole),
+                  HINT = 'Members of the owning role and of event_bus_admin may work a subscription.';
+    END IF;
+    RETURN s;
+END
+$$;
+
+-----------------------------------------------------------------------------
+-- Topics and their grants
+-----------------------------------------------------------------------------
+DROP FUNCTION event_bus.create_topic(text, integer, text);
+CREATE FUNCTION event_bus.create_topic(topic text, lanes integer DEFAULT 4, description text DEFAULT NULL,
+                                       private boolean DEFAULT false)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    existing integer;
+BEGIN
+    PERFORM event_bus._check_name('topic', create_topic.topic);
+    IF create_topic.lanes IS NULL OR create_topic.lanes NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'lanes must be between 1 and 256, not %', coalesce(create_topic.lanes::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF create_topic.private IS NULL THEN
+        RAISE EXCEPTION 'private must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    INSERT INTO event_bus.topics AS t (topic, lanes, description)
+    VALUES (create_topic.topic, create_topic.lanes, create_topic.description)
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        IF NOT create_topic.private THEN
+            INSERT INTO event_bus.topic_grants (topic, privilege, grantee)
+            VALUES (create_topic.topic, 'produce', 'event_bus_producer'),
+                   (create_topic.topic, 'consume', 'event_bus_consumer');
+        END IF;
+        PERFORM event_bus._topics_changed();
+        RETURN true;
+    END IF;
+    SELECT t.lanes INTO existing FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) create_topic.topic;
+    IF existing OPERATOR(pg_catalog.<>) create_topic.lanes THEN
+        RAISE EXCEPTION 'topic "%" already exists with % lanes', create_topic.topic, existing
+            USING ERRCODE = 'duplicate_object',
+                  DETAIL = 'The number of lanes of a topic cannot change: it fixes which lane each key maps to.';
+    END IF;
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION event_bus.create_topic(text, integer, text, boolean) IS
+'Create a topic split into lanes (1-256); returns false if it already exists with the same lanes. Unless private, event_bus_producer may produce to it and event_bus_consumer consume from it.';
+
+CREATE FUNCTION event_bus._check_grant(p_topic text, p_role regrole, p_privilege text) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_bus._check_name('topic', p_topic);
+    IF NOT EXISTS (SELECT FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) p_topic) THEN
+        RAISE EXCEPTION 'topic "%" does not exist', p_topic USING ERRCODE = 'undefined_object';
+    END IF;
+    IF p_role IS NULL THEN
+        RAISE EXCEPTION 'role must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_privilege IS NULL OR p_privilege NOT IN ('produce', 'consume') THEN
+        RAISE EXCEPTION 'unknown topic privilege %', coalesce(pg_catalog.quote_literal(p_privilege), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Topic privileges are produce and consume.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION event_bus.grant_topic(topic text, role regrole, privilege text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_bus._check_grant(grant_topic.topic, grant_topic.role, grant_topic.privilege);
+    INSERT INTO event_bus.topic_grants AS g (topic, privilege, grantee)
+    VALUES (grant_topic.topic, grant_topic.privilege, grant_topic.role)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM event_bus._topics_changed();
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION event_bus.grant_topic(text, regrole, text) IS
+'Let a role (and its members) produce to (emit, capture into) or consume from (subscribe to) a topic; returns false if it already could.';
+
+CREATE FUNCTION event_bus.revoke_topic(topic text, role regrole, privilege text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_bus._check_grant(revoke_topic.topic, revoke_topic.role, revoke_topic.privilege);
+    DELETE FROM event_bus.topic_grants g
+     WHERE g.topic OPERATOR(pg_catalog.=) revoke_topic.topic
+       AND g.privilege OPERATOR(pg_catalog.=) revoke_topic.privilege
+       AND g.grantee OPERATOR(pg_catalog.=) revoke_topic.role;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM event_bus._topics_changed();
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION event_bus.revoke_topic(text, regrole, text) IS
+'Take back a grant made with grant_topic(); returns false if there was none. Subscriptions already made stay.';
+
+-----------------------------------------------------------------------------
+-- Publishing: emit and emit_many run as their caller and check its grant
+-----------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION event_bus.emit(topic text, type text, payload jsonb, key text DEFAULT NULL,
+                               headers jsonb DEFAULT NULL, version integer DEFAULT 1)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'eb_emit_1_1'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer) IS
+'Publish one event in the current transaction; returns its seq.  The topic must exist and the caller needs its produce grant.';
+
+CREATE OR REPLACE FUNCTION event_bus.emit_many(topic text, type text, payloads jsonb[], keys text[] DEFAULT NULL,
+                                    headers jsonb DEFAULT NULL, version integer DEFAULT 1)
+RETURNS bigint[]
+AS 'MODULE_PATHNAME', 'eb_emit_many_1_1'
+LANGUAGE C VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer) IS
+'Publish one event per payload (with the matching key) in one INSERT; returns their seqs in order.';
+
+-----------------------------------------------------------------------------
+-- The API functions become C entry points (eb_api) that record the caller
+-- and call their SECURITY DEFINER implementations.
+-----------------------------------------------------------------------------
+CREATE FUNCTION event_bus._subscribe_impl(subscription text, topics text[], types text[],
+                                    start text, max_attempts integer,
+                                    lease interval,
+                                    backoff_base interval,
+                                    backoff_max interval,
+                                    ordered boolean)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    t       text;
+    tl      text[];
+    h       bigint;
+    missing text;
+    old     event_bus.subscriptions;
+BEGIN
+    PERFORM event_bus._check_name('subscription', _subscribe_impl.subscription);
+    IF _subscribe_impl.topics IS NULL OR pg_catalog.cardinality(_subscribe_impl.topics) = 0 THEN
+        RAISE EXCEPTION 'subscription "%" needs at least one topic', _subscribe_impl.subscription
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH t IN ARRAY _subscribe_impl.topics LOOP
+        PERFORM event_bus._check_name('topic', t);
+    END LOOP;
+    SELECT pg_catalog.array_agg(DISTINCT x ORDER BY x) INTO tl FROM pg_catalog.unnest(_subscribe_impl.topics) x;
+    SELECT pg_catalog.string_agg(pg_catalog.format('"%s"', x), ', ' ORDER BY x) INTO missing
+      FROM pg_catalog.unnest(tl) x
+     WHERE NOT EXISTS (SELECT FROM event_bus.topics tp WHERE tp.topic OPERATOR(pg_catalog.=) x);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION '% not exist',
+                        CASE WHEN missing LIKE '%,%' THEN 'topics ' || missing || ' do'
+                             ELSE 'topic ' || missing || ' does' END
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create topics with event_bus.create_topic() before subscribing to them.';
+    END IF;
+    IF _subscribe_impl.types IS NOT NULL AND (pg_catalog.cardinality(_subscribe_impl.types) = 0
+                                        OR pg_catalog.array_position(_subscribe_impl.types, NULL) IS NOT NULL) THEN
+        RAISE EXCEPTION 'types must be NULL (every type) or a non-empty array without NULLs'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF _subscribe_impl.max_attempts IS NULL OR _subscribe_impl.max_attempts NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 1000, not %', coalesce(_subscribe_impl.max_attempts::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF _subscribe_impl.lease IS NULL OR _subscribe_impl.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', coalesce(_subscribe_impl.lease::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM event_bus._check_interval('lease', _subscribe_impl.lease, interval '1 millisecond', interval '1 day');
+    IF _subscribe_impl.backoff_base IS NULL OR _subscribe_impl.backoff_base < interval '0'
+       OR _subscribe_impl.backoff_max IS NULL OR _subscribe_impl.backoff_max < _subscribe_impl.backoff_base THEN
+        RAISE EXCEPTION 'backoff_base must not be negative and backoff_max must not be below it'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM event_bus._check_interval('backoff_base', _subscribe_impl.backoff_base, interval '0', interval '1 day');
+    PERFORM event_bus._check_interval('backoff_max', _subscribe_impl.backoff_max, interval '0', interval '7 days');
+    IF _subscribe_impl.start IS NULL THEN
+        RAISE EXCEPTION 'start must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Use ''latest'', ''earliest'' or a timestamp.';
+    END IF;
+    IF _subscribe_impl.ordered IS NULL THEN
+        RAISE EXCEPTION 'ordered must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+
+    PERFORM event_bus._check_topic_privilege(tl, 'consume');
+
+    -- Serialise with concurrent subscribe/unsubscribe of the same name.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus.subscribe:' || _subscribe_impl.subscription));
+    SELECT * INTO old FROM event_bus.subscriptions s WHERE s.subscription OPERATOR(pg_catalog.=) _subscribe_impl.subscription;
+    IF FOUND THEN
+        PERFORM event_bus._subscription(_subscribe_impl.subscription);     -- only its owner's roles may change it
+        IF old.topics OPERATOR(pg_catalog.<>) tl THEN
+            RAISE EXCEPTION 'subscription "%" already exists with other topics', _subscribe_impl.subscription
+                USING ERRCODE = 'duplicate_object',
+                      DETAIL = pg_catalog.format('It reads %s.', old.topics),
+                      HINT = 'Unsubscribe it first, or pick another name.';
+        END IF;
+        UPDATE event_bus.subscriptions s
+           SET types = _subscribe_impl.types, max_attempts = _subscribe_impl.max_attempts, lease = _subscribe_impl.lease,
+               backoff_base = _subscribe_impl.backoff_base, backoff_max = _subscribe_impl.backoff_max,
+               ordered = _subscribe_impl.ordered
+         WHERE s.subscription OPERATOR(pg_catalog.=) _subscribe_impl.subscription;
+        RETURN false;
+    END IF;
+
+    INSERT INTO event_bus.subscriptions
+           (subscription, topics, types, max_attempts, lease, backoff_base, backoff_max, ordered, owner)
+    VALUES (_subscribe_impl.subscription, tl, _subscribe_impl.types, _subscribe_impl.max_attempts, _subscribe_impl.lease,
+            _subscribe_impl.backoff_base, _subscribe_impl.backoff_max, _subscribe_impl.ordered, event_bus._caller()::regrole);
+    h := event_bus._horizon();
+    INSERT INTO event_bus.cursors (subscription, topic, lane, position)
+    SELECT _subscribe_impl.subscription, tp.topic, g::smallint,
+           event_bus._start_position(tp.topic, g::smallint, _subscribe_impl.start, h)
+      FROM event_bus.topics tp, pg_catalog.generate_series(0, tp.lanes - 1) g
+     WHERE tp.topic OPERATOR(pg_catalog.=) ANY (tl);
+    RETURN true;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus.subscribe(subscription text, topics text[], types text[] DEFAULT NULL,
+                                    start text DEFAULT 'latest', max_attempts integer DEFAULT 5,
+                                    lease interval DEFAULT '30 seconds',
+                                    backoff_base interval DEFAULT '1 second',
+                                    backoff_max interval DEFAULT '10 minutes',
+                                    ordered boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.subscribe(text, text[], text[], text, integer, interval, interval, interval, boolean) IS
+'Create a subscription (consumer group) on topics the caller may consume from, starting at ''latest'', ''earliest'' or a timestamp; the caller''s role owns it. Returns false and updates the options if it already exists with the same topics (only its owner''s roles may).';
+
+CREATE FUNCTION event_bus._unsubscribe_impl(subscription text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_bus._subscription(_unsubscribe_impl.subscription);
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus.subscribe:' || _unsubscribe_impl.subscription));
+    DELETE FROM event_bus.subscriptions s WHERE s.subscription OPERATOR(pg_catalog.=) _unsubscribe_impl.subscription;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus.unsubscribe(subscription text) RETURNS void
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.unsubscribe(text) IS
+'Remove a subscription with its cursors, leases, retries and dead letters (its owner''s roles and admins).';
+
+CREATE FUNCTION event_bus._claim_impl(subscription text, max_events integer, lease interval,
+                                wait interval)
+RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s        event_bus.subscriptions;
+    gen      bigint;
+    deadline timestamptz;
+    ms       bigint;
+BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+        RAISE EXCEPTION 'event_bus.claim() requires READ COMMITTED isolation'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = pg_catalog.format('The current transaction is %s.',
+                                             pg_catalog.upper(pg_catalog.current_setting('transaction_isolation'))),
+                  HINT = 'A claim must see events committed after the transaction began; run it in a READ COMMITTED transaction.';
+    END IF;
+    s := event_bus._subscription(_claim_impl.subscription);
+    IF _claim_impl.max_events IS NULL OR _claim_impl.max_events NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 10000, not %', coalesce(_claim_impl.max_events::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF _claim_impl.lease IS NOT NULL AND _claim_impl.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', _claim_impl.lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF _claim_impl.wait IS NOT NULL AND _claim_impl.wait < interval '0' THEN
+        RAISE EXCEPTION 'wait must not be negative, not %', _claim_impl.wait
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM event_bus._check_interval('lease', _claim_impl.lease, interval '1 millisecond', interval '1 day');
+    PERFORM event_bus._check_interval('wait', _claim_impl.wait, interval '0', interval '1 hour');
+    deadline := pg_catalog.clock_timestamp() + coalesce(_claim_impl.wait, interval '0');
+    LOOP
+        -- Read the wake-up generation before looking: an event that becomes
+        -- claimable after the look bumps it, so the wait below returns at once.
+        gen := event_bus._wake_gen();
+        IF NOT s.paused THEN
+            RETURN QUERY SELECT * FROM event_bus._claim_once(s, _claim_impl.max_events, coalesce(_claim_impl.lease, s.lease));
+            IF FOUND THEN
+                RETURN;
+            END IF;
+        END IF;
+        ms := pg_catalog.ceil(pg_catalog.date_part('epoch', deadline - pg_catalog.clock_timestamp()) * 1000);
+        EXIT WHEN ms <= 0;
+        PERFORM event_bus._wait(gen, LEAST(ms, 2147483647)::integer);
+        -- The subscription may have been paused, resumed or dropped meanwhile.
+        s := event_bus._subscription(_claim_impl.subscription);
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus.claim(subscription text, max_events integer DEFAULT 100, lease interval DEFAULT NULL,
+                                wait interval DEFAULT NULL)
+RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer)
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.claim(text, integer, interval, interval) IS
+'Lease up to max_events events of a subscription: due retries first, then new events lane by lane. With wait, sleep in the server until events arrive or the wait ends. Requires READ COMMITTED.';
+
+CREATE FUNCTION event_bus._ack_impl(subscription text, seqs bigint[]) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    s      event_bus.subscriptions;
+    acked  bigint[];
+    rest   bigint[];
+BEGIN
+    s := event_bus._subscription(_ack_impl.subscription);
+    IF _ack_impl.seqs IS NULL OR pg_catalog.array_position(_ack_impl.seqs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    WITH l AS (
+        SELECT x.lease_id, x.seqs FROM event_bus.leases x
+         WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND x.seqs OPERATOR(pg_catalog.&&) _ack_impl.seqs
+         FOR UPDATE),
+    d AS (
+        DELETE FROM event_bus.leases x USING l
+         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND l.seqs OPERATOR(pg_catalog.<@) _ack_impl.seqs),
+    u AS (
+        UPDATE event_bus.leases x
+           SET seqs = ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
+                             WHERE v OPERATOR(pg_catalog.<>) ALL (_ack_impl.seqs) ORDER BY v)
+          FROM l
+         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND NOT l.seqs OPERATOR(pg_catalog.<@) _ack_impl.seqs),
+    a AS (
+        SELECT DISTINCT v FROM l, pg_catalog.unnest(l.seqs) v WHERE v OPERATOR(pg_catalog.=) ANY (_ack_impl.seqs)),
+    r AS (
+        DELETE FROM event_bus.retries x
+         WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND x.seq IN (SELECT a.v FROM a))
+    SELECT pg_catalog.array_agg(a.v) INTO acked FROM a;
+    IF s.ordered AND acked IS NOT NULL THEN
+        PERFORM event_bus._wake();      -- a lane may be free again
+    END IF;
+
+    SELECT pg_catalog.array_agg(DISTINCT v) INTO rest FROM pg_catalog.unnest(_ack_impl.seqs) v
+     WHERE acked IS NULL OR v OPERATOR(pg_catalog.<>) ALL (acked);
+    IF rest IS NOT NULL THEN
+        -- Acking again is fine; acking what was never delivered is not.
+        PERFORM event_bus._check_delivered(s, rest);
+    END IF;
+    RETURN coalesce(pg_catalog.cardinality(acked), 0);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus.ack(subscription text, seqs bigint[]) RETURNS integer
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.ack(text, bigint[]) IS
+'Acknowledge claimed events; idempotent, returns how many were still in flight and are now done.';
+
+CREATE FUNCTION event_bus._fail_impl(subscription text, seq bigint, error text,
+                               retry_in interval)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s       event_bus.subscriptions;
+    l       event_bus.leases;
+    att     integer;
+    due     timestamptz;
+    outcome text;
+BEGIN
+    s := event_bus._subscription(_fail_impl.subscription);
+    IF _fail_impl.retry_in IS NOT NULL AND _fail_impl.retry_in < interval '0' THEN
+        RAISE EXCEPTION 'retry_in must not be negative, not %', _fail_impl.retry_in
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM event_bus._check_interval('retry_in', _fail_impl.retry_in, interval '0', interval '30 days');
+    l := event_bus._leased(s, _fail_impl.seq);
+    SELECT r.attempt INTO att FROM event_bus.retries r
+     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _fail_impl.seq
+     FOR UPDATE;
+    att := coalesce(att, 1);
+    due := pg_catalog.clock_timestamp()
+           + coalesce(_fail_impl.retry_in, event_bus._backoff(s.backoff_base, s.backoff_max, att));
+    outcome := event_bus._failed(s, _fail_impl.seq, l.topic, l.lane, att, _fail_impl.error, due);
+    PERFORM event_bus._wake();          -- the worker schedules the retry
+
+    l.seqs := pg_catalog.array_remove(l.seqs, _fail_impl.seq);
+    IF s.ordered THEN
+        -- The rest of the lane's batch waits behind the failed event.
+        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+        PERFORM event_bus._release(s, l.lease_id,
+                                   CASE WHEN outcome = 'dead' THEN pg_catalog.clock_timestamp() ELSE due END);
+    ELSIF pg_catalog.cardinality(l.seqs) = 0 THEN
+        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    ELSE
+        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    END IF;
+    RETURN outcome;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus.fail(subscription text, seq bigint, error text DEFAULT NULL,
+                               retry_in interval DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.fail(text, bigint, text, interval) IS
+'Report that processing a claimed event failed: returns ''retry'' (redelivered after backoff, or retry_in) or ''dead'' (max_attempts reached, moved to dead letters).';
+
+CREATE FUNCTION event_bus._dead_letter_impl(subscription text, seq bigint, reason text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s   event_bus.subscriptions;
+    l   event_bus.leases;
+    att integer;
+BEGIN
+    s := event_bus._subscription(_dead_letter_impl.subscription);
+    l := event_bus._leased(s, _dead_letter_impl.seq);
+    SELECT r.attempt INTO att FROM event_bus.retries r
+     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _dead_letter_impl.seq;
+    PERFORM event_bus._bury(s, _dead_letter_impl.seq, l.topic, l.lane, coalesce(att, 1), _dead_letter_impl.reason);
+    l.seqs := pg_catalog.array_remove(l.seqs, _dead_letter_impl.seq);
+    IF pg_catalog.cardinality(l.seqs) = 0 THEN
+        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    ELSE
+        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus.dead_letter(subscription text, seq bigint, reason text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.dead_letter(text, bigint, text) IS
+'Move a claimed event straight to the dead letters of the subscription, with a reason.';
+
+CREATE FUNCTION event_bus._pause_impl(subscription text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE event_bus.subscriptions s SET paused = true
+     WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(_pause_impl.subscription)).subscription;
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus.pause(subscription text) RETURNS void
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.pause(text) IS 'Stop handing out events of a subscription; claims return nothing until resume().';
+
+CREATE FUNCTION event_bus._resume_impl(subscription text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE event_bus.subscriptions s SET paused = false
+     WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(_resume_impl.subscription)).subscription;
+    SELECT event_bus._wake();
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus.resume(subscription text) RETURNS void
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.resume(text) IS 'Resume a paused subscription.';
+
+CREATE FUNCTION event_bus._replay_impl(subscription text, start text) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s event_bus.subscriptions;
+    h bigint;
+    n integer;
+BEGIN
+    s := event_bus._subscription(_replay_impl.subscription);
+    IF _replay_impl.start IS NULL THEN
+        RAISE EXCEPTION 'start must not be null' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Use ''latest'', ''earliest'' or a timestamp.';
+    END IF;
+    h := event_bus._horizon();
+    UPDATE event_bus.cursors c SET position = event_bus._start_position(c.topic, c.lane, _replay_impl.start, h)
+     WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM event_bus._wake();
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus.replay(subscription text, start text DEFAULT 'earliest') RETURNS integer
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.replay(text, text) IS
+'Move every cursor of a subscription to ''earliest'', ''latest'' or a timestamp; returns the number of lane cursors moved. Leases in flight are not touched.';
+
+CREATE FUNCTION event_bus._redrive_impl(subscription text, seqs bigint[]) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s event_bus.subscriptions;
+    n integer;
+    gone bigint;
+BEGIN
+    s := event_bus._subscription(_redrive_impl.subscription);
+    -- Retention may have dropped the partition of an old dead letter: its
+    -- copy stays here, but it can no longer be delivered from the log.
+    SELECT d.seq INTO gone FROM event_bus.dead_letters d
+     WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
+       AND (_redrive_impl.seqs IS NULL OR d.seq OPERATOR(pg_catalog.=) ANY (_redrive_impl.seqs))
+       AND NOT EXISTS (SELECT FROM event_bus.events e
+                        WHERE e.topic OPERATOR(pg_catalog.=) d.topic AND e.lane OPERATOR(pg_catalog.=) d.lane
+                          AND e.seq OPERATOR(pg_catalog.=) d.seq)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'dead letter % of subscription "%" can no longer be redriven', gone, s.subscription
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Retention has dropped the part of the log that held it; its copy is still in event_bus.dead_letters.',
+                  HINT = 'Emit its payload again with event_bus.emit(), or purge it with event_bus.purge_dead_letters().';
+    END IF;
+    WITH d AS (
+        DELETE FROM event_bus.dead_letters d
+         WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND (_redrive_impl.seqs IS NULL OR d.seq OPERATOR(pg_catalog.=) ANY (_redrive_impl.seqs))
+        RETURNING d.seq, d.topic, d.lane, d.last_error)
+    INSERT INTO event_bus.retries (subscription, seq, topic, lane, attempt, due_at, last_error, lease_id)
+    SELECT s.subscription, d.seq, d.topic, d.lane, 1, pg_catalog.clock_timestamp(), d.last_error, NULL
+      FROM d
+    ON CONFLICT ON CONSTRAINT retries_pkey DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM event_bus._wake();
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus.redrive(subscription text, seqs bigint[] DEFAULT NULL) RETURNS integer
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.redrive(text, bigint[]) IS
+'Give dead letters of a subscription (all, or the given seqs) a fresh set of attempts; returns how many.';
+
+CREATE FUNCTION event_bus._purge_dead_letters_impl(subscription text, older_than interval) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s event_bus.subscriptions;
+    n integer;
+BEGIN
+    s := event_bus._subscription(_purge_dead_letters_impl.subscription);
+    PERFORM event_bus._check_interval('older_than', _purge_dead_letters_impl.older_than, interval '0', interval '100 years');
+    DELETE FROM event_bus.dead_letters d
+     WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
+       AND (_purge_dead_letters_impl.older_than IS NULL
+            OR d.dead_at OPERATOR(pg_catalog.<) pg_catalog.now() - _purge_dead_letters_impl.older_than);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus.purge_dead_letters(subscription text, older_than interval DEFAULT NULL) RETURNS integer
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.purge_dead_letters(text, interval) IS
+'Delete dead letters of a subscription (all, or those dead for longer than older_than); returns how many.';
+
+CREATE FUNCTION event_bus.alter_subscription_owner(subscription text, owner regrole) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_bus._check_name('subscription', alter_subscription_owner.subscription);
+    IF alter_subscription_owner.owner IS NULL THEN
+        RAISE EXCEPTION 'owner must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    UPDATE event_bus.subscriptions s SET owner = alter_subscription_owner.owner
+     WHERE s.subscription OPERATOR(pg_catalog.=) alter_subscription_owner.subscription;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', alter_subscription_owner.subscription
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION event_bus.alter_subscription_owner(text, regrole) IS
+'Give a subscription to another role: its members (and admins) may then work it.';
+
+-----------------------------------------------------------------------------
+-- Capture: conditions compiled as the table's owner, generated code that no
+-- column name can shadow, trigger functions that DROP EXTENSION sees.
+-----------------------------------------------------------------------------
+DROP FUNCTION event_bus._capture_check_condition(regclass, text);
+CREATE FUNCTION event_bus._capture_row_sql(c event_bus.captures, whole text, prefix text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN c.columns IS NOT NULL THEN
+            'pg_catalog.jsonb_build_object('
+            || (SELECT pg_catalog.string_agg(pg_catalog.format('%L, %s%I', u.x, prefix, u.x), ', ' ORDER BY u.o)
+                  FROM pg_catalog.unnest(c.columns) WITH ORDINALITY AS u(x, o))
+            || ')'
+        WHEN c.exclude_columns IS NOT NULL THEN
+            pg_catalog.format('(pg_catalog.to_jsonb(%s) OPERATOR(pg_catalog.-) %L::text[])', whole, c.exclude_columns)
+        ELSE pg_catalog.format('pg_catalog.to_jsonb(%s)', whole)
+    END
+$$;
+
+CREATE FUNCTION event_bus._capture_key_sql(c event_bus.captures, prefix text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN c.key_columns IS NULL THEN 'NULL::text'
+        WHEN pg_catalog.cardinality(c.key_columns) = 1 THEN
+            pg_catalog.format('(%s%I)::text', prefix, c.key_columns[1])
+        ELSE
+            'pg_catalog.jsonb_build_array('
+            || (SELECT pg_catalog.string_agg(pg_catalog.format('%s%I', prefix, u.x), ', ' ORDER BY u.o)
+                  FROM pg_catalog.unnest(c.key_columns) WITH ORDINALITY AS u(x, o))
+            || ')::text'
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus._capture_generate(p_table regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $gen$
+DECLARE
+    c        event_bus.captures;
+    fn       text;
+    qname    text;
+    cond     text := 'true';
+    payload  text;
+    body     text := '';
+    op       text;
+    hdr      text;
+    emit     text;
+BEGIN
+    SELECT * INTO c FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
+    fn := pg_catalog.format('event_bus.%I', c.function_name);
+    SELECT pg_catalog.format('%I.%I', n.nspname, r.relname) INTO qname
+      FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) r.relnamespace
+     WHERE r.oid OPERATOR(pg_catalog.=) p_table;
+    IF c.condition_expr IS NOT NULL THEN
+        cond := event_bus._capture_condition_sql(p_table, c.condition_expr);
+        UPDATE event_bus.captures x SET condition = cond WHERE x.relid OPERATOR(pg_catalog.=) p_table;
+    END IF;
+
+    FOREACH op IN ARRAY c.operations LOOP
+        hdr := pg_catalog.quote_literal(pg_catalog.jsonb_build_object(
+                   'source', 'table:' || qname, 'operation', op)::text) || '::jsonb';
+        emit := pg_catalog.format('event_bus.emit_many(%L, %L, a.ps, a.ks, %s)',
+                                  c.topic, c.types OPERATOR(pg_catalog.->>) op, hdr);
+        IF op = 'truncate' THEN
+            body := body || pg_catalog.format($f$
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM event_bus.emit(%L, %L, pg_catalog.jsonb_build_object('table', %L), NULL, %s);
+    END IF;$f$, c.topic, c.types OPERATOR(pg_catalog.->>) op, qname, hdr);
+        ELSIF op = 'update' AND c.update_mode <> 'new' THEN
+            -- Pair old and new rows by key; q.r is the new row, o the old.
+            IF c.update_mode = 'old_and_new' THEN
+                payload := pg_catalog.format('pg_catalog.jsonb_build_object(''old'', %s, ''new'', %s)',
+                                             event_bus._capture_row_sql(c, 'o.*', 'o.'),
+                                             event_bus._capture_row_sql(c, 'q.r', '(q.r).'));
+            ELSE
+                payload := pg_catalog.format(
+                    '(SELECT pg_catalog.jsonb_object_agg(e.key, e.value) FROM pg_catalog.jsonb_each(%s) e'
+                    ' WHERE e.key OPERATOR(pg_catalog.=) ANY (%L::text[])'
+                    ' OR (%s OPERATOR(pg_catalog.->) e.key) IS DISTINCT FROM e.value)',
+                    event_bus._capture_row_sql(c, 'q.r', '(q.r).'), c.key_columns,
+                    event_bus._capture_row_sql(c, 'o.*', 'o.'));
+            END IF;
+            body := body || pg_catalog.format($f$
+    IF TG_OP = 'UPDATE' THEN
+        PERFORM %s
+           FROM (SELECT pg_catalog.array_agg(x.p ORDER BY x.ord) AS ps,
+                        pg_catalog.array_agg(x.k ORDER BY x.ord) AS ks
+                   FROM (SELECT %s AS p, %s AS k, q.ord
+                           FROM (SELECT (n.*)::%s AS r, pg_catalog.row_number() OVER () AS ord
+                                   FROM new_rows n WHERE %s) q
+                           LEFT JOIN old_rows o ON %s) x) a
+          WHERE a.ps IS NOT NULL;
+    END IF;$f$, emit, payload, event_bus._capture_key_sql(c, '(q.r).'), qname, cond,
+                (SELECT pg_catalog.string_agg(pg_catalog.format('o.%I IS NOT DISTINCT FROM (q.r).%I', x, x), ' AND ')
+                   FROM pg_catalog.unnest(c.key_columns) x));
+        ELSE
+            -- A scan of the transition table returns rows in the order the
+            -- statement wrote them; nothing here reorders them.
+            -- The arrays stay inside one statement: passed through PL/pgSQL
+            -- variables they would be copied into every plan as constants.
+            body := body || pg_catalog.format($f$
+    IF TG_OP = %L THEN
+        PERFORM %s
+           FROM (SELECT pg_catalog.array_agg(x.p) AS ps, pg_catalog.array_agg(x.k) AS ks
+                   FROM (SELECT %s AS p, %s AS k FROM %s n WHERE %s) x) a
+          WHERE a.ps IS NOT NULL;
+    END IF;$f$, pg_catalog.upper(op), emit, event_bus._capture_row_sql(c, 'n.*', 'n.'),
+                event_bus._capture_key_sql(c, 'n.'), CASE op WHEN 'delete' THEN 'old_rows' ELSE 'new_rows' END,
+                cond);
+        END IF;
+    END LOOP;
+
+    EXECUTE pg_catalog.format($f$CREATE OR REPLACE FUNCTION %s() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS %L$f$, fn,
+        E'\nBEGIN' || body ||
+        E'\n    RETURN NULL;\nEND\n');
+    EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s() IS %L', fn,
+                              'event_bus capture of ' || qname || ' (generated by event_bus.capture(); do not edit)');
+    PERFORM event_bus._capture_depend(pg_catalog.format('%s()', fn)::regprocedure);
+
+    PERFORM event_bus._capture_drop_triggers(p_table);
+    FOREACH op IN ARRAY c.operations LOOP
+        EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+            'event_bus_capture_' || op, pg_catalog.upper(op), p_table,
+            CASE op WHEN 'insert' THEN 'REFERENCING NEW TABLE AS new_rows'
+                    WHEN 'update' THEN 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                    WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows'
+                    ELSE '' END,
+            fn);
+    END LOOP;
+END
+$gen$;
+
+CREATE OR REPLACE FUNCTION event_bus._capture_impl(p_table regclass, p_topic text, p_operations text[], p_types jsonb,
+                                        p_key_columns text[], p_columns text[], p_exclude_columns text[],
+                                        p_update_mode text, p_condition text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel     text;
+    t       text;
+    ops     text[];
+    types   jsonb;
+    k       text;
+    keycols text[] := p_key_columns;
+    existed boolean;
+    fname   text;
+BEGIN
+    SELECT r.relname INTO rel FROM pg_catalog.pg_class r WHERE r.oid OPERATOR(pg_catalog.=) p_table;
+    IF p_topic IS NULL THEN
+        t := pg_catalog.lower(rel);
+        IF t !~ '^[a-z0-9][a-z0-9._-]*$' OR pg_catalog.length(t) > 48 THEN
+            RAISE EXCEPTION 'table name "%" is not a valid topic name', rel
+                USING ERRCODE = 'invalid_name',
+                      HINT = 'Pass a topic: event_bus.capture(table, topic => ''...'').';
+        END IF;
+    ELSE
+        t := p_topic;
+    END IF;
+    PERFORM event_bus._check_name('topic', t);
+
+    IF p_operations IS NULL OR pg_catalog.cardinality(p_operations) = 0 THEN
+        RAISE EXCEPTION 'operations must name at least one of insert, update, delete, truncate'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT pg_catalog.array_agg(DISTINCT pg_catalog.lower(o) ORDER BY pg_catalog.lower(o)) INTO ops
+      FROM pg_catalog.unnest(p_operations) o;
+    SELECT pg_catalog.string_agg(o, ', ') INTO k FROM pg_catalog.unnest(ops) o
+     WHERE o IS NULL OR o <> ALL (ARRAY['insert', 'update', 'delete', 'truncate']);
+    IF k IS NOT NULL OR pg_catalog.array_position(ops, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown operation %', coalesce(k, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Operations are insert, update, delete and truncate.';
+    END IF;
+
+    types := pg_catalog.jsonb_build_object('insert', rel || '.inserted', 'update', rel || '.updated',
+                                           'delete', rel || '.deleted', 'truncate', rel || '.truncated');
+    IF p_types IS NOT NULL THEN
+        IF pg_catalog.jsonb_typeof(p_types) <> 'object' THEN
+            RAISE EXCEPTION 'types must be a JSON object mapping operations to event types'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For example ''{"insert": "OrderPlaced", "delete": "OrderCancelled"}''.';
+        END IF;
+        SELECT pg_catalog.string_agg(x.key, ', ') INTO k FROM pg_catalog.jsonb_each(p_types) x
+         WHERE x.key <> ALL (ARRAY['insert', 'update', 'delete', 'truncate'])
+            OR pg_catalog.jsonb_typeof(x.value) <> 'string'
+            OR pg_catalog.length(x.value OPERATOR(pg_catalog.#>>) '{}') NOT BETWEEN 1 AND 255;
+        IF k IS NOT NULL THEN
+            RAISE EXCEPTION 'invalid event type for %', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Map insert, update, delete or truncate to a non-empty event type name.';
+        END IF;
+        types := types || p_types;
+    END IF;
+
+    IF p_columns IS NOT NULL AND p_exclude_columns IS NOT NULL THEN
+        RAISE EXCEPTION 'columns and exclude_columns cannot both be given'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF keycols IS NULL THEN
+        SELECT pg_catalog.array_agg(a.attname::text ORDER BY x.o) INTO keycols
+          FROM pg_catalog.pg_index i
+          CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY AS x(attnum, o)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+                                        AND a.attnum OPERATOR(pg_catalog.=) x.attnum
+         WHERE i.indrelid OPERATOR(pg_catalog.=) p_table AND i.indisprimary;
+    END IF;
+    IF p_update_mode IS NULL OR p_update_mode NOT IN ('new', 'old_and_new', 'changed') THEN
+        RAISE EXCEPTION 'update_mode must be new, old_and_new or changed, not %', coalesce(p_update_mode, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_update_mode <> 'new' AND keycols IS NULL AND 'update' = ANY (ops) THEN
+        RAISE EXCEPTION 'update_mode % needs key columns to pair old and new rows', p_update_mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the table a primary key or pass key_columns.';
+    END IF;
+
+    -- Only admins create topics; everyone else needs the produce grant.
+    IF NOT EXISTS (SELECT FROM event_bus.topics tp WHERE tp.topic OPERATOR(pg_catalog.=) t) THEN
+        IF NOT pg_catalog.pg_has_role(event_bus._caller(), 'event_bus_admin', 'USAGE') THEN
+            RAISE EXCEPTION 'topic "%" does not exist', t
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'An event_bus_admin can create it with event_bus.create_topic(), or capture it once.';
+        END IF;
+        PERFORM event_bus.create_topic(t);
+    END IF;
+    PERFORM event_bus._check_topic_privilege(ARRAY[t], 'produce');
+
+    SELECT x.function_name INTO fname FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
+    existed := FOUND;
+    DELETE FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
+    INSERT INTO event_bus.captures (relid, topic, operations, types, key_columns, key_attnums, columns,
+                                    column_attnums, exclude_columns, exclude_attnums, update_mode,
+                                    function_name, condition_expr)
+    VALUES (p_table, t, ops, types,
+            keycols, event_bus._capture_attnums(p_table, keycols, 'key_columns'),
+            p_columns, event_bus._capture_attnums(p_table, p_columns, 'columns'),
+            p_exclude_columns, event_bus._capture_attnums(p_table, p_exclude_columns, 'exclude_columns'),
+            p_update_mode, coalesce(fname, '_capture_' || p_table::oid), p_condition);
+    PERFORM event_bus._capture_generate(p_table);
+    RETURN NOT existed;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus.capture("table" regclass, topic text DEFAULT NULL,
+                                  operations text[] DEFAULT ARRAY['insert', 'update', 'delete'],
+                                  types jsonb DEFAULT NULL, key_columns text[] DEFAULT NULL,
+                                  columns text[] DEFAULT NULL, exclude_columns text[] DEFAULT NULL,
+                                  update_mode text DEFAULT 'new', condition text DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'eb_capture_1_1'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.capture(regclass, text, text[], jsonb, text[], text[], text[], text, text) IS
+'Turn row changes of a table into events in the same transaction (statement-level triggers). Only the table''s owner may call it, with the produce grant of an existing topic. The condition is one boolean expression over the row. Returns false when it replaced an existing capture.';
+
+CREATE OR REPLACE FUNCTION event_bus.uncapture("table" regclass) RETURNS boolean
+AS 'MODULE_PATHNAME', 'eb_capture_1_1'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.uncapture(regclass) IS
+'Stop capturing a table (idempotent: returns false if it was not captured).';
+
+CREATE OR REPLACE FUNCTION event_bus._capture_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r  record;
+    c  event_bus.captures;
+    kc record;
+    ic record;
+    ec record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT x.function_name FROM pg_catalog.pg_event_trigger_ddl_commands() d
+          JOIN pg_catalog.pg_trigger g ON g.oid OPERATOR(pg_catalog.=) d.objid
+          JOIN event_bus.captures x ON x.relid::oid OPERATOR(pg_catalog.=) g.tgrelid
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::regclass
+           AND g.tgname::text LIKE 'event\_bus\_capture\_%'
+    LOOP
+        PERFORM event_bus._capture_depend(pg_catalog.format('event_bus.%I()', r.function_name)::regprocedure);
+    END LOOP;
+    FOR r IN
+        SELECT DISTINCT d.objid FROM pg_catalog.pg_event_trigger_ddl_commands() d
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
+           AND d.command_tag OPERATOR(pg_catalog.=) 'ALTER TABLE'
+           AND d.objid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT x.relid::oid FROM event_bus.captures x))
+    LOOP
+        SELECT * INTO c FROM event_bus.captures x WHERE x.relid::oid OPERATOR(pg_catalog.=) r.objid;
+        -- A table being restored by pg_restore gets its constraints before
+        -- its (dumped) capture triggers: leave it to the dump.
+        CONTINUE WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                                   WHERE g.tgrelid OPERATOR(pg_catalog.=) r.objid
+                                     AND g.tgname::text LIKE 'event\_bus\_capture\_%');
+        kc := event_bus._capture_columns(c.relid, c.key_columns, c.key_attnums, 'key', false);
+        ic := event_bus._capture_columns(c.relid, c.columns, c.column_attnums, 'payload column', false);
+        ec := event_bus._capture_columns(c.relid, c.exclude_columns, c.exclude_attnums, 'excluded column', true);
+        UPDATE event_bus.captures x
+           SET key_columns = kc.new_names, key_attnums = kc.new_nums,
+               columns = ic.new_names, column_attnums = ic.new_nums,
+               exclude_columns = ec.new_names, exclude_attnums = ec.new_nums
+         WHERE x.relid OPERATOR(pg_catalog.=) c.relid;
+        PERFORM event_bus._capture_generate(c.relid);
+    END LOOP;
+END
+$$;
+
+DROP EVENT TRIGGER event_bus_capture_ddl;
+CREATE EVENT TRIGGER event_bus_capture_ddl ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'CREATE TRIGGER') EXECUTE FUNCTION event_bus._capture_ddl();
+
+-- Compile the conditions of existing captures (1.0 evaluated them with this
+-- search_path) and regenerate every capture's trigger function.  A function
+-- (re)created by an extension script would become a member of the
+-- extension: each is made a member only while it is regenerated.
+DO $upgrade$
+DECLARE
+    c record;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    UPDATE event_bus.captures x SET condition_expr = event_bus._capture_compile(x.relid, x.condition)
+     WHERE x.condition IS NOT NULL;
+    FOR c IN SELECT x.relid, x.function_name FROM event_bus.captures x ORDER BY x.relid LOOP
+        EXECUTE pg_catalog.format('ALTER EXTENSION event_bus ADD FUNCTION event_bus.%I()', c.function_name);
+        PERFORM event_bus._capture_generate(c.relid);
+        EXECUTE pg_catalog.format('ALTER EXTENSION event_bus DROP FUNCTION event_bus.%I()', c.function_name);
+        PERFORM event_bus._capture_depend(pg_catalog.format('event_bus.%I()', c.function_name)::regprocedure);
+    END LOOP;
+END
+$upgrade$;
+
+-----------------------------------------------------------------------------
+-- Views: consumers see the subscriptions of their roles, producers the
+-- captures of the tables their roles own
+-----------------------------------------------------------------------------
+CREATE OR REPLACE VIEW event_bus.captured_tables AS
+SELECT c.relid AS "table", c.topic, c.operations, c.types, c.key_columns, c.columns, c.exclude_columns,
+       c.update_mode, c.condition, c.created_at
+  FROM event_bus.captures c JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) c.relid
+ WHERE event_bus._visible(r.relowner::regrole);
+COMMENT ON VIEW event_bus.captured_tables IS 'Which tables are captured, to which topic, and how (the tables one''s roles own, or all for admins).';
+
+CREATE OR REPLACE VIEW event_bus.subscription_status AS
+SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
+       (SELECT pg_catalog.count(*) FROM event_bus.cursors c JOIN event_bus.events e
+            ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+           AND e.seq OPERATOR(pg_catalog.>) c.position
+         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))) AS pending,
+       (SELECT coalesce(sum(pg_catalog.cardinality(l.seqs)), 0)::bigint FROM event_bus.leases l
+         WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription) AS in_flight,
+       (SELECT pg_catalog.count(*) FROM event_bus.retries r
+         WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.lease_id IS NULL) AS retrying,
+       (SELECT pg_catalog.count(*) FROM event_bus.dead_letters d
+         WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription) AS dead,
+       (SELECT min(c.position) FROM event_bus.cursors c
+         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS min_position,
+       s.max_attempts, s.lease, s.created_at, s.owner
+  FROM event_bus.subscriptions s
+ WHERE event_bus._visible(s.owner);
+COMMENT ON VIEW event_bus.subscription_status IS
+'Per subscription: events not yet handed out (pending), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
+
+CREATE OR REPLACE VIEW event_bus.in_flight AS
+SELECT l.subscription, l.topic, l.lane, l.lease_id, pg_catalog.cardinality(l.seqs) AS events, l.seqs,
+       l.claimed_at, l.expires_at, l.claimed_by
+  FROM event_bus.leases l JOIN event_bus.subscriptions s ON s.subscription OPERATOR(pg_catalog.=) l.subscription
+ WHERE event_bus._visible(s.owner);
+COMMENT ON VIEW event_bus.in_flight IS 'Claimed batches that are not yet acknowledged (of the subscriptions one may see).';
+
+CREATE OR REPLACE VIEW event_bus.retry_queue AS
+SELECT r.subscription, r.seq, r.topic, r.lane, r.attempt, r.due_at, r.last_error,
+       r.lease_id IS NOT NULL AS in_flight
+  FROM event_bus.retries r JOIN event_bus.subscriptions s ON s.subscription OPERATOR(pg_catalog.=) r.subscription
+ WHERE event_bus._visible(s.owner);
+COMMENT ON VIEW event_bus.retry_queue IS 'Events waiting for redelivery (in_flight: redelivered and not yet acked), of the subscriptions one may see.';
+
+CREATE OR REPLACE VIEW event_bus.dead_letter_queue AS
+SELECT d.subscription, d.seq, d.id, d.topic, d.type, d.version, d.key, d.payload, d.headers, d.emitted_at,
+       d.attempts, d.last_error, d.dead_at
+  FROM event_bus.dead_letters d JOIN event_bus.subscriptions s ON s.subscription OPERATOR(pg_catalog.=) d.subscription
+ WHERE event_bus._visible(s.owner);
+COMMENT ON VIEW event_bus.dead_letter_queue IS 'Dead letters, with the whole event and the last error, of the subscriptions one may see (redrive or purge them).';
+
+-----------------------------------------------------------------------------
+-- Privileges
+-----------------------------------------------------------------------------
+DO $upgrade$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT d.objid::regprocedure FROM pg_catalog.pg_depend d
+              WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::regclass
+                AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::regclass
+                AND d.refobjid OPERATOR(pg_catalog.=) (SELECT e.oid FROM pg_catalog.pg_extension e
+                                                        WHERE e.extname OPERATOR(pg_catalog.=) 'event_bus')
+                AND d.deptype OPERATOR(pg_catalog.=) 'e'
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END
+$upgrade$;
+REVOKE SELECT ON event_bus.subscriptions FROM event_bus_producer, event_bus_consumer;
+-- Consumers may now work their own subscriptions with these; admins keep
+-- them as members of event_bus_consumer.
+REVOKE EXECUTE ON FUNCTION event_bus.unsubscribe(text), event_bus.pause(text), event_bus.resume(text),
+                           event_bus.replay(text, text), event_bus.redrive(text, bigint[]),
+                           event_bus.purge_dead_letters(text, interval)
+    FROM event_bus_admin;
+GRANT SELECT ON event_bus.topic_grants, event_bus.dead_letter_queue TO event_bus_admin;
+GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;
+GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer),
+                          event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer),
+                          event_bus.capture(regclass, text, text[], jsonb, text[], text[], text[], text, text),
+                          event_bus.uncapture(regclass)
+      TO event_bus_producer;
+GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval, interval),
+                          event_bus.ack(text, bigint[]),
+                          event_bus.fail(text, bigint, text, interval),
+                          event_bus.dead_letter(text, bigint, text),
+                          event_bus.subscribe(text, text[], text[], text, integer, interval, interval, interval, boolean),
+                          event_bus.unsubscribe(text),
+                          event_bus.pause(text),
+                          event_bus.resume(text),
+                          event_bus.replay(text, text),
+                          event_bus.redrive(text, bigint[]),
+                          event_bus.purge_dead_letters(text, interval)
+      TO event_bus_consumer;
+GRANT EXECUTE ON FUNCTION event_bus.create_topic(text, integer, text, boolean),
+                          event_bus.drop_topic(text),
+                          event_bus.grant_topic(text, regrole, text),
+                          event_bus.revoke_topic(text, regrole, text),
+                          event_bus.alter_subscription_owner(text, regrole),
+                          event_bus.run_maintenance(),
+                          event_bus._worker_status(),
+                          event_bus._horizon(),
+                          event_bus._oldest_needed(text, bigint)
+      TO event_bus_admin;
+GRANT EXECUTE ON FUNCTION event_bus.to_cloudevent(bigint, uuid, text, text, integer, text, jsonb, jsonb, timestamptz),
+                          event_bus.to_cloudevent(event_bus.events),
+                          event_bus._visible(regrole)
+      TO event_bus_producer, event_bus_consumer;
+GRANT SELECT ON event_bus.topics, event_bus.topic_grants TO event_bus_producer, event_bus_consumer;
+GRANT SELECT ON event_bus.captured_tables TO event_bus_producer;
+GRANT SELECT ON event_bus.subscription_status, event_bus.in_flight, event_bus.retry_queue,
+                event_bus.dead_letter_queue
+      TO event_bus_consumer;

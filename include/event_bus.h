@@ -106,6 +106,11 @@ extern int	eb_retention;
 extern int	eb_expire_batch_size;
 extern int	eb_dispatch_interval;
 
+/* api.c */
+extern Oid	eb_extension_owner(void);
+extern Oid	eb_current_caller(void);
+extern Datum eb_call_impl(FunctionCallInfo fcinfo, const char *impl_name, Oid caller);
+
 /* worker.c */
 extern void eb_worker_init(void);
 extern void eb_wake_database(EventBusDb *db);

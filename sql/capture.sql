@@ -75,10 +75,30 @@ ALTER TABLE orders DROP COLUMN id;
 ALTER TABLE orders DROP CONSTRAINT orders_pkey;
 INSERT INTO orders (id, customer, total, status) VALUES (10, 'jo', 100, 'new');
 SELECT type, payload FROM event_bus.claim('audit', 100) ORDER BY seq;
--- a condition the DDL would break is refused too
+-- the condition follows renamed columns; dropping or retyping a column it
+-- uses is refused
 SELECT event_bus.capture('orders', condition => 'status <> ''draft''');
 ALTER TABLE orders RENAME COLUMN status TO state;
+SELECT condition FROM event_bus.captured_tables;
+ALTER TABLE orders DROP COLUMN state;
+ALTER TABLE orders ALTER COLUMN state TYPE varchar(20);
+ALTER TABLE orders RENAME COLUMN state TO status;
 ALTER TABLE orders RENAME COLUMN note TO remark;
+INSERT INTO orders (id, customer, total, status) VALUES (12, 'kb', 120, 'draft'), (13, 'kc', 130, 'paid');
+SELECT payload->>'id' AS captured FROM event_bus.claim('audit', 100) ORDER BY seq;
+-- columns named like the generated code's aliases, or with % in the name
+CREATE TABLE odd (n int PRIMARY KEY, o text, "r" int, "50%" text, "%1$s" text);
+SELECT event_bus.capture('odd', update_mode => 'old_and_new', condition => $$n > 0 AND "50%" <> 'x'$$);
+INSERT INTO odd VALUES (1, 'a', 2, 'half', 'fmt');
+UPDATE odd SET o = 'b';
+SELECT type, key, payload FROM event_bus.events WHERE topic = 'odd' ORDER BY seq;
+SELECT event_bus.capture('odd', columns => ARRAY['n', '50%', '%1$s'], update_mode => 'changed');
+UPDATE odd SET "%1$s" = 'fmt2';
+SELECT type, key, payload FROM event_bus.events WHERE topic = 'odd' ORDER BY seq DESC LIMIT 1;
+-- DROP EXTENSION refuses to leave captured tables with broken triggers
+SELECT try($$DROP EXTENSION event_bus$$);
+SELECT event_bus.uncapture('odd');
+DROP TABLE odd;
 
 -- uncapture is idempotent; dropping a captured table cleans the registry
 SELECT event_bus.uncapture('orders');
@@ -125,7 +145,14 @@ GRANT USAGE, CREATE ON SCHEMA public TO eb_owner;
 SET ROLE eb_owner;
 CREATE TABLE owned (id int PRIMARY KEY, v text);
 GRANT INSERT ON owned TO eb_writer, eb_stranger;
+-- only admins create topics
+SELECT try($$SELECT event_bus.capture('owned')$$);
+RESET ROLE;
+SELECT event_bus.create_topic('owned');
+SET ROLE eb_owner;
 SELECT event_bus.capture('owned');
+CREATE TEMP TABLE scratch (id int);
+SELECT try($$SELECT event_bus.capture('scratch')$$);
 RESET ROLE;
 SET ROLE eb_stranger;
 SELECT try($$SELECT event_bus.uncapture('owned')$$);

@@ -1,122 +1,316 @@
 /*-------------------------------------------------------------------------
  *
  * capture.c
- *	  Entry points of capture() and uncapture(): an ownership check as the
- *	  caller, then the work as the extension's owner.
+ *	  Entry points of capture() and uncapture(), and the compilation of
+ *	  capture conditions.
  *
  * capture(table, ...) must be refused unless the caller owns the table (or
  * is a superuser), yet the work - writing event_bus.captures, generating the
- * trigger function - needs the extension owner's rights.  A SECURITY
- * DEFINER function cannot see who called it, so these entry points are
- * plain C functions running as the caller: they check ownership with the
- * caller's identity, then switch to the extension owner (as core does for
- * maintenance commands) and call the PL/pgSQL implementation
- * event_bus._<name>_impl with the same arguments.
+ * trigger function - needs the extension owner's rights.  These entry
+ * points run as the caller: they check ownership with the caller's
+ * identity, then call the PL/pgSQL implementation event_bus._<name>_impl
+ * through the API trampoline (api.c), which runs as the extension's owner.
+ *
+ * A capture condition is text the caller wrote, so it never runs, and is
+ * never planned, with the extension owner's rights.  It is parsed and
+ * analysed as one boolean expression over the table's row with the rights
+ * of the table's owner (parse analysis executes nothing and folds no
+ * functions), and stored as an expression tree.  The generated trigger
+ * function receives the tree deparsed by ruleutils - every column qualified
+ * by the row's alias, every function and operator outside pg_catalog
+ * schema-qualified - so no statement can be smuggled in and no search_path
+ * can change what it calls.  The trigger function runs as whoever writes to
+ * the table, as any trigger of the table's owner would.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_attribute.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_proc.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "parser/parse_coerce.h"
+#include "parser/parse_collate.h"
+#include "parser/parse_expr.h"
+#include "parser/parse_node.h"
+#include "parser/parse_relation.h"
+#include "parser/parser.h"
+#include "rewrite/rewriteManip.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
+#include "utils/ruleutils.h"
 #include "utils/syscache.h"
 
 #include "event_bus.h"
 
 PG_FUNCTION_INFO_V1(eb_call_as_owner);
+PG_FUNCTION_INFO_V1(eb_capture_1_1);
+PG_FUNCTION_INFO_V1(eb_capture_compile);
+PG_FUNCTION_INFO_V1(eb_capture_condition_sql);
+PG_FUNCTION_INFO_V1(eb_capture_depend);
 
-/* The role owning the extension's objects (the owner of event_bus.captures). */
-static Oid
-eb_extension_owner(void)
-{
-	Oid			relid = get_relname_relid("captures", get_namespace_oid(EB_SCHEMA, false));
-	HeapTuple	tup;
-	Oid			owner;
-
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "event_bus: cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
+/* The alias of the row in generated code and deparsed conditions. */
+#define EB_ROW_ALIAS "n"
 
 /*
- * The first argument is the table (regclass).  The caller must own it.
+ * Refuse what capture() cannot capture; the caller must own the table.
  */
-Datum
-eb_call_as_owner(PG_FUNCTION_ARGS)
+static void
+eb_check_capturable(FunctionCallInfo fcinfo, bool for_capture)
 {
-	Oid			fnoid = fcinfo->flinfo->fn_oid;
-	Oid		   *argtypes;
-	int			nargs;
-	Oid			rettype;
-	int16		typlen;
-	bool		typbyval;
-	Datum	   *values;
-	char	   *nulls;
-	StringInfoData sql;
 	Oid			relid;
-	Oid			save_userid;
-	int			save_sec;
-	Datum		result = (Datum) 0;
-	bool		isnull = true;
-	int			i;
+	char		relkind;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("table must not be null")));
 	relid = PG_GETARG_OID(0);
-	if (get_rel_relkind(relid) != RELKIND_RELATION &&
-		get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
+	relkind = get_rel_relkind(relid);
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a table", get_rel_name(relid) ? get_rel_name(relid) : "?"),
 				 errhint("event_bus captures ordinary and partitioned tables.")));
+	if (for_capture && get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot capture temporary table \"%s\"", get_rel_name(relid)),
+				 errdetail("A temporary table lives only as long as its session.")));
 	if (!pg_class_ownercheck(relid, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(relid));
+}
 
-	rettype = get_func_signature(fnoid, &argtypes, &nargs);
-	get_typlenbyval(rettype, &typlen, &typbyval);
+/*
+ * The 1.0 entry point of capture() and uncapture() (kept for databases
+ * still on the 1.0 install script).  1.0 ran the condition as the
+ * extension's owner, so a condition is accepted there from superusers only.
+ */
+Datum
+eb_call_as_owner(PG_FUNCTION_ARGS)
+{
+	eb_check_capturable(fcinfo, false);
+	if (fcinfo->nargs >= 9 && !PG_ARGISNULL(8) && !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("capture conditions need event_bus 1.1 or later"),
+				 errhint("Update the extension with ALTER EXTENSION event_bus UPDATE.")));
+	return eb_call_impl(fcinfo, psprintf("_%s_impl", get_func_name(fcinfo->flinfo->fn_oid)),
+						eb_extension_owner());
+}
 
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT event_bus.%s(", quote_identifier(psprintf("_%s_impl", get_func_name(fnoid))));
-	values = palloc(sizeof(Datum) * nargs);
-	nulls = palloc(sizeof(char) * nargs);
-	for (i = 0; i < nargs; i++)
+/*
+ * capture() and uncapture() since 1.1: check the table as the caller,
+ * compile the condition (capture's ninth argument) as the table's owner,
+ * then call the implementation with the compiled condition in its place.
+ */
+Datum
+eb_capture_1_1(PG_FUNCTION_ARGS)
+{
+	bool		is_capture = (fcinfo->nargs == 9);
+
+	eb_check_capturable(fcinfo, is_capture);
+	if (is_capture && !PG_ARGISNULL(8))
 	{
-		appendStringInfo(&sql, "%s$%d", i > 0 ? ", " : "", i + 1);
-		values[i] = PG_GETARG_DATUM(i);
-		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+		Datum		compiled = DirectFunctionCall2(eb_capture_compile, PG_GETARG_DATUM(0), PG_GETARG_DATUM(8));
+
+		/* The executor fills the arguments afresh for every call. */
+		fcinfo->args[8].value = compiled;
 	}
-	appendStringInfoChar(&sql, ')');
+	return eb_call_impl(fcinfo, is_capture ? "_capture_impl" : "_uncapture_impl", GetUserId());
+}
 
+/* Run parse analysis of a condition; see eb_capture_compile. */
+static Node *
+eb_analyze_condition(Relation rel, const char *cond)
+{
+	List	   *raw;
+	SelectStmt *sel;
+	ResTarget  *rt;
+	ParseState *pstate;
+	ParseNamespaceItem *nsitem;
+	Node	   *expr;
+
+	raw = raw_parser(cond, RAW_PARSE_PLPGSQL_EXPR);
+	sel = (SelectStmt *) linitial_node(RawStmt, raw)->stmt;
+	if (list_length(raw) != 1 || !IsA(sel, SelectStmt) ||
+		list_length(sel->targetList) != 1 || sel->distinctClause != NIL ||
+		sel->fromClause != NIL || sel->whereClause != NULL || sel->groupClause != NIL ||
+		sel->havingClause != NULL || sel->windowClause != NIL || sel->sortClause != NIL ||
+		sel->limitOffset != NULL || sel->limitCount != NULL || sel->lockingClause != NIL ||
+		((ResTarget *) linitial(sel->targetList))->name != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("the condition is not one expression")));
+	rt = linitial_node(ResTarget, sel->targetList);
+
+	pstate = make_parsestate(NULL);
+	pstate->p_sourcetext = cond;
+	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock,
+										   makeAlias(EB_ROW_ALIAS, NIL), false, true);
+	addNSItemToQuery(pstate, nsitem, true, true, true);
+	expr = transformExpr(pstate, rt->val, EXPR_KIND_WHERE);
+	expr = coerce_to_boolean(pstate, expr, "the capture condition");
+	assign_expr_collations(pstate, expr);
+	if (checkExprHasSubLink(expr))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("subqueries are not allowed in a capture condition")));
+	free_parsestate(pstate);
+	return expr;
+}
+
+/*
+ * event_bus._capture_compile(table regclass, condition text) returns text:
+ * the condition as a stored expression tree.  The condition must be one
+ * boolean expression over the columns of the table's row; it is analysed
+ * with the rights of the table's owner and is neither planned nor run.
+ */
+Datum
+eb_capture_compile(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *cond = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	MemoryContext oldcxt = CurrentMemoryContext;
+	Relation	rel;
+	Node	   *expr = NULL;
+	Oid			save_userid;
+	int			save_sec;
+
+	rel = table_open(relid, AccessShareLock);
 	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(eb_extension_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		expr = eb_analyze_condition(rel, cond);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
 
-	/* Errors restore the user id as part of transaction abort. */
-	SPI_connect();
-	if (SPI_execute_with_args(sql.data, nargs, argtypes, values, nulls, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "event_bus: %s failed", sql.data);
-	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!isnull)
-		result = SPI_datumTransfer(result, typbyval, typlen);
-	SPI_finish();
-
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		SetUserIdAndSecContext(save_userid, save_sec);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid capture condition for table %s: %s",
+						quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+												   RelationGetRelationName(rel)),
+						edata->message),
+				 errdetail("The condition was: %s", cond),
+				 errhint("The condition is one boolean SQL expression over the columns of the row.")));
+	}
+	PG_END_TRY();
 	SetUserIdAndSecContext(save_userid, save_sec);
+	table_close(rel, NoLock);
+	PG_RETURN_TEXT_P(cstring_to_text(nodeToString(expr)));
+}
 
-	if (isnull)
-		PG_RETURN_NULL();
-	return result;
+/* Columns a stored condition uses must still be there, with their type. */
+static bool
+eb_check_condition_vars(Node *node, void *context)
+{
+	Oid			relid = *(Oid *) context;
+
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var))
+	{
+		Var		   *var = (Var *) node;
+		HeapTuple	tup;
+		bool		dropped;
+		bool		same_type;
+		char	   *attname;
+
+		if (var->varattno == 0)
+			return false;		/* the whole row */
+		tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(var->varattno));
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "event_bus: capture condition of %u names a column that does not exist", relid);
+		dropped = ((Form_pg_attribute) GETSTRUCT(tup))->attisdropped;
+		same_type = ((Form_pg_attribute) GETSTRUCT(tup))->atttypid == var->vartype &&
+			((Form_pg_attribute) GETSTRUCT(tup))->atttypmod == var->vartypmod;
+		attname = pstrdup(NameStr(((Form_pg_attribute) GETSTRUCT(tup))->attname));
+		ReleaseSysCache(tup);
+		if (dropped)
+			ereport(ERROR,
+					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+					 errmsg("cannot drop a column of table %s that the event_bus capture condition uses",
+							get_rel_name(relid)),
+					 errhint("Change the condition with event_bus.capture() first.")));
+		if (!same_type)
+			ereport(ERROR,
+					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+					 errmsg("cannot change the type of column \"%s\" of table %s: the event_bus capture condition uses it",
+							attname, get_rel_name(relid)),
+					 errhint("Change the condition with event_bus.capture() first.")));
+		return false;
+	}
+	return expression_tree_walker(node, eb_check_condition_vars, context);
+}
+
+/*
+ * event_bus._capture_condition_sql(table regclass, expr text) returns text:
+ * a stored condition as SQL over the row alias "n", for the generated
+ * trigger function.  Names outside pg_catalog come out schema-qualified.
+ * Errors if a column it uses was dropped or changed its type.
+ */
+Datum
+eb_capture_condition_sql(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	Node	   *expr = stringToNode(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	OverrideSearchPath *path;
+	char	   *sql = NULL;
+
+	(void) eb_check_condition_vars(expr, &relid);
+	path = GetOverrideSearchPath(CurrentMemoryContext);
+	path->schemas = NIL;
+	path->addCatalog = true;
+	path->addTemp = false;
+	PushOverrideSearchPath(path);
+	PG_TRY();
+	{
+		sql = deparse_expression(expr, deparse_context_for(EB_ROW_ALIAS, relid), true, false);
+	}
+	PG_FINALLY();
+	{
+		PopOverrideSearchPath();
+	}
+	PG_END_TRY();
+	PG_RETURN_TEXT_P(cstring_to_text(sql));
+}
+
+/*
+ * event_bus._capture_depend(fn regprocedure): make a generated trigger
+ * function depend on the extension, so that DROP EXTENSION refuses to leave
+ * captured tables with triggers that fail (and CASCADE drops them).
+ */
+Datum
+eb_capture_depend(PG_FUNCTION_ARGS)
+{
+	ObjectAddress fn;
+	ObjectAddress ext;
+
+	ObjectAddressSet(fn, ProcedureRelationId, PG_GETARG_OID(0));
+	ObjectAddressSet(ext, ExtensionRelationId, get_extension_oid("event_bus", false));
+	(void) deleteDependencyRecordsForSpecific(fn.classId, fn.objectId, DEPENDENCY_NORMAL,
+											  ext.classId, ext.objectId);
+	recordDependencyOn(&fn, &ext, DEPENDENCY_NORMAL);
+	PG_RETURN_VOID();
 }

@@ -22,6 +22,7 @@
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -30,6 +31,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "event_bus.h"
@@ -92,48 +94,77 @@ eb_prepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
 }
 
 /*
- * Backend-local cache of topic lane counts.  A topic's lane count never
- * changes, but a topic can be dropped and created again: create_topic() and
- * drop_topic() send a relcache invalidation for event_bus.topics, which
- * empties the cache in every backend (at commit of the change).
+ * Backend-local cache of topic lane counts and of who may produce to them.
+ * A topic's lane count never changes, but a topic can be dropped and created
+ * again, and grants change: create_topic(), drop_topic(), grant_topic() and
+ * revoke_topic() send a relcache invalidation for event_bus.topics, which
+ * empties the cache in every backend (at commit of the change); so do
+ * changes of role membership and role attributes.
+ *
+ * Entries are per topic and role.  The 1.0 entry points check no grants
+ * (1.0 had none) and use InvalidOid as the role.
  */
+typedef struct TopicCacheKey
+{
+	Oid			role;
+	char		name[EB_NAME_MAXLEN + 1];
+} TopicCacheKey;
+
 typedef struct TopicCacheEntry
 {
-	char		name[EB_NAME_MAXLEN + 1];
+	TopicCacheKey key;
 	int32		lanes;
+	bool		allowed;
 } TopicCacheEntry;
 
 static HTAB *topic_cache = NULL;
 static Oid	topic_cache_relid = InvalidOid;
 
 static void
-eb_topic_cache_inval(Datum arg, Oid relid)
+eb_topic_cache_reset(void)
 {
-	if (topic_cache != NULL && (relid == InvalidOid || relid == topic_cache_relid))
+	if (topic_cache != NULL)
 	{
 		hash_destroy(topic_cache);
 		topic_cache = NULL;
 	}
 }
 
+static void
+eb_topic_cache_inval(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == topic_cache_relid)
+		eb_topic_cache_reset();
+}
+
+static void
+eb_topic_cache_role_inval(Datum arg, int cacheid, uint32 hashvalue)
+{
+	eb_topic_cache_reset();
+}
+
 /*
- * Lanes of a topic, or 0 if it does not exist.  Must be called inside SPI.
+ * Lanes of a topic, or 0 if it does not exist; *allowed says whether 'role'
+ * may produce to it (always true for InvalidOid).  Must be called inside
+ * SPI, as the extension's owner.
  */
 static int32
-eb_topic_lanes(text *topic)
+eb_topic_lanes(text *topic, Oid role, bool *allowed)
 {
 	static bool callback_registered = false;
-	char		name[EB_NAME_MAXLEN + 1];
+	TopicCacheKey key;
 	TopicCacheEntry *entry;
 	bool		found;
-	Datum		arg;
-	Oid			argtype = TEXTOID;
+	Datum		args[2];
+	Oid			argtypes[2] = {TEXTOID, OIDOID};
 	int			ret;
 	int32		lanes = 0;
+	bool		isnull;
 
 	/* eb_check_name() bounded the length */
-	memset(name, 0, sizeof(name));
-	memcpy(name, VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
+	memset(&key, 0, sizeof(key));
+	key.role = role;
+	memcpy(key.name, VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
 
 	if (topic_cache == NULL)
 	{
@@ -142,49 +173,103 @@ eb_topic_lanes(text *topic)
 		if (!callback_registered)
 		{
 			CacheRegisterRelcacheCallback(eb_topic_cache_inval, (Datum) 0);
+			CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, eb_topic_cache_role_inval, (Datum) 0);
+			CacheRegisterSyscacheCallback(AUTHOID, eb_topic_cache_role_inval, (Datum) 0);
 			callback_registered = true;
 		}
-		ctl.keysize = sizeof(name);
+		ctl.keysize = sizeof(TopicCacheKey);
 		ctl.entrysize = sizeof(TopicCacheEntry);
 		ctl.hcxt = TopMemoryContext;
 		topic_cache = hash_create("event_bus topics", 64, &ctl,
-								  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		topic_cache_relid = get_relname_relid("topics", get_namespace_oid(EB_SCHEMA, false));
 	}
 
-	entry = hash_search(topic_cache, name, HASH_FIND, NULL);
+	entry = hash_search(topic_cache, &key, HASH_FIND, NULL);
 	if (entry != NULL)
+	{
+		*allowed = entry->allowed;
 		return entry->lanes;
+	}
 
-	arg = PointerGetDatum(topic);
-	ret = SPI_execute_with_args("SELECT lanes FROM event_bus.topics WHERE topic OPERATOR(pg_catalog.=) $1",
-								1, &argtype, &arg, NULL, true, 1);
+	args[0] = PointerGetDatum(topic);
+	args[1] = ObjectIdGetDatum(role);
+	if (OidIsValid(role))
+		ret = SPI_execute_with_args("SELECT t.lanes, event_bus._topic_allowed(t.topic, 'produce', $2) "
+									"FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) $1",
+									2, argtypes, args, NULL, true, 1);
+	else
+		ret = SPI_execute_with_args("SELECT lanes, true FROM event_bus.topics WHERE topic OPERATOR(pg_catalog.=) $1",
+									1, argtypes, args, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "event_bus: topic lookup failed: %s", SPI_result_code_string(ret));
+	*allowed = false;
 	if (SPI_processed == 0)
 		return 0;				/* not cached: it may be created soon */
-	{
-		bool		isnull;
-
-		lanes = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	lanes = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*allowed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	/* The lookup may have processed an invalidation that dropped the cache. */
 	if (topic_cache != NULL)
 	{
-		entry = hash_search(topic_cache, name, HASH_ENTER, &found);
+		entry = hash_search(topic_cache, &key, HASH_ENTER, &found);
 		entry->lanes = lanes;
+		entry->allowed = *allowed;
 	}
 	return lanes;
 }
 
-/* Error for an unknown topic; shared by both forms. */
-static void
-eb_unknown_topic(text *topic)
+/*
+ * The lanes of a topic the caller may produce to; errors for an unknown
+ * topic or a missing grant.  Shared by both forms.
+ */
+static int32
+eb_producible_topic(text *topic, Oid role)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_UNDEFINED_OBJECT),
-			 errmsg("topic \"%s\" does not exist", text_to_cstring(topic)),
-			 errhint("Create it with event_bus.create_topic('%s').", text_to_cstring(topic))));
+	bool		allowed;
+	int32		lanes = eb_topic_lanes(topic, role, &allowed);
+
+	if (lanes <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("topic \"%s\" does not exist", text_to_cstring(topic)),
+				 errhint("Create it with event_bus.create_topic('%s').", text_to_cstring(topic))));
+	if (!allowed)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to produce to topic \"%s\"", text_to_cstring(topic)),
+				 errdetail("Role \"%s\" has no produce grant on topic \"%s\".",
+						   GetUserNameFromId(role, false), text_to_cstring(topic)),
+				 errhint("An event_bus_admin can grant it with event_bus.grant_topic('%s', '%s', 'produce').",
+						 text_to_cstring(topic), GetUserNameFromId(role, false))));
+	return lanes;
+}
+
+/*
+ * Since 1.1 emit and emit_many run as their caller: the caller's produce
+ * grant is checked, then the insert runs as the extension's owner (the
+ * caller has no rights on the log).  The 1.0 definitions are SECURITY
+ * DEFINER functions, and there the caller is the owner already.
+ */
+typedef struct EmitUser
+{
+	Oid			caller;			/* InvalidOid: 1.0, check no grant */
+	Oid			save_userid;
+	int			save_sec;
+} EmitUser;
+
+static void
+eb_emit_as_owner(EmitUser *u, bool check_grants)
+{
+	GetUserIdAndSecContext(&u->save_userid, &u->save_sec);
+	u->caller = check_grants ? u->save_userid : InvalidOid;
+	if (check_grants)
+		SetUserIdAndSecContext(eb_extension_owner(), u->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+static void
+eb_emit_as_caller(EmitUser *u)
+{
+	SetUserIdAndSecContext(u->save_userid, u->save_sec);
 }
 
 /*
@@ -324,9 +409,10 @@ eb_ensure_coverage(EventBusDb *db, int64 n)
  * emit(topic text, type text, payload jsonb, key text, headers jsonb,
  *		version int) returns bigint: the new event's seq.
  */
-Datum
-eb_emit(PG_FUNCTION_ARGS)
+static Datum
+eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 {
+	EmitUser	user;
 	text	   *topic;
 	text	   *type;
 	Jsonb	   *payload;
@@ -354,10 +440,9 @@ eb_emit(PG_FUNCTION_ARGS)
 
 	db = eb_db_state();
 
+	eb_emit_as_owner(&user, check_grants);
 	SPI_connect();
-	lanes = eb_topic_lanes(topic);
-	if (lanes <= 0)
-		eb_unknown_topic(topic);
+	lanes = eb_producible_topic(topic, user.caller);
 
 	eb_begin_emit(db);
 	eb_ensure_coverage(db, 1);
@@ -375,6 +460,7 @@ eb_emit(PG_FUNCTION_ARGS)
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "event_bus: emit failed: %s", SPI_result_code_string(ret));
 	SPI_finish();
+	eb_emit_as_caller(&user);
 
 	eb_note_seq(db, (uint64) seq);
 	PG_RETURN_INT64(seq);
@@ -385,9 +471,10 @@ eb_emit(PG_FUNCTION_ARGS)
  *			 headers jsonb, version int) returns bigint[]: the seqs of the new
  * events, in the order of 'payloads'.  One INSERT for the whole set.
  */
-Datum
-eb_emit_many(PG_FUNCTION_ARGS)
+static Datum
+eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 {
+	EmitUser	user;
 	text	   *topic;
 	text	   *type;
 	Jsonb	   *headers;
@@ -450,8 +537,18 @@ eb_emit_many(PG_FUNCTION_ARGS)
 				eb_check_key(DatumGetTextPP(kelems[i]));
 	}
 
+	eb_emit_as_owner(&user, check_grants);
+	if (check_grants || n > 0)
+	{
+		SPI_connect();
+		(void) eb_producible_topic(topic, user.caller);
+		SPI_finish();
+	}
 	if (n == 0)
+	{
+		eb_emit_as_caller(&user);
 		PG_RETURN_ARRAYTYPE_P(construct_empty_array(INT8OID));
+	}
 
 	db = eb_db_state();
 	eb_begin_emit(db);
@@ -466,9 +563,6 @@ eb_emit_many(PG_FUNCTION_ARGS)
 						   values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "event_bus: emit_many failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
-		eb_unknown_topic(topic);
-
 	if (SPI_processed != (uint64) n)
 		elog(ERROR, "event_bus: emit_many inserted " UINT64_FORMAT " of %d events", SPI_processed, n);
 	for (i = 0; i < n; i++)
@@ -481,8 +575,38 @@ eb_emit_many(PG_FUNCTION_ARGS)
 			maxseq = s;
 	}
 	SPI_finish();
+	eb_emit_as_caller(&user);
 	result = construct_array(seqs, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 
 	eb_note_seq(db, (uint64) maxseq);
 	PG_RETURN_ARRAYTYPE_P(result);
+}
+
+PG_FUNCTION_INFO_V1(eb_emit_1_1);
+PG_FUNCTION_INFO_V1(eb_emit_many_1_1);
+
+/* The entry points of the 1.0 install script: SECURITY DEFINER, no grants. */
+Datum
+eb_emit(PG_FUNCTION_ARGS)
+{
+	return eb_emit_internal(fcinfo, false);
+}
+
+Datum
+eb_emit_many(PG_FUNCTION_ARGS)
+{
+	return eb_emit_many_internal(fcinfo, false);
+}
+
+/* Since 1.1: run as the caller, who needs a produce grant on the topic. */
+Datum
+eb_emit_1_1(PG_FUNCTION_ARGS)
+{
+	return eb_emit_internal(fcinfo, true);
+}
+
+Datum
+eb_emit_many_1_1(PG_FUNCTION_ARGS)
+{
+	return eb_emit_many_internal(fcinfo, true);
 }

@@ -61,12 +61,14 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "event_bus.h"
@@ -180,36 +182,102 @@ eb_pause_worker(Oid dboid, int seconds)
 	}
 }
 
-/* The database a utility statement needs for itself, if any. */
-static Oid
-eb_database_needing_exclusivity(Node *parsetree)
+/*
+ * Let the worker of a database paused by eb_pause_worker() start again at
+ * once (the command that needed the database to itself has ended).
+ */
+static void
+eb_resume_worker(Oid dboid)
 {
+	EventBusWorker *w;
+	int			procno;
+
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	w = eb_find_worker(dboid);
+	if (w != NULL)
+		w->pause_until = 0;
+	procno = eb_shared->launcher_procno;
+	LWLockRelease(eb_shared->lock);
+	if (procno >= 0)
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+/* Whether the current user owns a database, or may use it as a template. */
+static bool
+eb_may_copy_database(Oid dboid)
+{
+	HeapTuple	tup;
+	bool		istemplate;
+
+	if (pg_database_ownercheck(dboid, GetUserId()))
+		return true;
+	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	istemplate = ((Form_pg_database) GETSTRUCT(tup))->datistemplate;
+	ReleaseSysCache(tup);
+	return istemplate;
+}
+
+/*
+ * The database a utility statement needs for itself, if any: DROP
+ * DATABASE, CREATE DATABASE ... TEMPLATE, ALTER DATABASE ... RENAME and
+ * ... SET TABLESPACE refuse to run while another session (our worker) is
+ * connected to it.  Only statements that would pass Postgres's own checks
+ * count - the caller owns the database (or may copy it), has CREATEDB where
+ * the command needs it, and runs it where a transaction block is not
+ * refused - so that nobody can stop a worker with a command that is going
+ * to fail anyway.
+ */
+static Oid
+eb_database_needing_exclusivity(Node *parsetree, ProcessUtilityContext context)
+{
+	bool		may_run = (context == PROCESS_UTILITY_TOPLEVEL && !IsTransactionBlock());
 	ListCell   *lc;
+	Oid			dboid;
 
 	switch (nodeTag(parsetree))
 	{
 		case T_DropdbStmt:
-			return get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
+			dboid = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
+			if (may_run && OidIsValid(dboid) && pg_database_ownercheck(dboid, GetUserId()))
+				return dboid;
+			return InvalidOid;
 		case T_CreatedbStmt:
+			if (!may_run || !have_createdb_privilege())
+				return InvalidOid;
 			foreach(lc, ((CreatedbStmt *) parsetree)->options)
 			{
 				DefElem    *def = lfirst_node(DefElem, lc);
 
 				if (strcmp(def->defname, "template") == 0 && def->arg != NULL)
-					return get_database_oid(defGetString(def), true);
+				{
+					dboid = get_database_oid(defGetString(def), true);
+					if (OidIsValid(dboid) && eb_may_copy_database(dboid))
+						return dboid;
+				}
 			}
 			return InvalidOid;
 		case T_RenameStmt:
-			if (((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
-				return get_database_oid(((RenameStmt *) parsetree)->subname, true);
+			if (((RenameStmt *) parsetree)->renameType != OBJECT_DATABASE || !have_createdb_privilege())
+				return InvalidOid;
+			dboid = get_database_oid(((RenameStmt *) parsetree)->subname, true);
+			if (OidIsValid(dboid) && pg_database_ownercheck(dboid, GetUserId()))
+				return dboid;
 			return InvalidOid;
 		case T_AlterDatabaseStmt:
+			if (!may_run)
+				return InvalidOid;
 			foreach(lc, ((AlterDatabaseStmt *) parsetree)->options)
 			{
 				DefElem    *def = lfirst_node(DefElem, lc);
 
 				if (strcmp(def->defname, "tablespace") == 0)
-					return get_database_oid(((AlterDatabaseStmt *) parsetree)->dbname, true);
+				{
+					dboid = get_database_oid(((AlterDatabaseStmt *) parsetree)->dbname, true);
+					if (OidIsValid(dboid) && pg_database_ownercheck(dboid, GetUserId()))
+						return dboid;
+				}
 			}
 			return InvalidOid;
 		default:
@@ -217,23 +285,39 @@ eb_database_needing_exclusivity(Node *parsetree)
 	}
 }
 
+/*
+ * Stop a database's worker for as long as a command that needs the
+ * database to itself runs (at most EB_PAUSE_SECONDS, should this backend
+ * die meanwhile).
+ */
 static void
 eb_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 				  bool readOnlyTree, ProcessUtilityContext context,
 				  ParamListInfo params, QueryEnvironment *queryEnv,
 				  DestReceiver *dest, QueryCompletion *qc)
 {
-	Oid			dboid = eb_database_needing_exclusivity(pstmt->utilityStmt);
+	Oid			dboid = InvalidOid;
 
-	if (OidIsValid(dboid) && eb_shared != NULL)
+	if (eb_shared != NULL)
+		dboid = eb_database_needing_exclusivity(pstmt->utilityStmt, context);
+	if (OidIsValid(dboid))
 		eb_pause_worker(dboid, EB_PAUSE_SECONDS);
 
-	if (prev_ProcessUtility)
-		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-							queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+									queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		if (OidIsValid(dboid))
+			eb_resume_worker(dboid);
+	}
+	PG_END_TRY();
 }
 
 /*---------------------------------------------------------------------------

@@ -22,4 +22,12 @@ CREATE FUNCTION event_bus._worker_status(
     OUT last_round timestamptz, OUT rounds bigint, OUT notifications bigint, OUT last_error text)
 RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'eb_worker_status' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._caller() RETURNS oid
+    AS 'MODULE_PATHNAME', 'eb_caller_sql' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._capture_compile(p_table regclass, p_condition text) RETURNS text
+    AS 'MODULE_PATHNAME', 'eb_capture_compile' LANGUAGE C STRICT STABLE;
+CREATE FUNCTION event_bus._capture_condition_sql(p_table regclass, p_expr text) RETURNS text
+    AS 'MODULE_PATHNAME', 'eb_capture_condition_sql' LANGUAGE C STRICT STABLE;
+CREATE FUNCTION event_bus._capture_depend(fn regprocedure) RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_capture_depend' LANGUAGE C STRICT VOLATILE;
 

@@ -13,6 +13,15 @@ CREATE TABLE event_bus.topics (
     description text
 );
 
+-- Who may produce to and consume from a topic.  A role has a privilege if
+-- it has the privileges of a grantee (pg_has_role(..., 'USAGE')).
+CREATE TABLE event_bus.topic_grants (
+    topic       text COLLATE "C" NOT NULL REFERENCES event_bus.topics ON DELETE CASCADE,
+    privilege   text NOT NULL CHECK (privilege IN ('produce', 'consume')),
+    grantee     regrole NOT NULL,
+    PRIMARY KEY (topic, privilege, grantee)
+);
+
 -- The append-only log.  Partitioned by seq so retention drops whole
 -- partitions; rows are never updated or deleted.
 CREATE TABLE event_bus.events (
@@ -51,7 +60,8 @@ CREATE TABLE event_bus.subscriptions (
     backoff_max  interval NOT NULL,
     ordered      boolean NOT NULL,
     paused       boolean NOT NULL DEFAULT false,
-    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    owner        regrole NOT NULL   -- its members (and admins) may work it
 );
 
 -- One cursor per subscription, topic and lane: every event of the lane at
@@ -131,13 +141,15 @@ SELECT pg_catalog.pg_extension_config_dump('event_bus.lease_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.dead_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.retries', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.topic_grants', '');
 
 COMMENT ON TABLE event_bus.topics IS 'Named event streams; lanes fix how many ordered lanes a topic is split into.';
 COMMENT ON TABLE event_bus.events IS 'The append-only event log, partitioned by seq; never updated, trimmed by dropping whole partitions.';
 COMMENT ON TABLE event_bus.log_partitions IS 'Partitions of event_bus.events and the seq range [lo, hi) each covers.';
-COMMENT ON TABLE event_bus.subscriptions IS 'Consumer groups: each receives every event of its topics (optionally only some types).';
+COMMENT ON TABLE event_bus.subscriptions IS 'Consumer groups: each receives every event of its topics (optionally only some types); members of its owner and admins may work it.';
 COMMENT ON TABLE event_bus.cursors IS 'Per subscription, topic and lane: the highest seq handed out.';
 COMMENT ON TABLE event_bus.leases IS 'Claimed, unacknowledged batches (one row per lane per claim).';
 COMMENT ON TABLE event_bus.retries IS 'Failed or expired events waiting for (or in) redelivery.';
+COMMENT ON TABLE event_bus.topic_grants IS 'Roles that may produce to (emit, capture into) or consume from (subscribe to) each topic.';
 COMMENT ON TABLE event_bus.dead_letters IS 'Events that exhausted their attempts or were dead-lettered, with a full copy of the event and the last error.';
 

@@ -51,20 +51,81 @@ END
 $$;
 
 -- Exponential backoff with jitter: the delay before attempt + 1, given that
--- attempt failed.  Half of it fixed, half random ("equal jitter").
+-- attempt failed.  Half of it fixed, half random ("equal jitter").  Computed
+-- in seconds, so no base and attempt can overflow an interval.
 CREATE FUNCTION event_bus._backoff(base interval, cap interval, attempt integer) RETURNS interval
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT d / 2 + d / 2 * pg_catalog.random()
-      FROM (SELECT LEAST(cap, base * pg_catalog.power(2, LEAST(attempt - 1, 30))::float8) AS d) x
+    SELECT pg_catalog.make_interval(secs => d / 2 + d / 2 * pg_catalog.random())
+      FROM (SELECT LEAST(pg_catalog.date_part('epoch', cap),
+                         pg_catalog.date_part('epoch', base) * pg_catalog.power(2, LEAST(attempt - 1, 30))) AS d) x
 $$;
 
--- Look up a subscription for an operation, raising the usual errors.
+-- Whether role may produce to or consume from a topic: admins may do both,
+-- others need the privileges of a grantee.
+CREATE FUNCTION event_bus._topic_allowed(p_topic text, p_privilege text, role oid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.pg_has_role(role, 'event_bus_admin', 'USAGE')
+        OR EXISTS (SELECT FROM event_bus.topic_grants g
+                    WHERE g.topic OPERATOR(pg_catalog.=) p_topic
+                      AND g.privilege OPERATOR(pg_catalog.=) p_privilege
+                      AND pg_catalog.pg_has_role(role, g.grantee::oid, 'USAGE'))
+$$;
+
+-- Raise 42501 unless the caller of the API may produce to (consume from)
+-- every topic of a list.
+CREATE FUNCTION event_bus._check_topic_privilege(p_topics text[], p_privilege text) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who oid := event_bus._caller();
+    t   text;
+BEGIN
+    FOREACH t IN ARRAY p_topics LOOP
+        IF NOT event_bus._topic_allowed(t, p_privilege, who) THEN
+            RAISE EXCEPTION 'permission denied to % topic "%"',
+                            CASE p_privilege WHEN 'produce' THEN 'produce to' ELSE 'consume from' END, t
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = pg_catalog.format('Role "%s" has no %s grant on topic "%s".',
+                                                 who::regrole, p_privilege, t),
+                      HINT = pg_catalog.format('An event_bus_admin can grant it with event_bus.grant_topic(%L, %L, %L).',
+                                               t, who::regrole::text, p_privilege);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Raise 22023 unless an interval a caller gave lies within [lo, hi].
+CREATE FUNCTION event_bus._check_interval(what text, v interval, lo interval, hi interval) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF v < lo OR v > hi THEN
+        RAISE EXCEPTION '% must be between % and %, not %', what, lo, hi, v
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- Whether the current user may see a subscription (or captured table)
+-- owned by owner: its members and admins may.  (Views run with their owner's rights, but
+-- current_user in them is whoever queries.)
+CREATE FUNCTION event_bus._visible(owner regrole) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.pg_has_role(owner::oid, 'USAGE')
+        OR pg_catalog.pg_has_role('event_bus_admin', 'USAGE')
+$$;
+
+-- Look up a subscription for an operation, raising the usual errors.  Only
+-- members of its owner and admins may work a subscription.
 CREATE FUNCTION event_bus._subscription(name text) RETURNS event_bus.subscriptions
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s event_bus.subscriptions;
+    s   event_bus.subscriptions;
+    who oid := event_bus._caller();
 BEGIN
     PERFORM event_bus._check_name('subscription', name);
     SELECT * INTO s FROM event_bus.subscriptions x WHERE x.subscription OPERATOR(pg_catalog.=) name;
@@ -72,6 +133,13 @@ BEGIN
         RAISE EXCEPTION 'subscription "%" does not exist', name
             USING ERRCODE = 'undefined_object',
                   HINT = 'Create it with event_bus.subscribe().';
+    END IF;
+    IF NOT (pg_catalog.pg_has_role(who, s.owner::oid, 'USAGE')
+            OR pg_catalog.pg_has_role(who, 'event_bus_admin', 'USAGE')) THEN
+        RAISE EXCEPTION 'permission denied for subscription "%"', name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = pg_catalog.format('It belongs to role "%s"; role "%s" is not a member.', s.owner, who::regrole),
+                  HINT = 'Members of the owning role and of event_bus_admin may work a subscription.';
     END IF;
     RETURN s;
 END

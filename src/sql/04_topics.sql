@@ -1,7 +1,8 @@
 -----------------------------------------------------------------------------
 -- Topics
 -----------------------------------------------------------------------------
-CREATE FUNCTION event_bus.create_topic(topic text, lanes integer DEFAULT 4, description text DEFAULT NULL)
+CREATE FUNCTION event_bus.create_topic(topic text, lanes integer DEFAULT 4, description text DEFAULT NULL,
+                                       private boolean DEFAULT false)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -13,10 +14,18 @@ BEGIN
         RAISE EXCEPTION 'lanes must be between 1 and 256, not %', coalesce(create_topic.lanes::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF create_topic.private IS NULL THEN
+        RAISE EXCEPTION 'private must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     INSERT INTO event_bus.topics AS t (topic, lanes, description)
     VALUES (create_topic.topic, create_topic.lanes, create_topic.description)
     ON CONFLICT DO NOTHING;
     IF FOUND THEN
+        IF NOT create_topic.private THEN
+            INSERT INTO event_bus.topic_grants (topic, privilege, grantee)
+            VALUES (create_topic.topic, 'produce', 'event_bus_producer'),
+                   (create_topic.topic, 'consume', 'event_bus_consumer');
+        END IF;
         PERFORM event_bus._topics_changed();
         RETURN true;
     END IF;
@@ -29,8 +38,8 @@ BEGIN
     RETURN false;
 END
 $$;
-COMMENT ON FUNCTION event_bus.create_topic(text, integer, text) IS
-'Create a topic split into lanes (1-256); returns false if it already exists with the same lanes.';
+COMMENT ON FUNCTION event_bus.create_topic(text, integer, text, boolean) IS
+'Create a topic split into lanes (1-256); returns false if it already exists with the same lanes. Unless private, event_bus_producer may produce to it and event_bus_consumer consume from it.';
 
 CREATE FUNCTION event_bus.drop_topic(topic text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -57,4 +66,61 @@ END
 $$;
 COMMENT ON FUNCTION event_bus.drop_topic(text) IS
 'Drop a topic no subscription reads; its events stay in the log until retention drops their partitions.';
+
+-- Check the arguments of grant_topic() and revoke_topic().
+CREATE FUNCTION event_bus._check_grant(p_topic text, p_role regrole, p_privilege text) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_bus._check_name('topic', p_topic);
+    IF NOT EXISTS (SELECT FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) p_topic) THEN
+        RAISE EXCEPTION 'topic "%" does not exist', p_topic USING ERRCODE = 'undefined_object';
+    END IF;
+    IF p_role IS NULL THEN
+        RAISE EXCEPTION 'role must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p_privilege IS NULL OR p_privilege NOT IN ('produce', 'consume') THEN
+        RAISE EXCEPTION 'unknown topic privilege %', coalesce(pg_catalog.quote_literal(p_privilege), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Topic privileges are produce and consume.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION event_bus.grant_topic(topic text, role regrole, privilege text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_bus._check_grant(grant_topic.topic, grant_topic.role, grant_topic.privilege);
+    INSERT INTO event_bus.topic_grants AS g (topic, privilege, grantee)
+    VALUES (grant_topic.topic, grant_topic.privilege, grant_topic.role)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM event_bus._topics_changed();
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION event_bus.grant_topic(text, regrole, text) IS
+'Let a role (and its members) produce to (emit, capture into) or consume from (subscribe to) a topic; returns false if it already could.';
+
+CREATE FUNCTION event_bus.revoke_topic(topic text, role regrole, privilege text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_bus._check_grant(revoke_topic.topic, revoke_topic.role, revoke_topic.privilege);
+    DELETE FROM event_bus.topic_grants g
+     WHERE g.topic OPERATOR(pg_catalog.=) revoke_topic.topic
+       AND g.privilege OPERATOR(pg_catalog.=) revoke_topic.privilege
+       AND g.grantee OPERATOR(pg_catalog.=) revoke_topic.role;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM event_bus._topics_changed();
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION event_bus.revoke_topic(text, regrole, text) IS
+'Take back a grant made with grant_topic(); returns false if there was none. Subscriptions already made stay.';
 

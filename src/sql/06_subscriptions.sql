@@ -31,12 +31,12 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION event_bus.subscribe(subscription text, topics text[], types text[] DEFAULT NULL,
-                                    start text DEFAULT 'latest', max_attempts integer DEFAULT 5,
-                                    lease interval DEFAULT '30 seconds',
-                                    backoff_base interval DEFAULT '1 second',
-                                    backoff_max interval DEFAULT '10 minutes',
-                                    ordered boolean DEFAULT false)
+CREATE FUNCTION event_bus._subscribe_impl(subscription text, topics text[], types text[],
+                                    start text, max_attempts integer,
+                                    lease interval,
+                                    backoff_base interval,
+                                    backoff_max interval,
+                                    ordered boolean)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -48,15 +48,15 @@ DECLARE
     missing text;
     old     event_bus.subscriptions;
 BEGIN
-    PERFORM event_bus._check_name('subscription', subscribe.subscription);
-    IF subscribe.topics IS NULL OR pg_catalog.cardinality(subscribe.topics) = 0 THEN
-        RAISE EXCEPTION 'subscription "%" needs at least one topic', subscribe.subscription
+    PERFORM event_bus._check_name('subscription', _subscribe_impl.subscription);
+    IF _subscribe_impl.topics IS NULL OR pg_catalog.cardinality(_subscribe_impl.topics) = 0 THEN
+        RAISE EXCEPTION 'subscription "%" needs at least one topic', _subscribe_impl.subscription
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    FOREACH t IN ARRAY subscribe.topics LOOP
+    FOREACH t IN ARRAY _subscribe_impl.topics LOOP
         PERFORM event_bus._check_name('topic', t);
     END LOOP;
-    SELECT pg_catalog.array_agg(DISTINCT x ORDER BY x) INTO tl FROM pg_catalog.unnest(subscribe.topics) x;
+    SELECT pg_catalog.array_agg(DISTINCT x ORDER BY x) INTO tl FROM pg_catalog.unnest(_subscribe_impl.topics) x;
     SELECT pg_catalog.string_agg(pg_catalog.format('"%s"', x), ', ' ORDER BY x) INTO missing
       FROM pg_catalog.unnest(tl) x
      WHERE NOT EXISTS (SELECT FROM event_bus.topics tp WHERE tp.topic OPERATOR(pg_catalog.=) x);
@@ -67,76 +67,113 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'Create topics with event_bus.create_topic() before subscribing to them.';
     END IF;
-    IF subscribe.types IS NOT NULL AND (pg_catalog.cardinality(subscribe.types) = 0
-                                        OR pg_catalog.array_position(subscribe.types, NULL) IS NOT NULL) THEN
+    IF _subscribe_impl.types IS NOT NULL AND (pg_catalog.cardinality(_subscribe_impl.types) = 0
+                                        OR pg_catalog.array_position(_subscribe_impl.types, NULL) IS NOT NULL) THEN
         RAISE EXCEPTION 'types must be NULL (every type) or a non-empty array without NULLs'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF subscribe.max_attempts IS NULL OR subscribe.max_attempts < 1 THEN
-        RAISE EXCEPTION 'max_attempts must be at least 1'
+    IF _subscribe_impl.max_attempts IS NULL OR _subscribe_impl.max_attempts NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 1000, not %', coalesce(_subscribe_impl.max_attempts::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF subscribe.lease IS NULL OR subscribe.lease <= interval '0' THEN
-        RAISE EXCEPTION 'lease must be a positive interval, not %', coalesce(subscribe.lease::text, 'NULL')
+    IF _subscribe_impl.lease IS NULL OR _subscribe_impl.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', coalesce(_subscribe_impl.lease::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF subscribe.backoff_base IS NULL OR subscribe.backoff_base < interval '0'
-       OR subscribe.backoff_max IS NULL OR subscribe.backoff_max < subscribe.backoff_base THEN
+    PERFORM event_bus._check_interval('lease', _subscribe_impl.lease, interval '1 millisecond', interval '1 day');
+    IF _subscribe_impl.backoff_base IS NULL OR _subscribe_impl.backoff_base < interval '0'
+       OR _subscribe_impl.backoff_max IS NULL OR _subscribe_impl.backoff_max < _subscribe_impl.backoff_base THEN
         RAISE EXCEPTION 'backoff_base must not be negative and backoff_max must not be below it'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF subscribe.start IS NULL THEN
+    PERFORM event_bus._check_interval('backoff_base', _subscribe_impl.backoff_base, interval '0', interval '1 day');
+    PERFORM event_bus._check_interval('backoff_max', _subscribe_impl.backoff_max, interval '0', interval '7 days');
+    IF _subscribe_impl.start IS NULL THEN
         RAISE EXCEPTION 'start must not be null'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Use ''latest'', ''earliest'' or a timestamp.';
     END IF;
-    IF subscribe.ordered IS NULL THEN
+    IF _subscribe_impl.ordered IS NULL THEN
         RAISE EXCEPTION 'ordered must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
 
+    PERFORM event_bus._check_topic_privilege(tl, 'consume');
+
     -- Serialise with concurrent subscribe/unsubscribe of the same name.
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus.subscribe:' || subscribe.subscription));
-    SELECT * INTO old FROM event_bus.subscriptions s WHERE s.subscription OPERATOR(pg_catalog.=) subscribe.subscription;
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus.subscribe:' || _subscribe_impl.subscription));
+    SELECT * INTO old FROM event_bus.subscriptions s WHERE s.subscription OPERATOR(pg_catalog.=) _subscribe_impl.subscription;
     IF FOUND THEN
+        PERFORM event_bus._subscription(_subscribe_impl.subscription);     -- only its owner's roles may change it
         IF old.topics OPERATOR(pg_catalog.<>) tl THEN
-            RAISE EXCEPTION 'subscription "%" already exists with other topics', subscribe.subscription
+            RAISE EXCEPTION 'subscription "%" already exists with other topics', _subscribe_impl.subscription
                 USING ERRCODE = 'duplicate_object',
                       DETAIL = pg_catalog.format('It reads %s.', old.topics),
                       HINT = 'Unsubscribe it first, or pick another name.';
         END IF;
         UPDATE event_bus.subscriptions s
-           SET types = subscribe.types, max_attempts = subscribe.max_attempts, lease = subscribe.lease,
-               backoff_base = subscribe.backoff_base, backoff_max = subscribe.backoff_max,
-               ordered = subscribe.ordered
-         WHERE s.subscription OPERATOR(pg_catalog.=) subscribe.subscription;
+           SET types = _subscribe_impl.types, max_attempts = _subscribe_impl.max_attempts, lease = _subscribe_impl.lease,
+               backoff_base = _subscribe_impl.backoff_base, backoff_max = _subscribe_impl.backoff_max,
+               ordered = _subscribe_impl.ordered
+         WHERE s.subscription OPERATOR(pg_catalog.=) _subscribe_impl.subscription;
         RETURN false;
     END IF;
 
     INSERT INTO event_bus.subscriptions
-           (subscription, topics, types, max_attempts, lease, backoff_base, backoff_max, ordered)
-    VALUES (subscribe.subscription, tl, subscribe.types, subscribe.max_attempts, subscribe.lease,
-            subscribe.backoff_base, subscribe.backoff_max, subscribe.ordered);
+           (subscription, topics, types, max_attempts, lease, backoff_base, backoff_max, ordered, owner)
+    VALUES (_subscribe_impl.subscription, tl, _subscribe_impl.types, _subscribe_impl.max_attempts, _subscribe_impl.lease,
+            _subscribe_impl.backoff_base, _subscribe_impl.backoff_max, _subscribe_impl.ordered, event_bus._caller()::regrole);
     h := event_bus._horizon();
     INSERT INTO event_bus.cursors (subscription, topic, lane, position)
-    SELECT subscribe.subscription, tp.topic, g::smallint,
-           event_bus._start_position(tp.topic, g::smallint, subscribe.start, h)
+    SELECT _subscribe_impl.subscription, tp.topic, g::smallint,
+           event_bus._start_position(tp.topic, g::smallint, _subscribe_impl.start, h)
       FROM event_bus.topics tp, pg_catalog.generate_series(0, tp.lanes - 1) g
      WHERE tp.topic OPERATOR(pg_catalog.=) ANY (tl);
     RETURN true;
 END
 $$;
+CREATE FUNCTION event_bus.subscribe(subscription text, topics text[], types text[] DEFAULT NULL,
+                                    start text DEFAULT 'latest', max_attempts integer DEFAULT 5,
+                                    lease interval DEFAULT '30 seconds',
+                                    backoff_base interval DEFAULT '1 second',
+                                    backoff_max interval DEFAULT '10 minutes',
+                                    ordered boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.subscribe(text, text[], text[], text, integer, interval, interval, interval, boolean) IS
-'Create a subscription (consumer group) on topics, starting at ''latest'', ''earliest'' or a timestamp; returns false and updates the options if it already exists with the same topics.';
+'Create a subscription (consumer group) on topics the caller may consume from, starting at ''latest'', ''earliest'' or a timestamp; the caller''s role owns it. Returns false and updates the options if it already exists with the same topics (only its owner''s roles may).';
 
-CREATE FUNCTION event_bus.unsubscribe(subscription text) RETURNS void
+CREATE FUNCTION event_bus._unsubscribe_impl(subscription text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM event_bus._subscription(unsubscribe.subscription);
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus.subscribe:' || unsubscribe.subscription));
-    DELETE FROM event_bus.subscriptions s WHERE s.subscription OPERATOR(pg_catalog.=) unsubscribe.subscription;
+    PERFORM event_bus._subscription(_unsubscribe_impl.subscription);
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus.subscribe:' || _unsubscribe_impl.subscription));
+    DELETE FROM event_bus.subscriptions s WHERE s.subscription OPERATOR(pg_catalog.=) _unsubscribe_impl.subscription;
 END
 $$;
+CREATE FUNCTION event_bus.unsubscribe(subscription text) RETURNS void
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.unsubscribe(text) IS
-'Remove a subscription with its cursors, leases, retries and dead letters.';
+'Remove a subscription with its cursors, leases, retries and dead letters (its owner''s roles and admins).';
+
+CREATE FUNCTION event_bus.alter_subscription_owner(subscription text, owner regrole) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_bus._check_name('subscription', alter_subscription_owner.subscription);
+    IF alter_subscription_owner.owner IS NULL THEN
+        RAISE EXCEPTION 'owner must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    UPDATE event_bus.subscriptions s SET owner = alter_subscription_owner.owner
+     WHERE s.subscription OPERATOR(pg_catalog.=) alter_subscription_owner.subscription;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'subscription "%" does not exist', alter_subscription_owner.subscription
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION event_bus.alter_subscription_owner(text, regrole) IS
+'Give a subscription to another role: its members (and admins) may then work it.';
 

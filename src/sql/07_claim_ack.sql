@@ -162,8 +162,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION event_bus.claim(subscription text, max_events integer DEFAULT 100, lease interval DEFAULT NULL,
-                                wait interval DEFAULT NULL)
+CREATE FUNCTION event_bus._claim_impl(subscription text, max_events integer, lease interval,
+                                wait interval)
 RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
                headers jsonb, emitted_at timestamptz, attempt integer, lane integer)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -182,26 +182,28 @@ BEGIN
                                              pg_catalog.upper(pg_catalog.current_setting('transaction_isolation'))),
                   HINT = 'A claim must see events committed after the transaction began; run it in a READ COMMITTED transaction.';
     END IF;
-    s := event_bus._subscription(claim.subscription);
-    IF claim.max_events IS NULL OR claim.max_events NOT BETWEEN 1 AND 10000 THEN
-        RAISE EXCEPTION 'max_events must be between 1 and 10000, not %', coalesce(claim.max_events::text, 'NULL')
+    s := event_bus._subscription(_claim_impl.subscription);
+    IF _claim_impl.max_events IS NULL OR _claim_impl.max_events NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 10000, not %', coalesce(_claim_impl.max_events::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF claim.lease IS NOT NULL AND claim.lease <= interval '0' THEN
-        RAISE EXCEPTION 'lease must be a positive interval, not %', claim.lease
+    IF _claim_impl.lease IS NOT NULL AND _claim_impl.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', _claim_impl.lease
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF claim.wait IS NOT NULL AND claim.wait < interval '0' THEN
-        RAISE EXCEPTION 'wait must not be negative, not %', claim.wait
+    IF _claim_impl.wait IS NOT NULL AND _claim_impl.wait < interval '0' THEN
+        RAISE EXCEPTION 'wait must not be negative, not %', _claim_impl.wait
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    deadline := pg_catalog.clock_timestamp() + coalesce(claim.wait, interval '0');
+    PERFORM event_bus._check_interval('lease', _claim_impl.lease, interval '1 millisecond', interval '1 day');
+    PERFORM event_bus._check_interval('wait', _claim_impl.wait, interval '0', interval '1 hour');
+    deadline := pg_catalog.clock_timestamp() + coalesce(_claim_impl.wait, interval '0');
     LOOP
         -- Read the wake-up generation before looking: an event that becomes
         -- claimable after the look bumps it, so the wait below returns at once.
         gen := event_bus._wake_gen();
         IF NOT s.paused THEN
-            RETURN QUERY SELECT * FROM event_bus._claim_once(s, claim.max_events, coalesce(claim.lease, s.lease));
+            RETURN QUERY SELECT * FROM event_bus._claim_once(s, _claim_impl.max_events, coalesce(_claim_impl.lease, s.lease));
             IF FOUND THEN
                 RETURN;
             END IF;
@@ -210,15 +212,21 @@ BEGIN
         EXIT WHEN ms <= 0;
         PERFORM event_bus._wait(gen, LEAST(ms, 2147483647)::integer);
         -- The subscription may have been paused, resumed or dropped meanwhile.
-        s := event_bus._subscription(claim.subscription);
+        s := event_bus._subscription(_claim_impl.subscription);
     END LOOP;
 END
 $$;
+CREATE FUNCTION event_bus.claim(subscription text, max_events integer DEFAULT 100, lease interval DEFAULT NULL,
+                                wait interval DEFAULT NULL)
+RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer)
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.claim(text, integer, interval, interval) IS
 'Lease up to max_events events of a subscription: due retries first, then new events lane by lane. With wait, sleep in the server until events arrive or the wait ends. Requires READ COMMITTED.';
 
 
-CREATE FUNCTION event_bus.ack(subscription text, seqs bigint[]) RETURNS integer
+CREATE FUNCTION event_bus._ack_impl(subscription text, seqs bigint[]) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
 AS $$
@@ -228,27 +236,27 @@ DECLARE
     acked  bigint[];
     rest   bigint[];
 BEGIN
-    s := event_bus._subscription(ack.subscription);
-    IF ack.seqs IS NULL OR pg_catalog.array_position(ack.seqs, NULL) IS NOT NULL THEN
+    s := event_bus._subscription(_ack_impl.subscription);
+    IF _ack_impl.seqs IS NULL OR pg_catalog.array_position(_ack_impl.seqs, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     WITH l AS (
         SELECT x.lease_id, x.seqs FROM event_bus.leases x
          WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
-           AND x.seqs OPERATOR(pg_catalog.&&) ack.seqs
+           AND x.seqs OPERATOR(pg_catalog.&&) _ack_impl.seqs
          FOR UPDATE),
     d AS (
         DELETE FROM event_bus.leases x USING l
-         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND l.seqs OPERATOR(pg_catalog.<@) ack.seqs),
+         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND l.seqs OPERATOR(pg_catalog.<@) _ack_impl.seqs),
     u AS (
         UPDATE event_bus.leases x
            SET seqs = ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
-                             WHERE v OPERATOR(pg_catalog.<>) ALL (ack.seqs) ORDER BY v)
+                             WHERE v OPERATOR(pg_catalog.<>) ALL (_ack_impl.seqs) ORDER BY v)
           FROM l
-         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND NOT l.seqs OPERATOR(pg_catalog.<@) ack.seqs),
+         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND NOT l.seqs OPERATOR(pg_catalog.<@) _ack_impl.seqs),
     a AS (
-        SELECT DISTINCT v FROM l, pg_catalog.unnest(l.seqs) v WHERE v OPERATOR(pg_catalog.=) ANY (ack.seqs)),
+        SELECT DISTINCT v FROM l, pg_catalog.unnest(l.seqs) v WHERE v OPERATOR(pg_catalog.=) ANY (_ack_impl.seqs)),
     r AS (
         DELETE FROM event_bus.retries x
          WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
@@ -258,7 +266,7 @@ BEGIN
         PERFORM event_bus._wake();      -- a lane may be free again
     END IF;
 
-    SELECT pg_catalog.array_agg(DISTINCT v) INTO rest FROM pg_catalog.unnest(ack.seqs) v
+    SELECT pg_catalog.array_agg(DISTINCT v) INTO rest FROM pg_catalog.unnest(_ack_impl.seqs) v
      WHERE acked IS NULL OR v OPERATOR(pg_catalog.<>) ALL (acked);
     IF rest IS NOT NULL THEN
         -- Acking again is fine; acking what was never delivered is not.
@@ -267,6 +275,9 @@ BEGIN
     RETURN coalesce(pg_catalog.cardinality(acked), 0);
 END
 $$;
+CREATE FUNCTION event_bus.ack(subscription text, seqs bigint[]) RETURNS integer
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.ack(text, bigint[]) IS
 'Acknowledge claimed events; idempotent, returns how many were still in flight and are now done.';
 
@@ -294,8 +305,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION event_bus.fail(subscription text, seq bigint, error text DEFAULT NULL,
-                               retry_in interval DEFAULT NULL)
+CREATE FUNCTION event_bus._fail_impl(subscription text, seq bigint, error text,
+                               retry_in interval)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -307,22 +318,23 @@ DECLARE
     due     timestamptz;
     outcome text;
 BEGIN
-    s := event_bus._subscription(fail.subscription);
-    IF fail.retry_in IS NOT NULL AND fail.retry_in < interval '0' THEN
-        RAISE EXCEPTION 'retry_in must not be negative, not %', fail.retry_in
+    s := event_bus._subscription(_fail_impl.subscription);
+    IF _fail_impl.retry_in IS NOT NULL AND _fail_impl.retry_in < interval '0' THEN
+        RAISE EXCEPTION 'retry_in must not be negative, not %', _fail_impl.retry_in
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    l := event_bus._leased(s, fail.seq);
+    PERFORM event_bus._check_interval('retry_in', _fail_impl.retry_in, interval '0', interval '30 days');
+    l := event_bus._leased(s, _fail_impl.seq);
     SELECT r.attempt INTO att FROM event_bus.retries r
-     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) fail.seq
+     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _fail_impl.seq
      FOR UPDATE;
     att := coalesce(att, 1);
     due := pg_catalog.clock_timestamp()
-           + coalesce(fail.retry_in, event_bus._backoff(s.backoff_base, s.backoff_max, att));
-    outcome := event_bus._failed(s, fail.seq, l.topic, l.lane, att, fail.error, due);
+           + coalesce(_fail_impl.retry_in, event_bus._backoff(s.backoff_base, s.backoff_max, att));
+    outcome := event_bus._failed(s, _fail_impl.seq, l.topic, l.lane, att, _fail_impl.error, due);
     PERFORM event_bus._wake();          -- the worker schedules the retry
 
-    l.seqs := pg_catalog.array_remove(l.seqs, fail.seq);
+    l.seqs := pg_catalog.array_remove(l.seqs, _fail_impl.seq);
     IF s.ordered THEN
         -- The rest of the lane's batch waits behind the failed event.
         UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
@@ -336,10 +348,15 @@ BEGIN
     RETURN outcome;
 END
 $$;
+CREATE FUNCTION event_bus.fail(subscription text, seq bigint, error text DEFAULT NULL,
+                               retry_in interval DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.fail(text, bigint, text, interval) IS
 'Report that processing a claimed event failed: returns ''retry'' (redelivered after backoff, or retry_in) or ''dead'' (max_attempts reached, moved to dead letters).';
 
-CREATE FUNCTION event_bus.dead_letter(subscription text, seq bigint, reason text DEFAULT NULL)
+CREATE FUNCTION event_bus._dead_letter_impl(subscription text, seq bigint, reason text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -349,12 +366,12 @@ DECLARE
     l   event_bus.leases;
     att integer;
 BEGIN
-    s := event_bus._subscription(dead_letter.subscription);
-    l := event_bus._leased(s, dead_letter.seq);
+    s := event_bus._subscription(_dead_letter_impl.subscription);
+    l := event_bus._leased(s, _dead_letter_impl.seq);
     SELECT r.attempt INTO att FROM event_bus.retries r
-     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) dead_letter.seq;
-    PERFORM event_bus._bury(s, dead_letter.seq, l.topic, l.lane, coalesce(att, 1), dead_letter.reason);
-    l.seqs := pg_catalog.array_remove(l.seqs, dead_letter.seq);
+     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _dead_letter_impl.seq;
+    PERFORM event_bus._bury(s, _dead_letter_impl.seq, l.topic, l.lane, coalesce(att, 1), _dead_letter_impl.reason);
+    l.seqs := pg_catalog.array_remove(l.seqs, _dead_letter_impl.seq);
     IF pg_catalog.cardinality(l.seqs) = 0 THEN
         DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
     ELSE
@@ -362,6 +379,10 @@ BEGIN
     END IF;
 END
 $$;
+CREATE FUNCTION event_bus.dead_letter(subscription text, seq bigint, reason text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.dead_letter(text, bigint, text) IS
 'Move a claimed event straight to the dead letters of the subscription, with a reason.';
 

@@ -1,21 +1,27 @@
-CREATE FUNCTION event_bus.pause(subscription text) RETURNS void
+CREATE FUNCTION event_bus._pause_impl(subscription text) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE event_bus.subscriptions s SET paused = true
-     WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(pause.subscription)).subscription;
+     WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(_pause_impl.subscription)).subscription;
 $$;
+CREATE FUNCTION event_bus.pause(subscription text) RETURNS void
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.pause(text) IS 'Stop handing out events of a subscription; claims return nothing until resume().';
 
-CREATE FUNCTION event_bus.resume(subscription text) RETURNS void
+CREATE FUNCTION event_bus._resume_impl(subscription text) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE event_bus.subscriptions s SET paused = false
-     WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(resume.subscription)).subscription;
+     WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(_resume_impl.subscription)).subscription;
     SELECT event_bus._wake();
 $$;
+CREATE FUNCTION event_bus.resume(subscription text) RETURNS void
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.resume(text) IS 'Resume a paused subscription.';
 
-CREATE FUNCTION event_bus.replay(subscription text, start text DEFAULT 'earliest') RETURNS integer
+CREATE FUNCTION event_bus._replay_impl(subscription text, start text) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -23,23 +29,26 @@ DECLARE
     h bigint;
     n integer;
 BEGIN
-    s := event_bus._subscription(replay.subscription);
-    IF replay.start IS NULL THEN
+    s := event_bus._subscription(_replay_impl.subscription);
+    IF _replay_impl.start IS NULL THEN
         RAISE EXCEPTION 'start must not be null' USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Use ''latest'', ''earliest'' or a timestamp.';
     END IF;
     h := event_bus._horizon();
-    UPDATE event_bus.cursors c SET position = event_bus._start_position(c.topic, c.lane, replay.start, h)
+    UPDATE event_bus.cursors c SET position = event_bus._start_position(c.topic, c.lane, _replay_impl.start, h)
      WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription;
     GET DIAGNOSTICS n = ROW_COUNT;
     PERFORM event_bus._wake();
     RETURN n;
 END
 $$;
+CREATE FUNCTION event_bus.replay(subscription text, start text DEFAULT 'earliest') RETURNS integer
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.replay(text, text) IS
 'Move every cursor of a subscription to ''earliest'', ''latest'' or a timestamp; returns the number of lane cursors moved. Leases in flight are not touched.';
 
-CREATE FUNCTION event_bus.redrive(subscription text, seqs bigint[] DEFAULT NULL) RETURNS integer
+CREATE FUNCTION event_bus._redrive_impl(subscription text, seqs bigint[]) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -47,12 +56,12 @@ DECLARE
     n integer;
     gone bigint;
 BEGIN
-    s := event_bus._subscription(redrive.subscription);
+    s := event_bus._subscription(_redrive_impl.subscription);
     -- Retention may have dropped the partition of an old dead letter: its
     -- copy stays here, but it can no longer be delivered from the log.
     SELECT d.seq INTO gone FROM event_bus.dead_letters d
      WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
-       AND (redrive.seqs IS NULL OR d.seq OPERATOR(pg_catalog.=) ANY (redrive.seqs))
+       AND (_redrive_impl.seqs IS NULL OR d.seq OPERATOR(pg_catalog.=) ANY (_redrive_impl.seqs))
        AND NOT EXISTS (SELECT FROM event_bus.events e
                         WHERE e.topic OPERATOR(pg_catalog.=) d.topic AND e.lane OPERATOR(pg_catalog.=) d.lane
                           AND e.seq OPERATOR(pg_catalog.=) d.seq)
@@ -66,7 +75,7 @@ BEGIN
     WITH d AS (
         DELETE FROM event_bus.dead_letters d
          WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
-           AND (redrive.seqs IS NULL OR d.seq OPERATOR(pg_catalog.=) ANY (redrive.seqs))
+           AND (_redrive_impl.seqs IS NULL OR d.seq OPERATOR(pg_catalog.=) ANY (_redrive_impl.seqs))
         RETURNING d.seq, d.topic, d.lane, d.last_error)
     INSERT INTO event_bus.retries (subscription, seq, topic, lane, attempt, due_at, last_error, lease_id)
     SELECT s.subscription, d.seq, d.topic, d.lane, 1, pg_catalog.clock_timestamp(), d.last_error, NULL
@@ -77,25 +86,32 @@ BEGIN
     RETURN n;
 END
 $$;
+CREATE FUNCTION event_bus.redrive(subscription text, seqs bigint[] DEFAULT NULL) RETURNS integer
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.redrive(text, bigint[]) IS
 'Give dead letters of a subscription (all, or the given seqs) a fresh set of attempts; returns how many.';
 
-CREATE FUNCTION event_bus.purge_dead_letters(subscription text, older_than interval DEFAULT NULL) RETURNS integer
+CREATE FUNCTION event_bus._purge_dead_letters_impl(subscription text, older_than interval) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s event_bus.subscriptions;
     n integer;
 BEGIN
-    s := event_bus._subscription(purge_dead_letters.subscription);
+    s := event_bus._subscription(_purge_dead_letters_impl.subscription);
+    PERFORM event_bus._check_interval('older_than', _purge_dead_letters_impl.older_than, interval '0', interval '100 years');
     DELETE FROM event_bus.dead_letters d
      WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
-       AND (purge_dead_letters.older_than IS NULL
-            OR d.dead_at OPERATOR(pg_catalog.<) pg_catalog.now() - purge_dead_letters.older_than);
+       AND (_purge_dead_letters_impl.older_than IS NULL
+            OR d.dead_at OPERATOR(pg_catalog.<) pg_catalog.now() - _purge_dead_letters_impl.older_than);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
+CREATE FUNCTION event_bus.purge_dead_letters(subscription text, older_than interval DEFAULT NULL) RETURNS integer
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.purge_dead_letters(text, interval) IS
 'Delete dead letters of a subscription (all, or those dead for longer than older_than); returns how many.';
 

@@ -16,7 +16,8 @@ CREATE TABLE event_bus.captures (
     update_mode     text NOT NULL,
     condition       text,
     function_name   text NOT NULL,      -- the generated trigger function in schema event_bus
-    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    condition_expr  text                -- condition as compiled by _capture_compile()
 );
 SELECT pg_catalog.pg_extension_config_dump('event_bus.captures', '');
 COMMENT ON TABLE event_bus.captures IS 'Tables whose row changes are captured as events, and how (see event_bus.capture()).';
@@ -104,8 +105,47 @@ BEGIN
 END
 $$;
 
+-- SQL for the row image of a captured row as jsonb: whole is the row itself
+-- (n.*), prefix qualifies its columns (n.).  Column names only ever pass
+-- through %I, never into a format string.
+CREATE FUNCTION event_bus._capture_row_sql(c event_bus.captures, whole text, prefix text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN c.columns IS NOT NULL THEN
+            'pg_catalog.jsonb_build_object('
+            || (SELECT pg_catalog.string_agg(pg_catalog.format('%L, %s%I', u.x, prefix, u.x), ', ' ORDER BY u.o)
+                  FROM pg_catalog.unnest(c.columns) WITH ORDINALITY AS u(x, o))
+            || ')'
+        WHEN c.exclude_columns IS NOT NULL THEN
+            pg_catalog.format('(pg_catalog.to_jsonb(%s) OPERATOR(pg_catalog.-) %L::text[])', whole, c.exclude_columns)
+        ELSE pg_catalog.format('pg_catalog.to_jsonb(%s)', whole)
+    END
+$$;
+
+-- SQL for the key of a captured row: one column as text, several as a JSON
+-- array, NULL without key columns.
+CREATE FUNCTION event_bus._capture_key_sql(c event_bus.captures, prefix text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN c.key_columns IS NULL THEN 'NULL::text'
+        WHEN pg_catalog.cardinality(c.key_columns) = 1 THEN
+            pg_catalog.format('(%s%I)::text', prefix, c.key_columns[1])
+        ELSE
+            'pg_catalog.jsonb_build_array('
+            || (SELECT pg_catalog.string_agg(pg_catalog.format('%s%I', prefix, u.x), ', ' ORDER BY u.o)
+                  FROM pg_catalog.unnest(c.key_columns) WITH ORDINALITY AS u(x, o))
+            || ')::text'
+    END
+$$;
+
 -- (Re)generate the trigger function and triggers of a captured table from
--- its row in event_bus.captures.
+-- its row in event_bus.captures.  The generated code names the row only
+-- through aliases qualified so that no column can shadow them (n.*, n.col,
+-- (q.r).col); the condition is the compiled expression, deparsed.  The
+-- function is SECURITY INVOKER: it runs as whoever writes to the table, who
+-- needs the produce grant of the topic, as for emitting directly.
 CREATE FUNCTION event_bus._capture_generate(p_table regclass) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $gen$
@@ -113,96 +153,75 @@ DECLARE
     c        event_bus.captures;
     fn       text;
     qname    text;
-    rowexpr  text;
-    keyexpr  text;
-    oldrow   text;
-    okey     text;
-    cond     text;
+    cond     text := 'true';
     payload  text;
     body     text := '';
     op       text;
     hdr      text;
-    i        integer;
+    emit     text;
 BEGIN
     SELECT * INTO c FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
     fn := pg_catalog.format('event_bus.%I', c.function_name);
     SELECT pg_catalog.format('%I.%I', n.nspname, r.relname) INTO qname
       FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) r.relnamespace
      WHERE r.oid OPERATOR(pg_catalog.=) p_table;
-
-    -- The row image of alias a, as jsonb.
-    IF c.columns IS NOT NULL THEN
-        SELECT 'pg_catalog.jsonb_build_object(' ||
-               pg_catalog.string_agg(pg_catalog.format('%L, %%1$s.%I', x, x), ', ' ORDER BY o) || ')'
-          INTO rowexpr FROM pg_catalog.unnest(c.columns) WITH ORDINALITY AS u(x, o);
-    ELSIF c.exclude_columns IS NOT NULL THEN
-        rowexpr := pg_catalog.format('(pg_catalog.to_jsonb(%%1$s) OPERATOR(pg_catalog.-) %L::text[])', c.exclude_columns);
-    ELSE
-        rowexpr := 'pg_catalog.to_jsonb(%1$s)';
+    IF c.condition_expr IS NOT NULL THEN
+        cond := event_bus._capture_condition_sql(p_table, c.condition_expr);
+        UPDATE event_bus.captures x SET condition = cond WHERE x.relid OPERATOR(pg_catalog.=) p_table;
     END IF;
-    -- The key of alias a: one column as text, several as a JSON array.
-    IF c.key_columns IS NULL THEN
-        keyexpr := 'NULL::text';
-    ELSIF pg_catalog.cardinality(c.key_columns) = 1 THEN
-        keyexpr := pg_catalog.format('(%%1$s.%I)::text', c.key_columns[1]);
-    ELSE
-        SELECT 'pg_catalog.jsonb_build_array(' ||
-               pg_catalog.string_agg(pg_catalog.format('%%1$s.%I', x), ', ' ORDER BY o) || ')::text'
-          INTO keyexpr FROM pg_catalog.unnest(c.key_columns) WITH ORDINALITY AS u(x, o);
-    END IF;
-    cond := coalesce('(' || c.condition || ')', 'true');
 
     FOREACH op IN ARRAY c.operations LOOP
         hdr := pg_catalog.quote_literal(pg_catalog.jsonb_build_object(
                    'source', 'table:' || qname, 'operation', op)::text) || '::jsonb';
+        emit := pg_catalog.format('event_bus.emit_many(%L, %L, a.ps, a.ks, %s)',
+                                  c.topic, c.types OPERATOR(pg_catalog.->>) op, hdr);
         IF op = 'truncate' THEN
             body := body || pg_catalog.format($f$
     IF TG_OP = 'TRUNCATE' THEN
         PERFORM event_bus.emit(%L, %L, pg_catalog.jsonb_build_object('table', %L), NULL, %s);
     END IF;$f$, c.topic, c.types OPERATOR(pg_catalog.->>) op, qname, hdr);
-            CONTINUE;
-        END IF;
-        IF op = 'update' AND c.update_mode <> 'new' THEN
-            -- Pair old and new rows by key.
-            SELECT pg_catalog.string_agg(pg_catalog.format('o.%1$I IS NOT DISTINCT FROM (q.r).%1$I', x), ' AND ')
-              INTO okey FROM pg_catalog.unnest(c.key_columns) x;
-            oldrow := pg_catalog.format(rowexpr, 'o');
+        ELSIF op = 'update' AND c.update_mode <> 'new' THEN
+            -- Pair old and new rows by key; q.r is the new row, o the old.
             IF c.update_mode = 'old_and_new' THEN
                 payload := pg_catalog.format('pg_catalog.jsonb_build_object(''old'', %s, ''new'', %s)',
-                                             oldrow, pg_catalog.format(rowexpr, '(q.r)'));
+                                             event_bus._capture_row_sql(c, 'o.*', 'o.'),
+                                             event_bus._capture_row_sql(c, 'q.r', '(q.r).'));
             ELSE
                 payload := pg_catalog.format(
                     '(SELECT pg_catalog.jsonb_object_agg(e.key, e.value) FROM pg_catalog.jsonb_each(%s) e'
                     ' WHERE e.key OPERATOR(pg_catalog.=) ANY (%L::text[])'
                     ' OR (%s OPERATOR(pg_catalog.->) e.key) IS DISTINCT FROM e.value)',
-                    pg_catalog.format(rowexpr, '(q.r)'), c.key_columns, oldrow);
+                    event_bus._capture_row_sql(c, 'q.r', '(q.r).'), c.key_columns,
+                    event_bus._capture_row_sql(c, 'o.*', 'o.'));
             END IF;
             body := body || pg_catalog.format($f$
     IF TG_OP = 'UPDATE' THEN
-        PERFORM event_bus.emit_many(%5$L, %6$L, a.ps, a.ks, %7$s)
+        PERFORM %s
            FROM (SELECT pg_catalog.array_agg(x.p ORDER BY x.ord) AS ps,
                         pg_catalog.array_agg(x.k ORDER BY x.ord) AS ks
-                   FROM (SELECT %1$s AS p, %2$s AS k, q.ord
-                           FROM (SELECT n AS r, pg_catalog.row_number() OVER () AS ord
-                                   FROM new_rows n WHERE %3$s) q
-                           LEFT JOIN old_rows o ON %4$s) x) a
+                   FROM (SELECT %s AS p, %s AS k, q.ord
+                           FROM (SELECT (n.*)::%s AS r, pg_catalog.row_number() OVER () AS ord
+                                   FROM new_rows n WHERE %s) q
+                           LEFT JOIN old_rows o ON %s) x) a
           WHERE a.ps IS NOT NULL;
-    END IF;$f$, payload, pg_catalog.format(keyexpr, '(q.r)'), cond, okey, c.topic, c.types OPERATOR(pg_catalog.->>) op, hdr);
-            CONTINUE;
-        END IF;
-        -- A scan of the transition table returns rows in the order the
-        -- statement wrote them; nothing here reorders them.
-        -- The arrays stay inside one statement: passed through PL/pgSQL
-        -- variables they would be copied into every plan as constants.
-        body := body || pg_catalog.format($f$
-    IF TG_OP = %1$L THEN
-        PERFORM event_bus.emit_many(%6$L, %7$L, a.ps, a.ks, %8$s)
+    END IF;$f$, emit, payload, event_bus._capture_key_sql(c, '(q.r).'), qname, cond,
+                (SELECT pg_catalog.string_agg(pg_catalog.format('o.%I IS NOT DISTINCT FROM (q.r).%I', x, x), ' AND ')
+                   FROM pg_catalog.unnest(c.key_columns) x));
+        ELSE
+            -- A scan of the transition table returns rows in the order the
+            -- statement wrote them; nothing here reorders them.
+            -- The arrays stay inside one statement: passed through PL/pgSQL
+            -- variables they would be copied into every plan as constants.
+            body := body || pg_catalog.format($f$
+    IF TG_OP = %L THEN
+        PERFORM %s
            FROM (SELECT pg_catalog.array_agg(x.p) AS ps, pg_catalog.array_agg(x.k) AS ks
-                   FROM (SELECT %2$s AS p, %3$s AS k FROM %4$s n WHERE %5$s) x) a
+                   FROM (SELECT %s AS p, %s AS k FROM %s n WHERE %s) x) a
           WHERE a.ps IS NOT NULL;
-    END IF;$f$, pg_catalog.upper(op), pg_catalog.format(rowexpr, 'n'), pg_catalog.format(keyexpr, 'n'),
-            CASE op WHEN 'delete' THEN 'old_rows' ELSE 'new_rows' END, cond,
-            c.topic, c.types OPERATOR(pg_catalog.->>) op, hdr);
+    END IF;$f$, pg_catalog.upper(op), emit, event_bus._capture_row_sql(c, 'n.*', 'n.'),
+                event_bus._capture_key_sql(c, 'n.'), CASE op WHEN 'delete' THEN 'old_rows' ELSE 'new_rows' END,
+                cond);
+        END IF;
     END LOOP;
 
     EXECUTE pg_catalog.format($f$CREATE OR REPLACE FUNCTION %s() RETURNS trigger
@@ -212,6 +231,7 @@ AS %L$f$, fn,
         E'\n    RETURN NULL;\nEND\n');
     EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s() IS %L', fn,
                               'event_bus capture of ' || qname || ' (generated by event_bus.capture(); do not edit)');
+    PERFORM event_bus._capture_depend(pg_catalog.format('%s()', fn)::regprocedure);
 
     PERFORM event_bus._capture_drop_triggers(p_table);
     FOREACH op IN ARRAY c.operations LOOP
@@ -226,24 +246,8 @@ AS %L$f$, fn,
 END
 $gen$;
 
--- Check that a capture condition compiles against the table.
-CREATE FUNCTION event_bus._capture_check_condition(p_table regclass, p_condition text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p_condition IS NULL THEN
-        RETURN;
-    END IF;
-    BEGIN
-        EXECUTE pg_catalog.format('SELECT (%s)::boolean FROM %s n LIMIT 0', p_condition, p_table);
-    EXCEPTION WHEN others THEN
-        RAISE EXCEPTION 'invalid capture condition for table %: %', p_table, SQLERRM
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The condition is a boolean SQL expression over the columns of the row, evaluated with search_path = pg_catalog, pg_temp.';
-    END;
-END
-$$;
-
+-- capture() after its C entry point checked the table and compiled the
+-- condition (p_condition is the compiled expression).
 CREATE FUNCTION event_bus._capture_impl(p_table regclass, p_topic text, p_operations text[], p_types jsonb,
                                         p_key_columns text[], p_columns text[], p_exclude_columns text[],
                                         p_update_mode text, p_condition text)
@@ -328,23 +332,29 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give the table a primary key or pass key_columns.';
     END IF;
-    PERFORM event_bus._capture_check_condition(p_table, p_condition);
 
+    -- Only admins create topics; everyone else needs the produce grant.
     IF NOT EXISTS (SELECT FROM event_bus.topics tp WHERE tp.topic OPERATOR(pg_catalog.=) t) THEN
+        IF NOT pg_catalog.pg_has_role(event_bus._caller(), 'event_bus_admin', 'USAGE') THEN
+            RAISE EXCEPTION 'topic "%" does not exist', t
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'An event_bus_admin can create it with event_bus.create_topic(), or capture it once.';
+        END IF;
         PERFORM event_bus.create_topic(t);
     END IF;
+    PERFORM event_bus._check_topic_privilege(ARRAY[t], 'produce');
 
     SELECT x.function_name INTO fname FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
     existed := FOUND;
     DELETE FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
     INSERT INTO event_bus.captures (relid, topic, operations, types, key_columns, key_attnums, columns,
-                                    column_attnums, exclude_columns, exclude_attnums, update_mode, condition,
-                                    function_name)
+                                    column_attnums, exclude_columns, exclude_attnums, update_mode,
+                                    function_name, condition_expr)
     VALUES (p_table, t, ops, types,
             keycols, event_bus._capture_attnums(p_table, keycols, 'key_columns'),
             p_columns, event_bus._capture_attnums(p_table, p_columns, 'columns'),
             p_exclude_columns, event_bus._capture_attnums(p_table, p_exclude_columns, 'exclude_columns'),
-            p_update_mode, p_condition, coalesce(fname, '_capture_' || p_table::oid));
+            p_update_mode, coalesce(fname, '_capture_' || p_table::oid), p_condition);
     PERFORM event_bus._capture_generate(p_table);
     RETURN NOT existed;
 END
@@ -373,20 +383,21 @@ CREATE FUNCTION event_bus.capture("table" regclass, topic text DEFAULT NULL,
                                   columns text[] DEFAULT NULL, exclude_columns text[] DEFAULT NULL,
                                   update_mode text DEFAULT 'new', condition text DEFAULT NULL)
 RETURNS boolean
-AS 'MODULE_PATHNAME', 'eb_call_as_owner'
-LANGUAGE C VOLATILE SET search_path = pg_catalog, pg_temp;
+AS 'MODULE_PATHNAME', 'eb_capture_1_1'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.capture(regclass, text, text[], jsonb, text[], text[], text[], text, text) IS
-'Turn row changes of a table into events in the same transaction (statement-level triggers). Only the table''s owner may call it. Returns false when it replaced an existing capture.';
+'Turn row changes of a table into events in the same transaction (statement-level triggers). Only the table''s owner may call it, with the produce grant of an existing topic. The condition is one boolean expression over the row. Returns false when it replaced an existing capture.';
 
 CREATE FUNCTION event_bus.uncapture("table" regclass) RETURNS boolean
-AS 'MODULE_PATHNAME', 'eb_call_as_owner'
-LANGUAGE C VOLATILE SET search_path = pg_catalog, pg_temp;
+AS 'MODULE_PATHNAME', 'eb_capture_1_1'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.uncapture(regclass) IS
 'Stop capturing a table (idempotent: returns false if it was not captured).';
 
 -- DDL on a captured table: follow renamed columns, forget dropped excluded
--- columns, refuse to drop key or included columns or to break the
--- condition, and regenerate the trigger function.
+-- columns, refuse to drop key or included columns or columns the condition
+-- uses, and regenerate the trigger function.  A capture trigger created
+-- by pg_restore makes its function depend on the extension again.
 CREATE FUNCTION event_bus._capture_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -398,8 +409,18 @@ DECLARE
     ec record;
 BEGIN
     FOR r IN
+        SELECT DISTINCT x.function_name FROM pg_catalog.pg_event_trigger_ddl_commands() d
+          JOIN pg_catalog.pg_trigger g ON g.oid OPERATOR(pg_catalog.=) d.objid
+          JOIN event_bus.captures x ON x.relid::oid OPERATOR(pg_catalog.=) g.tgrelid
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::regclass
+           AND g.tgname::text LIKE 'event\_bus\_capture\_%'
+    LOOP
+        PERFORM event_bus._capture_depend(pg_catalog.format('event_bus.%I()', r.function_name)::regprocedure);
+    END LOOP;
+    FOR r IN
         SELECT DISTINCT d.objid FROM pg_catalog.pg_event_trigger_ddl_commands() d
          WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
+           AND d.command_tag OPERATOR(pg_catalog.=) 'ALTER TABLE'
            AND d.objid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT x.relid::oid FROM event_bus.captures x))
     LOOP
         SELECT * INTO c FROM event_bus.captures x WHERE x.relid::oid OPERATOR(pg_catalog.=) r.objid;
@@ -411,7 +432,6 @@ BEGIN
         kc := event_bus._capture_columns(c.relid, c.key_columns, c.key_attnums, 'key', false);
         ic := event_bus._capture_columns(c.relid, c.columns, c.column_attnums, 'payload column', false);
         ec := event_bus._capture_columns(c.relid, c.exclude_columns, c.exclude_attnums, 'excluded column', true);
-        PERFORM event_bus._capture_check_condition(c.relid, c.condition);
         UPDATE event_bus.captures x
            SET key_columns = kc.new_names, key_attnums = kc.new_nums,
                columns = ic.new_names, column_attnums = ic.new_nums,
@@ -422,7 +442,7 @@ BEGIN
 END
 $$;
 CREATE EVENT TRIGGER event_bus_capture_ddl ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION event_bus._capture_ddl();
+    WHEN TAG IN ('ALTER TABLE', 'CREATE TRIGGER') EXECUTE FUNCTION event_bus._capture_ddl();
 
 -- A dropped captured table leaves the registry, with its trigger function.
 CREATE FUNCTION event_bus._capture_dropped() RETURNS event_trigger
@@ -452,6 +472,7 @@ CREATE EVENT TRIGGER event_bus_capture_drop ON sql_drop
 CREATE VIEW event_bus.captured_tables AS
 SELECT c.relid AS "table", c.topic, c.operations, c.types, c.key_columns, c.columns, c.exclude_columns,
        c.update_mode, c.condition, c.created_at
-  FROM event_bus.captures c;
-COMMENT ON VIEW event_bus.captured_tables IS 'Which tables are captured, to which topic, and how.';
+  FROM event_bus.captures c JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) c.relid
+ WHERE event_bus._visible(r.relowner::regrole);
+COMMENT ON VIEW event_bus.captured_tables IS 'Which tables are captured, to which topic, and how (the tables one''s roles own, or all for admins).';
 

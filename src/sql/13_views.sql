@@ -1,6 +1,7 @@
 -----------------------------------------------------------------------------
 -- Views for psql
 -----------------------------------------------------------------------------
+
 CREATE VIEW event_bus.subscription_status AS
 SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
        (SELECT pg_catalog.count(*) FROM event_bus.cursors c JOIN event_bus.events e
@@ -16,22 +17,32 @@ SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
          WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription) AS dead,
        (SELECT min(c.position) FROM event_bus.cursors c
          WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS min_position,
-       s.max_attempts, s.lease, s.created_at
-  FROM event_bus.subscriptions s;
+       s.max_attempts, s.lease, s.created_at, s.owner
+  FROM event_bus.subscriptions s
+ WHERE event_bus._visible(s.owner);
 COMMENT ON VIEW event_bus.subscription_status IS
-'Per subscription: events not yet handed out (pending), in flight, waiting for retry, dead.';
+'Per subscription: events not yet handed out (pending), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
 
 CREATE VIEW event_bus.in_flight AS
 SELECT l.subscription, l.topic, l.lane, l.lease_id, pg_catalog.cardinality(l.seqs) AS events, l.seqs,
        l.claimed_at, l.expires_at, l.claimed_by
-  FROM event_bus.leases l;
-COMMENT ON VIEW event_bus.in_flight IS 'Claimed batches that are not yet acknowledged.';
+  FROM event_bus.leases l JOIN event_bus.subscriptions s ON s.subscription OPERATOR(pg_catalog.=) l.subscription
+ WHERE event_bus._visible(s.owner);
+COMMENT ON VIEW event_bus.in_flight IS 'Claimed batches that are not yet acknowledged (of the subscriptions one may see).';
 
 CREATE VIEW event_bus.retry_queue AS
 SELECT r.subscription, r.seq, r.topic, r.lane, r.attempt, r.due_at, r.last_error,
        r.lease_id IS NOT NULL AS in_flight
-  FROM event_bus.retries r;
-COMMENT ON VIEW event_bus.retry_queue IS 'Events waiting for redelivery (in_flight: redelivered and not yet acked).';
+  FROM event_bus.retries r JOIN event_bus.subscriptions s ON s.subscription OPERATOR(pg_catalog.=) r.subscription
+ WHERE event_bus._visible(s.owner);
+COMMENT ON VIEW event_bus.retry_queue IS 'Events waiting for redelivery (in_flight: redelivered and not yet acked), of the subscriptions one may see.';
+
+CREATE VIEW event_bus.dead_letter_queue AS
+SELECT d.subscription, d.seq, d.id, d.topic, d.type, d.version, d.key, d.payload, d.headers, d.emitted_at,
+       d.attempts, d.last_error, d.dead_at
+  FROM event_bus.dead_letters d JOIN event_bus.subscriptions s ON s.subscription OPERATOR(pg_catalog.=) d.subscription
+ WHERE event_bus._visible(s.owner);
+COMMENT ON VIEW event_bus.dead_letter_queue IS 'Dead letters, with the whole event and the last error, of the subscriptions one may see (redrive or purge them).';
 
 CREATE VIEW event_bus.worker_status AS
 SELECT w.datname, w.database, w.pid, w.state, w.started_at, w.last_round, w.rounds,

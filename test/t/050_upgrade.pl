@@ -165,5 +165,16 @@ $node->safe_psql('upgraded', q{INSERT INTO shop VALUES (3, 'paid', 'after the up
 is($node->safe_psql('upgraded', q{SELECT string_agg(payload->>'note', ',' ORDER BY seq) FROM event_bus.events WHERE topic = 'audit'}),
 	'before the upgrade,after the upgrade', 'the capture (with its condition) works after the upgrade');
 
+is($node->safe_psql('upgraded', q{
+	SELECT string_agg(d.deptype::text, ',' ORDER BY d.deptype)
+	  FROM event_bus.captures c
+	  JOIN pg_depend d ON d.classid = 'pg_proc'::regclass
+	                  AND d.objid = format('event_bus.%I()', c.function_name)::regprocedure
+	                  AND d.refclassid = 'pg_extension'::regclass}),
+	'n', 'a regenerated capture function depends on the extension but is not a member of it');
+my ($rc, $out, $err) = $node->psql('upgraded', 'DROP EXTENSION event_bus');
+like($err, qr/cannot drop extension event_bus because other objects depend on it/,
+	'DROP EXTENSION refuses to leave the captured table with broken triggers');
+
 $node->stop;
 done_testing();

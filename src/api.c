@@ -1,0 +1,172 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *	  The SQL API's entry points: who is calling, then the work as the
+ *	  extension's owner.
+ *
+ * A SECURITY DEFINER function cannot see who called it: inside it,
+ * current_user is its owner.  Yet most of event_bus's API must know the
+ * caller - a subscription may be worked only by its owner's roles, a topic
+ * only by roles it was granted to.  So the public functions (claim, ack,
+ * subscribe, ...) are this C entry point, eb_api, running with the caller's
+ * identity.  It records the caller on a small backend-local stack and calls
+ * the PL/pgSQL implementation event_bus._<name>_impl, a SECURITY DEFINER
+ * function with a pinned search_path that nobody else may execute, with the
+ * same arguments (and, for set-returning functions, the same ReturnSetInfo).
+ * The implementation asks event_bus._caller() who called and checks
+ * ownership and grants itself.
+ *
+ * The stack is popped however the call ends, so an error caught by the
+ * caller's exception block leaves nothing behind.  A nested call (an
+ * implementation calling another API function) runs as the extension's owner
+ * and therefore with its rights, as any SECURITY DEFINER code does.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "event_bus.h"
+
+PG_FUNCTION_INFO_V1(eb_api);
+PG_FUNCTION_INFO_V1(eb_caller_sql);
+
+/* Who called the API functions now running, innermost last. */
+static Oid *caller_stack = NULL;
+static int	caller_depth = 0;
+static int	caller_space = 0;
+
+/* What an API function's FmgrInfo caches between calls of one query. */
+typedef struct ImplCall
+{
+	Oid			impl_oid;
+	FmgrInfo	flinfo;
+} ImplCall;
+
+/* The role owning the extension's objects (the owner of event_bus.topics). */
+Oid
+eb_extension_owner(void)
+{
+	Oid			relid = get_relname_relid("topics", get_namespace_oid(EB_SCHEMA, false));
+	HeapTuple	tup;
+	Oid			owner;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "event_bus: cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* The caller of the innermost API function running, or InvalidOid. */
+Oid
+eb_current_caller(void)
+{
+	return caller_depth > 0 ? caller_stack[caller_depth - 1] : InvalidOid;
+}
+
+static void
+eb_push_caller(Oid caller)
+{
+	if (caller_depth == caller_space)
+	{
+		int			space = Max(8, caller_space * 2);
+
+		if (caller_stack == NULL)
+			caller_stack = MemoryContextAlloc(TopMemoryContext, space * sizeof(Oid));
+		else
+			caller_stack = repalloc(caller_stack, space * sizeof(Oid));
+		caller_space = space;
+	}
+	caller_stack[caller_depth++] = caller;
+}
+
+/*
+ * Call event_bus.<impl_name> with the arguments (and result set info) of
+ * fcinfo, with 'caller' recorded as the caller.  The implementation must
+ * have the same argument types.  impl_name is needed only on the first call
+ * of a query (the implementation is then cached in fn_extra).
+ */
+Datum
+eb_call_impl(FunctionCallInfo fcinfo, const char *impl_name, Oid caller)
+{
+	ImplCall   *call = (ImplCall *) fcinfo->flinfo->fn_extra;
+	FunctionCallInfo impl_fcinfo;
+	Datum		result;
+	int			nargs = fcinfo->nargs;
+	int			i;
+
+	if (call == NULL)
+	{
+		Oid		   *argtypes;
+		int			n;
+
+		call = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ImplCall));
+		(void) get_func_signature(fcinfo->flinfo->fn_oid, &argtypes, &n);
+		call->impl_oid = LookupFuncName(list_make2(makeString(EB_SCHEMA), makeString(pstrdup(impl_name))),
+										n, argtypes, false);
+		fmgr_info_cxt(call->impl_oid, &call->flinfo, fcinfo->flinfo->fn_mcxt);
+		fcinfo->flinfo->fn_extra = call;
+	}
+
+	impl_fcinfo = palloc0(SizeForFunctionCallInfo(nargs));
+	InitFunctionCallInfoData(*impl_fcinfo, &call->flinfo, nargs, fcinfo->fncollation,
+							 fcinfo->context, fcinfo->resultinfo);
+	for (i = 0; i < nargs; i++)
+		impl_fcinfo->args[i] = fcinfo->args[i];
+
+	eb_push_caller(caller);
+	PG_TRY();
+	{
+		result = FunctionCallInvoke(impl_fcinfo);
+	}
+	PG_FINALLY();
+	{
+		caller_depth--;
+	}
+	PG_END_TRY();
+
+	fcinfo->isnull = impl_fcinfo->isnull;
+	return result;
+}
+
+/*
+ * The public functions of the API: event_bus.<name>(...) calls
+ * event_bus._<name>_impl(...) with the caller recorded.
+ */
+Datum
+eb_api(PG_FUNCTION_ARGS)
+{
+	char	   *impl = NULL;
+
+	if (fcinfo->flinfo->fn_extra == NULL)
+		impl = psprintf("_%s_impl", get_func_name(fcinfo->flinfo->fn_oid));
+	return eb_call_impl(fcinfo, impl, GetUserId());
+}
+
+/*
+ * event_bus._caller(): the role that called the API function now running.
+ * Only its implementation may ask.
+ */
+Datum
+eb_caller_sql(PG_FUNCTION_ARGS)
+{
+	Oid			caller = eb_current_caller();
+
+	if (!OidIsValid(caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("event_bus internal functions may only be called through the event_bus API")));
+	PG_RETURN_OID(caller);
+}
