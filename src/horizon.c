@@ -29,7 +29,10 @@
  * it (or sees it already cleared, meaning the transaction ended).
  *
  * Only transactions that emitted hold the horizon back; long transactions
- * that did not emit do not.  The claimer must take its snapshot after
+ * that did not emit do not.  A savepoint rolled back over every emit of its
+ * transaction releases the floor at once: the floor was set at the first
+ * emit, so when the subtransaction that made that emit (or the one it was
+ * merged into by RELEASE) aborts, every row the transaction inserted is gone.  The claimer must take its snapshot after
  * computing the horizon, which is why claims require READ COMMITTED.
  *
  * Locking: slots and the per-database counters are lock-free atomics; the
@@ -60,6 +63,8 @@ EventBusShared *eb_shared = NULL;
 static EventBusDb *my_db = NULL;
 static EventBusSlot *my_slot = NULL;
 static bool xact_emitted = false;
+static SubTransactionId emitted_subxid = InvalidSubTransactionId;
+static SubTransactionId coverage_subxid = InvalidSubTransactionId;
 static bool xact_wake = false;
 static bool xact_wake_launcher = false;
 static uint64 xact_coverage = 0;
@@ -187,6 +192,40 @@ eb_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/*
+ * Follow the subtransaction that took the first seq (and the one that
+ * created log partitions) through RELEASE and ROLLBACK TO.
+ */
+static void
+eb_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					SubTransactionId parentSubid, void *arg)
+{
+	switch (event)
+	{
+		case SUBXACT_EVENT_COMMIT_SUB:
+			if (xact_emitted && emitted_subxid == mySubid)
+				emitted_subxid = parentSubid;
+			if (xact_coverage != 0 && coverage_subxid == mySubid)
+				coverage_subxid = parentSubid;
+			break;
+		case SUBXACT_EVENT_ABORT_SUB:
+			if (xact_emitted && emitted_subxid == mySubid)
+			{
+				/* Every event of this transaction was rolled back. */
+				if (my_slot != NULL)
+					pg_atomic_write_u64(&my_slot->floor, 0);
+				xact_emitted = false;
+				if (my_db != NULL)
+					eb_wake_database(my_db);
+			}
+			if (xact_coverage != 0 && coverage_subxid == mySubid)
+				xact_coverage = 0;	/* its partitions are gone; look again */
+			break;
+		default:
+			break;
+	}
+}
+
 /* A backend exiting in the middle of a transaction must not pin the horizon. */
 static void
 eb_before_shmem_exit(int code, Datum arg)
@@ -199,6 +238,7 @@ void
 eb_horizon_init(void)
 {
 	RegisterXactCallback(eb_xact_callback, NULL);
+	RegisterSubXactCallback(eb_subxact_callback, NULL);
 }
 
 /* Does the database with this OID still exist? */
@@ -354,6 +394,7 @@ eb_begin_emit(EventBusDb *db)
 
 	eb_load_max_seq(db);
 	xact_emitted = true;
+	emitted_subxid = GetCurrentSubTransactionId();
 	pg_atomic_write_u64(&my_slot->floor, pg_atomic_read_u64(&db->max_seq) + 1);
 	pg_memory_barrier();
 }
@@ -398,7 +439,11 @@ void
 eb_note_coverage(uint64 covered)
 {
 	if (covered > xact_coverage)
+	{
+		/* Forgotten (all of it) if this subtransaction aborts. */
+		coverage_subxid = GetCurrentSubTransactionId();
 		xact_coverage = covered;
+	}
 }
 
 uint64
