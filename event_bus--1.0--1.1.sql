@@ -55,6 +55,46 @@ ALTER TABLE event_bus.captures ADD COLUMN condition_expr text;
 -----------------------------------------------------------------------------
 -- Internal SQL helpers
 -----------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION event_bus._ensure_partitions(want bigint, need bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    top  bigint;
+    size bigint := pg_catalog.current_setting('event_bus.partition_size')::bigint;
+    name text;
+BEGIN
+    SELECT max(p.hi) INTO top FROM event_bus.log_partitions p;
+    IF top IS NOT NULL AND top > want THEN
+        PERFORM event_bus._note_coverage(top);
+        RETURN top;
+    END IF;
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('event_bus._ensure_partitions')) THEN
+        IF top IS NOT NULL AND top > coalesce(need, want) THEN
+            RETURN top;
+        END IF;
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('event_bus._ensure_partitions'));
+    END IF;
+    SELECT max(p.hi) INTO top FROM event_bus.log_partitions p;
+    IF top IS NULL THEN
+        -- The first partition starts at the lowest seq an open transaction
+        -- may still insert: emitters take their seqs before they get here.
+        top := event_bus._horizon() + 1;
+    END IF;
+    WHILE top <= want LOOP
+        name := pg_catalog.format('events_%s', pg_catalog.lpad(top::text, 19, '0'));
+        EXECUTE pg_catalog.format('CREATE TABLE event_bus.%I (LIKE event_bus.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON event_bus.%I (topic, lane, seq)', name || '_topic_lane_seq', name);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE event_bus.events ATTACH PARTITION event_bus.%I FOR VALUES FROM (%s) TO (%s)',
+            name, top, top + size);
+        INSERT INTO event_bus.log_partitions (lo, hi, relname) VALUES (top, top + size, name);
+        top := top + size;
+    END LOOP;
+    PERFORM event_bus._note_coverage(top);
+    RETURN top;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION event_bus._backoff(base interval, cap interval, attempt integer) RETURNS interval
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$

@@ -65,14 +65,13 @@ EB_INSERT_HEAD
 "SELECT s.seq, pg_catalog.gen_random_uuid(), t.topic, $2, $6, s.k, "
 EB_LANE_EXPR("s.k") ", s.p, $5, pg_catalog.clock_timestamp() "
 "FROM event_bus.topics t, "
-"LATERAL (SELECT pg_catalog.nextval('event_bus.event_seq'::pg_catalog.regclass) AS seq, u.p, u.k "
-"         FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)) AS u(p, k)) s "
-"WHERE t.topic OPERATOR(pg_catalog.=) $1 "
-"RETURNING seq";
+"     ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($7)) AS s(p, k, seq) "
+"WHERE t.topic OPERATOR(pg_catalog.=) $1";
 
 static Oid	emit_argtypes[10] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, JSONBOID, INT4OID,
 	INT8OID, UUIDOID, INT2OID, TIMESTAMPTZOID};
-static Oid	emit_many_argtypes[6] = {TEXTOID, TEXTOID, JSONBARRAYOID, TEXTARRAYOID, JSONBOID, INT4OID};
+static Oid	emit_many_argtypes[7] = {TEXTOID, TEXTOID, JSONBARRAYOID, TEXTARRAYOID, JSONBOID, INT4OID,
+	INT8ARRAYOID};
 
 static SPIPlanPtr
 eb_prepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
@@ -378,16 +377,21 @@ eb_check_key(text *key)
 }
 
 /*
- * Make sure log partitions reach past the next 'n' seqs.  Extending starts
- * half a partition ahead (normally maintenance keeps two partitions of room
- * and this never runs); the caller only waits for another extending
- * transaction when its own seqs would otherwise have no partition.  Must be
- * called inside SPI.
+ * Make sure log partitions reach past 'maxseq'.  Emits call it twice: with
+ * the seqs they are about to take (so that the 1.0 install script's
+ * _ensure_partitions, which starts the first partition at the sequence's
+ * position, never starts it past them), and with the highest seq they were
+ * given (so that concurrent emitters, which take seqs in between, cannot
+ * leave any of them without a partition).
+ * Extending starts half a partition ahead (normally maintenance keeps two
+ * partitions of room and this never runs); the caller only waits for another
+ * extending transaction when its own seqs would otherwise have no partition.
+ * Must be called inside SPI.
  */
 static void
-eb_ensure_coverage(EventBusDb *db, int64 n)
+eb_ensure_coverage(EventBusDb *db, int64 maxseq)
 {
-	uint64		next = pg_atomic_read_u64(&db->max_seq) + n;
+	uint64		next = (uint64) maxseq;
 	uint64		want = next + eb_partition_size / 2;
 	Datum		args[2];
 	Oid			argtypes[2] = {INT8OID, INT8OID};
@@ -397,8 +401,7 @@ eb_ensure_coverage(EventBusDb *db, int64 n)
 		return;
 
 	args[0] = Int64GetDatum((int64) want);
-	/* room for what concurrent emitters may take meanwhile */
-	args[1] = Int64GetDatum((int64) (next + Min(eb_partition_size / 4, 10000)));
+	args[1] = Int64GetDatum((int64) next);
 	ret = SPI_execute_with_args("SELECT event_bus._ensure_partitions($1, $2)",
 								2, argtypes, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
@@ -445,8 +448,9 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 	lanes = eb_producible_topic(topic, user.caller);
 
 	eb_begin_emit(db);
-	eb_ensure_coverage(db, 1);
+	eb_ensure_coverage(db, pg_atomic_read_u64(&db->max_seq) + 1);
 	seq = nextval_internal(db->seqoid, false);
+	eb_ensure_coverage(db, seq);
 
 	eb_common_params(values, nulls, topic, type, PointerGetDatum(payload),
 					 key ? PointerGetDatum(key) : (Datum) 0, headers, version);
@@ -487,8 +491,8 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 	int			n;
 	int			i;
 	EventBusDb *db;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			ret;
 	Datum	   *seqs;
 	int64		maxseq = 0;
@@ -556,27 +560,32 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 	eb_common_params(values, nulls, topic, type, PointerGetDatum(payloads),
 					 keys ? PointerGetDatum(keys) : (Datum) 0, headers, version);
 
-	seqs = palloc(sizeof(Datum) * n);	/* outlives SPI_finish */
+	/* The seqs first, then partitions for them, then the rows. */
 	SPI_connect();
-	eb_ensure_coverage(db, n);
-	ret = SPI_execute_plan(eb_prepare(&emit_many_plan, emit_many_sql, 6, emit_many_argtypes),
-						   values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "event_bus: emit_many failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed != (uint64) n)
-		elog(ERROR, "event_bus: emit_many inserted " UINT64_FORMAT " of %d events", SPI_processed, n);
+	eb_ensure_coverage(db, pg_atomic_read_u64(&db->max_seq) + n);
+	SPI_finish();
+	seqs = palloc(sizeof(Datum) * n);
 	for (i = 0; i < n; i++)
 	{
-		bool		isnull;
-		int64		s = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		int64		s = nextval_internal(db->seqoid, false);
 
 		seqs[i] = Int64GetDatum(s);
 		if (s > maxseq)
 			maxseq = s;
 	}
+	result = construct_array(seqs, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	values[6] = PointerGetDatum(result);
+
+	SPI_connect();
+	eb_ensure_coverage(db, maxseq);
+	ret = SPI_execute_plan(eb_prepare(&emit_many_plan, emit_many_sql, 7, emit_many_argtypes),
+						   values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "event_bus: emit_many failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed != (uint64) n)
+		elog(ERROR, "event_bus: emit_many inserted " UINT64_FORMAT " of %d events", SPI_processed, n);
 	SPI_finish();
 	eb_emit_as_caller(&user);
-	result = construct_array(seqs, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 
 	eb_note_seq(db, (uint64) maxseq);
 	PG_RETURN_ARRAYTYPE_P(result);

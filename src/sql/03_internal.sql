@@ -10,7 +10,7 @@
 -- sessions go on while the creating transaction is open.  Creators are
 -- serialised by an advisory lock; a caller that finds another transaction
 -- already extending the log does not wait for it as long as the existing
--- partitions still reach past need (the seqs it is about to take).
+-- partitions still reach past need (the highest seq it has taken).
 CREATE FUNCTION event_bus._ensure_partitions(want bigint, need bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -32,8 +32,9 @@ BEGIN
     END IF;
     SELECT max(p.hi) INTO top FROM event_bus.log_partitions p;
     IF top IS NULL THEN
-        SELECT CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END
-          INTO top FROM event_bus.event_seq s;
+        -- The first partition starts at the lowest seq an open transaction
+        -- may still insert: emitters take their seqs before they get here.
+        top := event_bus._horizon() + 1;
     END IF;
     WHILE top <= want LOOP
         name := pg_catalog.format('events_%s', pg_catalog.lpad(top::text, 19, '0'));
