@@ -63,6 +63,7 @@ typedef struct EventBusWorker
 	Oid			dboid;
 	EventBusWorkerState state;
 	pid_t		pid;
+	int			procno;			/* pgprocno of the worker, while pid != 0 */
 	TimestampTz started_at;
 	TimestampTz last_round;
 	uint64		rounds;

@@ -131,6 +131,17 @@ eb_find_worker(Oid dboid)
 }
 
 /*
+ * Is the worker recorded in a slot still running?  Its PGPROC still carries
+ * its pid while it lives.  Caller holds eb_shared->lock.
+ */
+static bool
+eb_worker_alive(EventBusWorker *w)
+{
+	return w->pid != 0 && w->procno >= 0 &&
+		ProcGlobal->allProcs[w->procno].pid == w->pid;
+}
+
+/*
  * Wake everyone who waits for claimable events in this database: claim(wait)
  * sleepers and the database's worker.
  */
@@ -355,6 +366,12 @@ eb_start_worker(LauncherDb *ldb)
 				 errhint("Raise event_bus.max_databases and restart the server.")));
 		return false;
 	}
+	if (w->dboid == ldb->dboid && eb_worker_alive(w))
+	{
+		/* Started by a previous launcher and still running: adopt it. */
+		LWLockRelease(eb_shared->lock);
+		return true;
+	}
 	if (w->dboid != ldb->dboid)
 	{
 		memset(w, 0, sizeof(EventBusWorker));
@@ -387,6 +404,25 @@ eb_start_worker(LauncherDb *ldb)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * Stop a worker started by a previous launcher (no handle to terminate it
+ * with): SIGTERM, as TerminateBackgroundWorker would send.
+ */
+static void
+eb_stop_adopted(Oid dboid)
+{
+	EventBusWorker *w;
+	pid_t		pid = 0;
+
+	LWLockAcquire(eb_shared->lock, LW_SHARED);
+	w = eb_find_worker(dboid);
+	if (w != NULL && eb_worker_alive(w))
+		pid = w->pid;
+	LWLockRelease(eb_shared->lock);
+	if (pid != 0)
+		kill(pid, SIGTERM);
 }
 
 /* The OIDs of the databases that accept connections, in the caller's context. */
@@ -455,6 +491,7 @@ eb_launcher_pass(List **dbs)
 		ListCell   *lc2;
 		TimestampTz pause_until = 0;
 		EventBusWorker *w;
+		bool		adopted;
 
 		foreach(lc2, *dbs)
 		{
@@ -492,8 +529,19 @@ eb_launcher_pass(List **dbs)
 		w = eb_find_worker(dboid);
 		if (w != NULL)
 			pause_until = w->pause_until;
+		adopted = (ldb->handle == NULL && w != NULL && eb_worker_alive(w));
 		LWLockRelease(eb_shared->lock);
 
+		/*
+		 * A worker a previous launcher started (this launcher was restarted)
+		 * runs on: there is never more than one per database.
+		 */
+		if (adopted)
+		{
+			if (!eb_worker_enabled)
+				eb_stop_adopted(dboid);
+			continue;
+		}
 		if (ldb->absent || !eb_worker_enabled)
 			continue;
 		if (now < ldb->next_start || now < pause_until)
@@ -510,6 +558,8 @@ eb_launcher_pass(List **dbs)
 
 		if (ldb->handle != NULL && (!ldb->seen || !eb_worker_enabled))
 			TerminateBackgroundWorker(ldb->handle);
+		else if (ldb->handle == NULL && !ldb->seen)
+			eb_stop_adopted(ldb->dboid);
 		if (!ldb->seen && ldb->handle == NULL)
 		{
 			EventBusWorker *w;
@@ -753,6 +803,12 @@ eb_worker_main(Datum arg)
 
 	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
 	my_worker = eb_find_worker(dboid);
+	if (my_worker != NULL && eb_worker_alive(my_worker))
+	{
+		/* Another worker serves this database (a restarted launcher). */
+		LWLockRelease(eb_shared->lock);
+		proc_exit(0);
+	}
 	if (my_worker == NULL || GetCurrentTimestamp() < my_worker->pause_until)
 	{
 		if (my_worker != NULL)
@@ -761,6 +817,7 @@ eb_worker_main(Datum arg)
 		proc_exit(0);
 	}
 	my_worker->pid = MyProcPid;
+	my_worker->procno = MyProc->pgprocno;
 	my_worker->started_at = GetCurrentTimestamp();
 	my_worker->last_round = 0;
 	my_worker->rounds = 0;
