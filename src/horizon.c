@@ -53,6 +53,7 @@
 #include "storage/shmem.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 
 #include "event_bus.h"
@@ -67,6 +68,7 @@ static SubTransactionId emitted_subxid = InvalidSubTransactionId;
 static SubTransactionId coverage_subxid = InvalidSubTransactionId;
 static bool xact_wake = false;
 static bool xact_wake_launcher = false;
+static bool wake_pending = false;	/* wake claimers once the commit is complete */
 static uint64 xact_coverage = 0;
 
 static int
@@ -179,7 +181,7 @@ eb_xact_callback(XactEvent event, void *arg)
 			 */
 			if ((xact_emitted || (xact_wake && event != XACT_EVENT_ABORT &&
 								  event != XACT_EVENT_PARALLEL_ABORT)) && my_db != NULL)
-				eb_wake_database(my_db);
+				wake_pending = true;	/* see eb_release_callback */
 			if (xact_wake_launcher && event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
 				eb_wake_launcher();
 			xact_emitted = false;
@@ -226,6 +228,24 @@ eb_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
+/*
+ * Wake claimers of this database at the very end of a transaction that
+ * changed what they may claim.  Not from the transaction callback: that runs
+ * before the transaction's invalidation messages are sent, and a claimer
+ * woken then would look again with plans that do not know the log
+ * partitions the transaction attached, and sleep on.
+ */
+static void
+eb_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, void *arg)
+{
+	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && wake_pending)
+	{
+		wake_pending = false;
+		if (my_db != NULL)
+			eb_wake_database(my_db);
+	}
+}
+
 /* A backend exiting in the middle of a transaction must not pin the horizon. */
 static void
 eb_before_shmem_exit(int code, Datum arg)
@@ -239,6 +259,7 @@ eb_horizon_init(void)
 {
 	RegisterXactCallback(eb_xact_callback, NULL);
 	RegisterSubXactCallback(eb_subxact_callback, NULL);
+	RegisterResourceReleaseCallback(eb_release_callback, NULL);
 }
 
 /* Does the database with this OID still exist? */

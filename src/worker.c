@@ -65,6 +65,7 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -683,6 +684,20 @@ eb_extension_present(void)
 	return OidIsValid(nsp) && OidIsValid(get_relname_relid(EB_SEQUENCE, nsp));
 }
 
+/* The parts of a round; each runs in its own transaction. */
+typedef enum WorkerPart
+{
+	PART_DISPATCH = 0,
+	PART_MAINTENANCE,
+	PART_RETENTION,
+	NUM_PARTS
+} WorkerPart;
+
+static const char *const part_names[NUM_PARTS] = {"dispatch", "maintenance", "retention"};
+
+/* Longest back-off after repeated failures of a part. */
+#define EB_MAX_BACKOFF_MS	60000
+
 /* Worker state carried from round to round. */
 typedef struct WorkerRound
 {
@@ -692,6 +707,10 @@ typedef struct WorkerRound
 	TimestampTz next_retention;
 	TimestampTz next_due;		/* earliest retry due / lease expiry, or 0 */
 	TimestampTz last_round_start;
+	int			failures[NUM_PARTS];	/* consecutive failures of each part */
+	TimestampTz retry_at[NUM_PARTS];	/* a failed part waits until then */
+	bool		gone;			/* the extension was dropped */
+	uint64		notified;		/* notifications sent this round */
 } WorkerRound;
 
 static Datum
@@ -700,38 +719,27 @@ eb_spi_value(int col, bool *isnull)
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, isnull);
 }
 
-/*
- * One round; runs its own transaction.  Returns false when the extension is
- * gone from the database.
- */
-static bool
-eb_worker_round(WorkerRound *r, MemoryContext keep)
+/* When the worker must look again: the next retry due or lease expiry. */
+static void
+eb_read_next_due(WorkerRound *r)
 {
-	TimestampTz now;
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_execute("SELECT event_bus._next_due()", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "event_bus: _next_due() failed");
+	d = eb_spi_value(1, &isnull);
+	r->next_due = isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+/* Dispatch: notify listeners and wake waiters; also learn the next due time. */
+static void
+eb_part_dispatch(WorkerRound *r, MemoryContext keep)
+{
 	Datum		args[2];
 	char		nulls[2] = {' ', ' '};
 	Oid			argtypes[2] = {INT8OID, JSONBOID};
 	bool		isnull;
-	uint64		notified = 0;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "event_bus: dispatch");
-
-	if (!eb_extension_present())
-	{
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-		return false;
-	}
-	if (my_worker_db == NULL)
-	{
-		my_worker_db = eb_db_state();
-		pg_atomic_write_u32(&my_worker_db->worker_procno, MyProc->pgprocno + 1);
-	}
 
 	args[0] = Int64GetDatum(r->horizon);
 	nulls[0] = r->horizon < 0 ? 'n' : ' ';
@@ -750,43 +758,160 @@ eb_worker_round(WorkerRound *r, MemoryContext keep)
 		r->state = isnull ? (Datum) 0 : datumCopy(st, false, -1);
 		MemoryContextSwitchTo(old);
 	}
-	notified = (uint64) DatumGetInt32(eb_spi_value(3, &isnull));
+	r->notified = (uint64) DatumGetInt32(eb_spi_value(3, &isnull));
+	eb_read_next_due(r);
+}
 
-	now = GetCurrentTimestamp();
-	if (now >= r->next_maintenance || (r->next_due != 0 && now >= r->next_due))
-	{
-		pgstat_report_activity(STATE_RUNNING, "event_bus: maintenance");
-		if (SPI_execute("SELECT * FROM event_bus.run_maintenance()", false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "event_bus: run_maintenance() failed");
-		r->next_maintenance = TimestampTzPlusMilliseconds(now, eb_naptime);
-	}
-	if (now >= r->next_retention)
-	{
-		pgstat_report_activity(STATE_RUNNING, "event_bus: retention");
-		if (SPI_execute("SELECT event_bus._retention()", false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "event_bus: _retention() failed");
-		r->next_retention = TimestampTzPlusMilliseconds(now, EB_RETENTION_EVERY_MS);
-	}
-	if (SPI_execute("SELECT event_bus._next_due()", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "event_bus: _next_due() failed");
-	{
-		Datum		d = eb_spi_value(1, &isnull);
+static void
+eb_part_maintenance(WorkerRound *r, MemoryContext keep)
+{
+	if (SPI_execute("SELECT * FROM event_bus.run_maintenance()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "event_bus: run_maintenance() failed");
+	eb_read_next_due(r);
+}
 
-		r->next_due = isnull ? 0 : DatumGetTimestampTz(d);
-	}
+static void
+eb_part_retention(WorkerRound *r, MemoryContext keep)
+{
+	if (SPI_execute("SELECT event_bus._retention()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "event_bus: _retention() failed");
+}
 
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
+/*
+ * Run one part of a round in a transaction of its own, so that one failing
+ * part rolls back neither the others' work nor their notifications.  A
+ * failure is logged and recorded in worker_status, and the part waits
+ * before it runs again: 100 ms after the first failure, doubling up to a
+ * minute, so a persistent error costs a bounded number of log lines.
+ * Returns whether the part ran and succeeded.
+ */
+static bool
+eb_run_part(WorkerRound *r, WorkerPart part, MemoryContext keep,
+			void (*fn) (WorkerRound *, MemoryContext))
+{
+	MemoryContext round_cxt = CurrentMemoryContext;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		ok = true;
+
+	if (r->failures[part] > 0 && now < r->retry_at[part])
+		return false;
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, psprintf("event_bus: %s", part_names[part]));
+		if (!eb_extension_present())
+			r->gone = true;
+		else
+		{
+			if (my_worker_db == NULL)
+			{
+				my_worker_db = eb_db_state();
+				pg_atomic_write_u32(&my_worker_db->worker_procno, MyProc->pgprocno + 1);
+			}
+			fn(r, keep);
+		}
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		int			backoff;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(round_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+
+		r->failures[part]++;
+		backoff = EB_MAX_BACKOFF_MS;
+		if (r->failures[part] <= 10)
+			backoff = Min(100 << (r->failures[part] - 1), EB_MAX_BACKOFF_MS);
+		r->retry_at[part] = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff);
+		ereport(LOG,
+				(errmsg("event_bus worker: %s failed: %s", part_names[part], edata->message),
+				 errdetail("Failure %d in a row; the next attempt in %d ms.", r->failures[part], backoff)));
+
+		LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+		snprintf(my_worker->last_error, sizeof(my_worker->last_error), "%s: %s",
+				 part_names[part], edata->message ? edata->message : "unknown error");
+		my_worker->last_error_at = GetCurrentTimestamp();
+		LWLockRelease(eb_shared->lock);
+
+		if (part == PART_DISPATCH)
+		{
+			/* Start over: the next dispatch notifies what is pending. */
+			r->horizon = -1;
+			r->state = (Datum) 0;	/* freed with the keep context's reset below */
+		}
+		RESUME_INTERRUPTS();
+		ok = false;
+	}
+	PG_END_TRY();
+
+	if (ok)
+		r->failures[part] = 0;
+	return ok;
+}
+
+/*
+ * One round: dispatch, then maintenance and retention when due.  The round's
+ * allocations live in round_cxt, reset by the caller.
+ */
+static void
+eb_worker_round(WorkerRound *r, MemoryContext keep)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	r->notified = 0;
+	(void) eb_run_part(r, PART_DISPATCH, keep, eb_part_dispatch);
+	if (!r->gone && (now >= r->next_maintenance || (r->next_due != 0 && now >= r->next_due)))
+	{
+		if (eb_run_part(r, PART_MAINTENANCE, keep, eb_part_maintenance))
+			r->next_maintenance = TimestampTzPlusMilliseconds(now, eb_naptime);
+	}
+	if (!r->gone && now >= r->next_retention)
+	{
+		if (eb_run_part(r, PART_RETENTION, keep, eb_part_retention))
+			r->next_retention = TimestampTzPlusMilliseconds(now, EB_RETENTION_EVERY_MS);
+	}
 	pgstat_report_stat(false);
 
 	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
 	my_worker->last_round = now;
 	my_worker->rounds++;
-	my_worker->notifications += notified;
+	my_worker->notifications += r->notified;
 	LWLockRelease(eb_shared->lock);
-	return true;
+}
+
+/*
+ * How long the worker may sleep: until the next due retry or lease expiry,
+ * a failed part's next attempt, or naptime.
+ */
+static long
+eb_worker_timeout(WorkerRound *r)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz until = TimestampTzPlusMilliseconds(now, eb_naptime);
+	long		secs;
+	int			usecs;
+	int			i;
+
+	if (r->next_due != 0 && r->next_due < until)
+		until = r->next_due;
+	for (i = 0; i < NUM_PARTS; i++)
+		if (r->failures[i] > 0 && r->retry_at[i] < until)
+			until = r->retry_at[i];
+	TimestampDifference(now, until, &secs, &usecs);
+	return Max(secs * 1000 + usecs / 1000 + 1, 1);
 }
 
 void
@@ -794,6 +919,7 @@ eb_worker_main(Datum arg)
 {
 	Oid			dboid = DatumGetObjectId(arg);
 	MemoryContext keep;
+	MemoryContext round_cxt;
 	WorkerRound r;
 	bool		present;
 
@@ -843,14 +969,12 @@ eb_worker_main(Datum arg)
 	eb_worker_set_state(EBW_RUNNING);
 
 	keep = AllocSetContextCreate(TopMemoryContext, "event_bus worker", ALLOCSET_SMALL_SIZES);
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "event_bus worker round", ALLOCSET_DEFAULT_SIZES);
 	memset(&r, 0, sizeof(r));
 	r.horizon = -1;
 
 	for (;;)
 	{
-		long		timeout = eb_naptime;
-		TimestampTz now;
-
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -875,50 +999,21 @@ eb_worker_main(Datum arg)
 		}
 		r.last_round_start = GetCurrentTimestamp();
 
-		PG_TRY();
+		MemoryContextSwitchTo(round_cxt);
+		eb_worker_round(&r, keep);
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(round_cxt);
+		if (r.state == (Datum) 0 && r.horizon < 0)
+			MemoryContextReset(keep);	/* dispatch starts over */
+		if (r.gone)
 		{
-			if (!eb_worker_round(&r, keep))
-			{
-				eb_worker_set_state(EBW_NO_EXTENSION);
-				proc_exit(0);
-			}
+			eb_worker_set_state(EBW_NO_EXTENSION);
+			proc_exit(0);
 		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(keep);
-			EmitErrorReport();
-			edata = CopyErrorData();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			pgstat_report_activity(STATE_IDLE, NULL);
-			LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
-			strlcpy(my_worker->last_error, edata->message ? edata->message : "unknown error",
-					sizeof(my_worker->last_error));
-			my_worker->last_error_at = GetCurrentTimestamp();
-			LWLockRelease(eb_shared->lock);
-			FreeErrorData(edata);
-			/* Start over: the next round notifies what is pending. */
-			r.horizon = -1;
-			if (r.state != (Datum) 0)
-				pfree(DatumGetPointer(r.state));
-			r.state = (Datum) 0;
-		}
-		PG_END_TRY();
 
 		/* Sleep until the next commit, due retry, lease expiry or naptime. */
-		now = GetCurrentTimestamp();
-		if (r.next_due != 0)
-		{
-			long		secs;
-			int			usecs;
-
-			TimestampDifference(now, r.next_due, &secs, &usecs);
-			timeout = Min(timeout, secs * 1000 + usecs / 1000 + 1);
-		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(timeout, 1), PG_WAIT_EXTENSION);
+						 eb_worker_timeout(&r), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }
@@ -1017,6 +1112,15 @@ eb_wait(PG_FUNCTION_ARGS)
 			break;
 	}
 	ConditionVariableCancelSleep();
+
+	/*
+	 * The claim looks again in this same transaction, holding its locks, so
+	 * nothing would make it process invalidations: a log partition attached
+	 * meanwhile (the first emits into a new database, the worker creating
+	 * partitions ahead) would stay invisible to its cached plans until the
+	 * wait ends.
+	 */
+	AcceptInvalidationMessages();
 	PG_RETURN_INT64((int64) pg_atomic_read_u64(&db->wake_gen));
 }
 

@@ -1,0 +1,65 @@
+# A waiting claim is woken by the first commits in a new database, and sees
+# events in log partitions attached while it waited (before, it got them only
+# when its wait ran out).
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $node = PostgreSQL::Test::Cluster->new('wakeup');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'event_bus'
+event_bus.partition_size = 1000
+event_bus.worker = off
+});
+$node->start;
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION event_bus;
+	SELECT event_bus.create_topic('t', 1);
+	SELECT event_bus.subscribe('s', ARRAY['t']);
+});
+is($node->safe_psql('postgres', 'SELECT count(*) FROM event_bus.log_partitions'), '0',
+	'a new database has no log partition yet');
+
+# Start a claim waiting up to 30 s; return how long it took and what it got
+# once something is emitted.
+sub waiting_claim
+{
+	my ($emit) = @_;
+	my $waiter = $node->background_psql('postgres');
+	$waiter->query_until(qr/waiting/,
+		"\\echo waiting\nSELECT 'got ' || count(*) FROM event_bus.claim('s', 10000, wait => '30 s');\n");
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE '%claim%wait%'");
+	my $t0 = time();
+	$node->safe_psql('postgres', $emit);
+	my $got = $waiter->query_until(qr/got \d+/, '');
+	my $took = time() - $t0;
+	$waiter->quit;
+	return ($got =~ /got (\d+)/ ? $1 : -1, $took);
+}
+
+my ($n, $took) = waiting_claim(q{SELECT event_bus.emit('t', 'First', '{}')});
+is($n, 1, 'the waiting claim gets the first event of the database');
+ok($took < 10, sprintf('woken by the commit, not by the end of its wait (%.2f s)', $took));
+is($node->safe_psql('postgres', 'SELECT count(*) > 0 FROM event_bus.log_partitions'), 't',
+	'the first emit created a partition');
+
+($n, $took) = waiting_claim(q{
+	SELECT cardinality(event_bus.emit_many('t', 'Bulk',
+		(SELECT array_agg(jsonb_build_object('n', g)) FROM generate_series(1, 3000) g)))});
+is($n, 3000, "events in partitions attached during the wait are claimed ($n)");
+ok($took < 10, sprintf('at once (%.2f s)', $took));
+
+$node->restart;
+($n, $took) = waiting_claim(q{
+	SELECT cardinality(event_bus.emit_many('t', 'After restart',
+		(SELECT array_agg(jsonb_build_object('n', g)) FROM generate_series(1, 3000) g)))});
+is($n, 3000, 'after a restart too');
+ok($took < 10, sprintf('at once (%.2f s)', $took));
+
+$node->stop;
+done_testing();
