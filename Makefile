@@ -1,6 +1,6 @@
 # event_bus: PGXS build.  See README.md for the set-up and test commands.
 MODULE_big = event_bus
-OBJS = src/event_bus.o src/horizon.o src/emit.o src/worker.o src/capture.o src/api.o
+OBJS = src/event_bus.o src/horizon.o src/emit.o src/worker.o src/capture.o src/api.o src/retention.o
 EXTENSION = event_bus
 EXTVERSION = 1.1
 # The current version's install script is built from src/sql/*.sql (one file
@@ -12,7 +12,7 @@ PGFILEDESC = "event_bus - an event bus inside PostgreSQL"
 
 REGRESS = init topics emit subscribe claim_ack fail_retry dead_letters admin privileges capture errors
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check
-ISOLATION = horizon competing_claims aborted_events lanes_no_stall savepoint_release
+ISOLATION = horizon competing_claims aborted_events lanes_no_stall savepoint_release ordered_fail
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --outputdir=output_iso \
 	--temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check_iso \
 	--load-extension=event_bus

@@ -52,9 +52,13 @@ ALTER TABLE event_bus.subscriptions ALTER COLUMN owner DROP DEFAULT;
 
 ALTER TABLE event_bus.captures ADD COLUMN condition_expr text;
 
+-- Retention marks the partitions it is detaching (src/retention.c).
+ALTER TABLE event_bus.log_partitions ADD COLUMN detaching_at timestamptz;
+
 -----------------------------------------------------------------------------
 -- Internal SQL helpers
 -----------------------------------------------------------------------------
+DROP FUNCTION event_bus._release(event_bus.subscriptions, bigint, timestamptz);
 CREATE OR REPLACE FUNCTION event_bus._ensure_partitions(want bigint, need bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -92,6 +96,113 @@ BEGIN
     END LOOP;
     PERFORM event_bus._note_coverage(top);
     RETURN top;
+END
+$$;
+
+CREATE FUNCTION event_bus._retention_candidates(take boolean, OUT relname text, OUT state text)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    h        bigint := event_bus._horizon();
+    keep     bigint;
+    keep_for interval;
+BEGIN
+    UPDATE event_bus.log_partitions lp SET closed_at = pg_catalog.now()
+     WHERE lp.closed_at IS NULL AND lp.hi OPERATOR(pg_catalog.<=) h + 1;
+    keep := event_bus._oldest_needed(NULL, h);
+    SELECT pg_catalog.make_interval(secs => x.setting::float8) INTO keep_for
+      FROM pg_catalog.pg_settings x WHERE x.name OPERATOR(pg_catalog.=) 'event_bus.retention';
+    IF NOT take THEN
+        RETURN QUERY
+        SELECT lp.relname, 'attached'::text FROM event_bus.log_partitions lp
+         WHERE lp.detaching_at IS NOT NULL
+            OR (lp.hi OPERATOR(pg_catalog.<=) keep
+                AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days'));
+        RETURN;
+    END IF;
+    UPDATE event_bus.log_partitions lp SET detaching_at = pg_catalog.now()
+     WHERE lp.detaching_at IS NULL AND lp.hi OPERATOR(pg_catalog.<=) keep
+       AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days');
+    RETURN QUERY
+    SELECT lp.relname,
+           CASE WHEN c.oid IS NULL THEN 'gone'
+                WHEN i.inhrelid IS NULL THEN 'detached'
+                WHEN i.inhdetachpending THEN 'pending' ELSE 'attached' END
+      FROM event_bus.log_partitions lp
+      LEFT JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) 'event_bus'::regnamespace
+                                     AND c.relname OPERATOR(pg_catalog.=) lp.relname
+      LEFT JOIN pg_catalog.pg_inherits i ON i.inhrelid OPERATOR(pg_catalog.=) c.oid
+                                        AND i.inhparent OPERATOR(pg_catalog.=) 'event_bus.events'::regclass
+     WHERE lp.detaching_at IS NOT NULL
+     ORDER BY lp.lo;
+END
+$$;
+
+CREATE FUNCTION event_bus._retention_drop(p_relname text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s'
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM event_bus.log_partitions lp
+                    WHERE lp.relname OPERATOR(pg_catalog.=) p_relname AND lp.detaching_at IS NOT NULL)
+       OR EXISTS (SELECT FROM pg_catalog.pg_inherits i
+                   WHERE i.inhrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('event_bus.' || pg_catalog.quote_ident(p_relname))) THEN
+        RAISE EXCEPTION 'event_bus: % is not a detached log partition', p_relname;
+    END IF;
+    EXECUTE pg_catalog.format('DROP TABLE IF EXISTS event_bus.%I', p_relname);
+    DELETE FROM event_bus.log_partitions lp WHERE lp.relname OPERATOR(pg_catalog.=) p_relname;
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION event_bus._release(s event_bus.subscriptions, p_topic text, p_lane smallint, p_seqs bigint[],
+                                   p_due timestamptz) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO event_bus.retries AS r (subscription, seq, topic, lane, attempt, due_at, last_error, lease_id)
+    SELECT s.subscription, v, p_topic, p_lane, 1, p_due, NULL, NULL
+      FROM pg_catalog.unnest(p_seqs) v
+    ON CONFLICT (subscription, seq) DO UPDATE SET due_at = excluded.due_at, lease_id = NULL;
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus._check_delivered(s event_bus.subscriptions, seqs bigint[]) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v     bigint;
+    lanes smallint[];
+    e     record;
+BEGIN
+    SELECT pg_catalog.array_agg(g::smallint) INTO lanes
+      FROM pg_catalog.generate_series(0, (SELECT max(t.lanes) - 1 FROM event_bus.topics t
+                                          WHERE t.topic OPERATOR(pg_catalog.=) ANY (s.topics))) g;
+    FOREACH v IN ARRAY seqs LOOP
+        SELECT ev.topic, ev.lane, c.position INTO e
+          FROM event_bus.events ev
+          LEFT JOIN event_bus.cursors c
+            ON c.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND c.topic OPERATOR(pg_catalog.=) ev.topic AND c.lane OPERATOR(pg_catalog.=) ev.lane
+         WHERE ev.topic OPERATOR(pg_catalog.=) ANY (s.topics)
+           AND ev.lane OPERATOR(pg_catalog.=) ANY (lanes)
+           AND ev.seq OPERATOR(pg_catalog.=) v;
+        IF NOT FOUND AND NOT EXISTS (SELECT FROM event_bus.dead_letters d
+                                      WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
+                                        AND d.seq OPERATOR(pg_catalog.=) v)
+           -- Below the oldest partition, retention dropped it: every
+           -- subscription had finished it, so it was delivered.
+           AND v OPERATOR(pg_catalog.>=) coalesce((SELECT min(p.lo) FROM event_bus.log_partitions p
+                                                    WHERE p.detaching_at IS NULL), 0) THEN
+            RAISE EXCEPTION 'event % does not belong to subscription "%"', v, s.subscription
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = pg_catalog.format('No event with seq %s exists in topics %s.', v, s.topics),
+                      HINT = 'Pass the seqs returned by event_bus.claim() for this subscription.';
+        ELSIF FOUND AND (e.position IS NULL OR v > e.position) THEN
+            RAISE EXCEPTION 'event % has not been delivered to subscription "%"', v, s.subscription
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the seqs returned by event_bus.claim() for this subscription.';
+        END IF;
+    END LOOP;
 END
 $$;
 
@@ -580,11 +691,17 @@ BEGIN
 
     l.seqs := pg_catalog.array_remove(l.seqs, _fail_impl.seq);
     IF s.ordered THEN
-        -- The rest of the lane's batch waits behind the failed event.
-        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-        PERFORM event_bus._release(s, l.lease_id,
+        -- The events after the failed one wait behind it: they go back as
+        -- retries.  Those before it stay leased: the consumer has handled
+        -- them (in order) and may still ack them.
+        PERFORM event_bus._release(s, l.topic, l.lane,
+                                   ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
+                                          WHERE v OPERATOR(pg_catalog.>) _fail_impl.seq ORDER BY v),
                                    CASE WHEN outcome = 'dead' THEN pg_catalog.clock_timestamp() ELSE due END);
-    ELSIF pg_catalog.cardinality(l.seqs) = 0 THEN
+        l.seqs := ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
+                         WHERE v OPERATOR(pg_catalog.<) _fail_impl.seq ORDER BY v);
+    END IF;
+    IF pg_catalog.cardinality(l.seqs) = 0 THEN
         DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
     ELSE
         UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
@@ -599,7 +716,7 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.fail(text, bigint, text, interval) IS
-'Report that processing a claimed event failed: returns ''retry'' (redelivered after backoff, or retry_in) or ''dead'' (max_attempts reached, moved to dead letters).';
+'Report that processing a claimed event failed: returns ''retry'' (redelivered after backoff, or retry_in) or ''dead'' (max_attempts reached, moved to dead letters). On an ordered subscription the events after it in its batch wait behind it; those before it stay claimed.';
 
 CREATE FUNCTION event_bus._dead_letter_impl(subscription text, seq bigint, reason text)
 RETURNS void

@@ -64,6 +64,7 @@ typedef struct EventBusWorker
 	EventBusWorkerState state;
 	pid_t		pid;
 	int			procno;			/* pgprocno of the worker, while pid != 0 */
+	pid_t		retention_pid;	/* its retention process (retention.c), or 0 */
 	TimestampTz started_at;
 	TimestampTz last_round;
 	uint64		rounds;
@@ -114,11 +115,17 @@ extern Datum eb_call_impl(FunctionCallInfo fcinfo, const char *impl_name, Oid ca
 
 /* worker.c */
 extern void eb_worker_init(void);
+extern EventBusWorker *eb_find_worker(Oid dboid);
 extern void eb_wake_database(EventBusDb *db);
 extern void eb_pause_worker(Oid dboid, int seconds);
 extern void eb_wake_launcher(void);
 PGDLLEXPORT void eb_launcher_main(Datum arg);
 PGDLLEXPORT void eb_worker_main(Datum arg);
+
+/* retention.c */
+struct BackgroundWorkerHandle;
+extern void eb_start_retention(Oid dboid, struct BackgroundWorkerHandle **handle);
+PGDLLEXPORT void eb_retention_main(Datum arg);
 
 /* horizon.c */
 extern Size eb_shmem_size(void);

@@ -120,7 +120,7 @@ eb_worker_init(void)
 }
 
 /* The worker slot of a database, or NULL.  Caller holds eb_shared->lock. */
-static EventBusWorker *
+EventBusWorker *
 eb_find_worker(Oid dboid)
 {
 	int			i;
@@ -171,6 +171,7 @@ eb_pause_worker(Oid dboid, int seconds)
 	{
 		EventBusWorker *w;
 		pid_t		pid = 0;
+		pid_t		retention_pid = 0;
 		bool		active = false;
 
 		LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
@@ -179,7 +180,8 @@ eb_pause_worker(Oid dboid, int seconds)
 		{
 			w->pause_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), seconds * 1000);
 			pid = w->pid;
-			active = (w->state == EBW_STARTING || w->state == EBW_RUNNING);
+			retention_pid = w->retention_pid;
+			active = (w->state == EBW_STARTING || w->state == EBW_RUNNING || retention_pid != 0);
 		}
 		LWLockRelease(eb_shared->lock);
 
@@ -187,6 +189,8 @@ eb_pause_worker(Oid dboid, int seconds)
 			break;
 		if (pid != 0)
 			kill(pid, SIGTERM);
+		if (retention_pid != 0)
+			kill(retention_pid, SIGTERM);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 10, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -710,6 +714,7 @@ typedef struct WorkerRound
 	int			failures[NUM_PARTS];	/* consecutive failures of each part */
 	TimestampTz retry_at[NUM_PARTS];	/* a failed part waits until then */
 	bool		gone;			/* the extension was dropped */
+	BackgroundWorkerHandle *retention_handle;	/* the last retention process */
 	uint64		notified;		/* notifications sent this round */
 } WorkerRound;
 
@@ -770,11 +775,20 @@ eb_part_maintenance(WorkerRound *r, MemoryContext keep)
 	eb_read_next_due(r);
 }
 
+/*
+ * Retention: if a log partition may go, start the retention process
+ * (retention.c), which detaches and drops it without stalling anybody.
+ */
 static void
 eb_part_retention(WorkerRound *r, MemoryContext keep)
 {
-	if (SPI_execute("SELECT event_bus._retention()", false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "event_bus: _retention() failed");
+	bool		isnull;
+
+	if (SPI_execute("SELECT EXISTS (SELECT FROM event_bus._retention_candidates(false))", true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "event_bus: _retention_candidates() failed");
+	if (DatumGetBool(eb_spi_value(1, &isnull)))
+		eb_start_retention(MyDatabaseId, &r->retention_handle);
 }
 
 /*

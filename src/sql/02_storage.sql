@@ -47,7 +47,8 @@ CREATE TABLE event_bus.log_partitions (
     hi          bigint NOT NULL,
     relname     text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    closed_at   timestamptz     -- when every seq in it was final
+    closed_at   timestamptz,    -- when every seq in it was final
+    detaching_at timestamptz    -- when retention began to detach it
 );
 
 CREATE TABLE event_bus.subscriptions (

@@ -176,7 +176,8 @@ BEGIN
                                         AND d.seq OPERATOR(pg_catalog.=) v)
            -- Below the oldest partition, retention dropped it: every
            -- subscription had finished it, so it was delivered.
-           AND v OPERATOR(pg_catalog.>=) coalesce((SELECT min(p.lo) FROM event_bus.log_partitions p), 0) THEN
+           AND v OPERATOR(pg_catalog.>=) coalesce((SELECT min(p.lo) FROM event_bus.log_partitions p
+                                                    WHERE p.detaching_at IS NULL), 0) THEN
             RAISE EXCEPTION 'event % does not belong to subscription "%"', v, s.subscription
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = pg_catalog.format('No event with seq %s exists in topics %s.', v, s.topics),
@@ -231,17 +232,16 @@ BEGIN
 END
 $$;
 
--- For an ordered subscription, give back every seq still in a lease as a
--- retry at due_at, keeping its attempt: the lane then delivers them again in
--- seq order before anything newer.  The lease row goes.
-CREATE FUNCTION event_bus._release(s event_bus.subscriptions, p_lease_id bigint, p_due timestamptz) RETURNS void
+-- For an ordered subscription, give back seqs of a lease as retries at
+-- due_at, keeping their attempts: the lane then delivers them again in seq
+-- order before anything newer.  The caller takes them out of the lease.
+CREATE FUNCTION event_bus._release(s event_bus.subscriptions, p_topic text, p_lane smallint, p_seqs bigint[],
+                                   p_due timestamptz) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH l AS (DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id
-               RETURNING x.topic, x.lane, x.seqs)
     INSERT INTO event_bus.retries AS r (subscription, seq, topic, lane, attempt, due_at, last_error, lease_id)
-    SELECT s.subscription, v, l.topic, l.lane, 1, p_due, NULL, NULL
-      FROM l, pg_catalog.unnest(l.seqs) v
+    SELECT s.subscription, v, p_topic, p_lane, 1, p_due, NULL, NULL
+      FROM pg_catalog.unnest(p_seqs) v
     ON CONFLICT (subscription, seq) DO UPDATE SET due_at = excluded.due_at, lease_id = NULL;
 $$;
 

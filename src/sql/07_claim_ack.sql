@@ -336,11 +336,17 @@ BEGIN
 
     l.seqs := pg_catalog.array_remove(l.seqs, _fail_impl.seq);
     IF s.ordered THEN
-        -- The rest of the lane's batch waits behind the failed event.
-        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-        PERFORM event_bus._release(s, l.lease_id,
+        -- The events after the failed one wait behind it: they go back as
+        -- retries.  Those before it stay leased: the consumer has handled
+        -- them (in order) and may still ack them.
+        PERFORM event_bus._release(s, l.topic, l.lane,
+                                   ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
+                                          WHERE v OPERATOR(pg_catalog.>) _fail_impl.seq ORDER BY v),
                                    CASE WHEN outcome = 'dead' THEN pg_catalog.clock_timestamp() ELSE due END);
-    ELSIF pg_catalog.cardinality(l.seqs) = 0 THEN
+        l.seqs := ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
+                         WHERE v OPERATOR(pg_catalog.<) _fail_impl.seq ORDER BY v);
+    END IF;
+    IF pg_catalog.cardinality(l.seqs) = 0 THEN
         DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
     ELSE
         UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
@@ -354,7 +360,7 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.fail(text, bigint, text, interval) IS
-'Report that processing a claimed event failed: returns ''retry'' (redelivered after backoff, or retry_in) or ''dead'' (max_attempts reached, moved to dead letters).';
+'Report that processing a claimed event failed: returns ''retry'' (redelivered after backoff, or retry_in) or ''dead'' (max_attempts reached, moved to dead letters). On an ordered subscription the events after it in its batch wait behind it; those before it stay claimed.';
 
 CREATE FUNCTION event_bus._dead_letter_impl(subscription text, seq bigint, reason text)
 RETURNS void

@@ -184,3 +184,71 @@ BEGIN
 END
 $$;
 
+-- The log partitions retention may drop now, for the worker's retention
+-- process, which detaches them with DETACH PARTITION ... CONCURRENTLY (no
+-- ACCESS EXCLUSIVE lock on the log, so emits and claims never queue behind
+-- it) and then drops them: registered partitions that every subscription
+-- has passed and that have been complete for event_bus.retention.  With
+-- take, they are marked (detaching_at) in this transaction, and every marked
+-- partition is returned with how far its removal got - 'attached',
+-- 'pending' (detach started), 'detached' or 'gone' - so that a run that was
+-- interrupted is finished by the next one.  Partitions that become complete
+-- get their closed_at either way.
+CREATE FUNCTION event_bus._retention_candidates(take boolean, OUT relname text, OUT state text)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    h        bigint := event_bus._horizon();
+    keep     bigint;
+    keep_for interval;
+BEGIN
+    UPDATE event_bus.log_partitions lp SET closed_at = pg_catalog.now()
+     WHERE lp.closed_at IS NULL AND lp.hi OPERATOR(pg_catalog.<=) h + 1;
+    keep := event_bus._oldest_needed(NULL, h);
+    SELECT pg_catalog.make_interval(secs => x.setting::float8) INTO keep_for
+      FROM pg_catalog.pg_settings x WHERE x.name OPERATOR(pg_catalog.=) 'event_bus.retention';
+    IF NOT take THEN
+        RETURN QUERY
+        SELECT lp.relname, 'attached'::text FROM event_bus.log_partitions lp
+         WHERE lp.detaching_at IS NOT NULL
+            OR (lp.hi OPERATOR(pg_catalog.<=) keep
+                AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days'));
+        RETURN;
+    END IF;
+    UPDATE event_bus.log_partitions lp SET detaching_at = pg_catalog.now()
+     WHERE lp.detaching_at IS NULL AND lp.hi OPERATOR(pg_catalog.<=) keep
+       AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days');
+    RETURN QUERY
+    SELECT lp.relname,
+           CASE WHEN c.oid IS NULL THEN 'gone'
+                WHEN i.inhrelid IS NULL THEN 'detached'
+                WHEN i.inhdetachpending THEN 'pending' ELSE 'attached' END
+      FROM event_bus.log_partitions lp
+      LEFT JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) 'event_bus'::regnamespace
+                                     AND c.relname OPERATOR(pg_catalog.=) lp.relname
+      LEFT JOIN pg_catalog.pg_inherits i ON i.inhrelid OPERATOR(pg_catalog.=) c.oid
+                                        AND i.inhparent OPERATOR(pg_catalog.=) 'event_bus.events'::regclass
+     WHERE lp.detaching_at IS NOT NULL
+     ORDER BY lp.lo;
+END
+$$;
+
+-- Drop a log partition that retention has detached (never one still
+-- attached to the log) and take it out of the registry.
+CREATE FUNCTION event_bus._retention_drop(p_relname text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s'
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM event_bus.log_partitions lp
+                    WHERE lp.relname OPERATOR(pg_catalog.=) p_relname AND lp.detaching_at IS NOT NULL)
+       OR EXISTS (SELECT FROM pg_catalog.pg_inherits i
+                   WHERE i.inhrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('event_bus.' || pg_catalog.quote_ident(p_relname))) THEN
+        RAISE EXCEPTION 'event_bus: % is not a detached log partition', p_relname;
+    END IF;
+    EXECUTE pg_catalog.format('DROP TABLE IF EXISTS event_bus.%I', p_relname);
+    DELETE FROM event_bus.log_partitions lp WHERE lp.relname OPERATOR(pg_catalog.=) p_relname;
+    RETURN true;
+END
+$$;
