@@ -17,6 +17,10 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --outputdir=output_iso \
 	--temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check_iso \
 	--load-extension=event_bus
 
+# make installcheck runs the regression, isolation and TAP suites.
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
 PG_CPPFLAGS = -I$(srcdir)/include
 # No LLVM bitcode: it would need clang on every machine that builds us.
 override with_llvm := no

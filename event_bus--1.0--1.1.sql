@@ -25,6 +25,8 @@ CREATE FUNCTION event_bus._capture_condition_sql(p_table regclass, p_expr text) 
     AS 'MODULE_PATHNAME', 'eb_capture_condition_sql' LANGUAGE C STRICT STABLE;
 CREATE FUNCTION event_bus._capture_depend(fn regprocedure) RETURNS void
     AS 'MODULE_PATHNAME', 'eb_capture_depend' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._check_writable() RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_check_writable_sql' LANGUAGE C STABLE;
 
 -----------------------------------------------------------------------------
 -- Storage: topic grants (existing topics keep today's open set-up),
@@ -300,6 +302,7 @@ AS $$
 DECLARE
     existing integer;
 BEGIN
+    PERFORM event_bus._check_writable();
     PERFORM event_bus._check_name('topic', create_topic.topic);
     IF create_topic.lanes IS NULL OR create_topic.lanes NOT BETWEEN 1 AND 256 THEN
         RAISE EXCEPTION 'lanes must be between 1 and 256, not %', coalesce(create_topic.lanes::text, 'NULL')
@@ -332,6 +335,33 @@ $$;
 COMMENT ON FUNCTION event_bus.create_topic(text, integer, text, boolean) IS
 'Create a topic split into lanes (1-256); returns false if it already exists with the same lanes. Unless private, event_bus_producer may produce to it and event_bus_consumer consume from it.';
 
+CREATE OR REPLACE FUNCTION event_bus.drop_topic(topic text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    subs text;
+BEGIN
+    PERFORM event_bus._check_writable();
+    PERFORM event_bus._check_name('topic', drop_topic.topic);
+    PERFORM FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) drop_topic.topic FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'topic "%" does not exist', drop_topic.topic USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(s.subscription), ', ' ORDER BY s.subscription) INTO subs
+      FROM event_bus.subscriptions s WHERE drop_topic.topic OPERATOR(pg_catalog.=) ANY (s.topics);
+    IF subs IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot drop topic "%" because subscriptions read it', drop_topic.topic
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = 'Subscriptions reading it: ' || subs || '.',
+                  HINT = 'Unsubscribe them first with event_bus.unsubscribe().';
+    END IF;
+    DELETE FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) drop_topic.topic;
+    PERFORM event_bus._topics_changed();
+END
+$$;
+COMMENT ON FUNCTION event_bus.drop_topic(text) IS
+'Drop a topic no subscription reads; its events stay in the log until retention drops their partitions.';
+
 CREATE FUNCTION event_bus._check_grant(p_topic text, p_role regrole, p_privilege text) RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -355,6 +385,7 @@ CREATE FUNCTION event_bus.grant_topic(topic text, role regrole, privilege text) 
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM event_bus._check_writable();
     PERFORM event_bus._check_grant(grant_topic.topic, grant_topic.role, grant_topic.privilege);
     INSERT INTO event_bus.topic_grants AS g (topic, privilege, grantee)
     VALUES (grant_topic.topic, grant_topic.privilege, grant_topic.role)
@@ -373,6 +404,7 @@ CREATE FUNCTION event_bus.revoke_topic(topic text, role regrole, privilege text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM event_bus._check_writable();
     PERFORM event_bus._check_grant(revoke_topic.topic, revoke_topic.role, revoke_topic.privilege);
     DELETE FROM event_bus.topic_grants g
      WHERE g.topic OPERATOR(pg_catalog.=) revoke_topic.topic
@@ -387,6 +419,63 @@ END
 $$;
 COMMENT ON FUNCTION event_bus.revoke_topic(text, regrole, text) IS
 'Take back a grant made with grant_topic(); returns false if there was none. Subscriptions already made stay.';
+
+CREATE OR REPLACE FUNCTION event_bus.run_maintenance(
+    OUT expired_leases integer, OUT retried integer, OUT dead_lettered integer, OUT log_covered_upto bigint)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t   timestamptz := pg_catalog.clock_timestamp();
+    l   record;
+    s   event_bus.subscriptions;
+    v   bigint;
+    att integer;
+    due timestamptz;
+BEGIN
+    PERFORM event_bus._check_writable();
+    expired_leases := 0;
+    retried := 0;
+    dead_lettered := 0;
+    -- Expired leases: every event still in them failed one attempt.  Leases
+    -- a consumer is acking right now are skipped and seen next time.
+    FOR l IN
+        SELECT x.* FROM event_bus.leases x
+         WHERE x.expires_at OPERATOR(pg_catalog.<=) t
+         ORDER BY x.lease_id
+         LIMIT pg_catalog.current_setting('event_bus.expire_batch_size')::integer
+         FOR UPDATE SKIP LOCKED
+    LOOP
+        SELECT * INTO s FROM event_bus.subscriptions x WHERE x.subscription OPERATOR(pg_catalog.=) l.subscription;
+        expired_leases := expired_leases + 1;
+        -- One due time per lease keeps an ordered lane's events together.
+        due := t + event_bus._backoff(s.backoff_base, s.backoff_max, 1);
+        FOREACH v IN ARRAY l.seqs LOOP
+            SELECT r.attempt INTO att FROM event_bus.retries r
+             WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) v
+             FOR UPDATE;
+            att := coalesce(att, 1);
+            IF event_bus._failed(s, v, l.topic, l.lane, att, 'lease expired',
+                                 CASE WHEN s.ordered THEN due
+                                      ELSE t + event_bus._backoff(s.backoff_base, s.backoff_max, att) END) = 'dead' THEN
+                dead_lettered := dead_lettered + 1;
+            ELSE
+                retried := retried + 1;
+            END IF;
+        END LOOP;
+        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    END LOOP;
+    IF expired_leases > 0 THEN
+        PERFORM event_bus._wake();
+    END IF;
+
+    -- Keep two partitions of room ahead of the newest seq.
+    SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v FROM event_bus.event_seq q;
+    log_covered_upto := event_bus._ensure_partitions(
+        v + 2 * pg_catalog.current_setting('event_bus.partition_size')::bigint);
+END
+$$;
+COMMENT ON FUNCTION event_bus.run_maintenance() IS
+'Expire leases into retries or dead letters and create log partitions ahead; the worker calls it, tests and cron jobs may too.';
 
 -----------------------------------------------------------------------------
 -- Publishing: emit and emit_many run as their caller and check its grant
@@ -875,6 +964,7 @@ CREATE FUNCTION event_bus.alter_subscription_owner(subscription text, owner regr
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM event_bus._check_writable();
     PERFORM event_bus._check_name('subscription', alter_subscription_owner.subscription);
     IF alter_subscription_owner.owner IS NULL THEN
         RAISE EXCEPTION 'owner must not be null' USING ERRCODE = 'null_value_not_allowed';

@@ -111,6 +111,7 @@ extern int	eb_dispatch_interval;
 /* api.c */
 extern Oid	eb_extension_owner(void);
 extern Oid	eb_current_caller(void);
+extern void eb_check_writable(void);
 extern Datum eb_call_impl(FunctionCallInfo fcinfo, const char *impl_name, Oid caller);
 
 /* worker.c */

@@ -40,7 +40,7 @@ count_regress() {
 
 for suite in regress isolation; do
     echo "== $suite tests"
-    if [ $suite = regress ]; then only=(ISOLATION=); else only=(REGRESS=); fi
+    if [ $suite = regress ]; then only=(ISOLATION= TAP_TESTS=); else only=(REGRESS= TAP_TESTS=); fi
     eb_as_user make -C "$STAGE" -s PG_CONFIG="$PG_CONFIG" "${only[@]}" installcheck \
         > "$STAGE/$suite.out" 2>&1
     rc=$?
@@ -56,10 +56,8 @@ for suite in regress isolation; do
 done
 
 echo "== TAP tests"
-PGXS_DIR=$(dirname "$($PG_CONFIG --pgxs)")/..
-eb_as_user env TESTDIR="$STAGE" PG_REGRESS="$PGXS_DIR/test/regress/pg_regress" \
-    PERL5LIB="$PGXS_DIR/test/perl" \
-    prove -v -I "$PGXS_DIR/test/perl" "$STAGE"/test/t/*.pl > "$STAGE/tap.out" 2>&1
+eb_as_user make -C "$STAGE" -s PG_CONFIG="$PG_CONFIG" REGRESS= ISOLATION= PROVE_FLAGS=-v installcheck \
+    > "$STAGE/tap.out" 2>&1
 rc=$?
 cat "$STAGE/tap.out"
 p=$(grep -Ec '^(\s*)ok [0-9]+' "$STAGE/tap.out")

@@ -26,6 +26,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "miscadmin.h"
@@ -40,6 +41,7 @@
 
 PG_FUNCTION_INFO_V1(eb_api);
 PG_FUNCTION_INFO_V1(eb_caller_sql);
+PG_FUNCTION_INFO_V1(eb_check_writable_sql);
 
 /* Who called the API functions now running, innermost last. */
 static Oid *caller_stack = NULL;
@@ -67,6 +69,29 @@ eb_extension_owner(void)
 	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	ReleaseSysCache(tup);
 	return owner;
+}
+
+/*
+ * Every function that writes refuses clearly on a standby (rather than with
+ * whatever its first write says, or - for a waiting claim - after its wait).
+ */
+void
+eb_check_writable(void)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("event_bus is read-only on a standby"),
+				 errdetail("This server is in recovery: events are emitted, claimed and acknowledged on the primary only."),
+				 errhint("Connect to the primary, for example with target_session_attrs=read-write in the connection string.")));
+}
+
+/* event_bus._check_writable(): the same check for PL/pgSQL functions. */
+Datum
+eb_check_writable_sql(PG_FUNCTION_ARGS)
+{
+	eb_check_writable();
+	PG_RETURN_VOID();
 }
 
 /* The caller of the innermost API function running, or InvalidOid. */
@@ -150,6 +175,7 @@ eb_api(PG_FUNCTION_ARGS)
 {
 	char	   *impl = NULL;
 
+	eb_check_writable();
 	if (fcinfo->flinfo->fn_extra == NULL)
 		impl = psprintf("_%s_impl", get_func_name(fcinfo->flinfo->fn_oid));
 	return eb_call_impl(fcinfo, impl, GetUserId());

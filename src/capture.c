@@ -74,6 +74,7 @@ eb_check_capturable(FunctionCallInfo fcinfo, bool for_capture)
 	Oid			relid;
 	char		relkind;
 
+	eb_check_writable();
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

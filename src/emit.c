@@ -315,6 +315,7 @@ eb_check_common(FunctionCallInfo fcinfo, text **topic, text **type,
 	Size		hsize = 0;
 	int			typelen;
 
+	eb_check_writable();
 	*topic = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
 	eb_check_name("topic", *topic);
 

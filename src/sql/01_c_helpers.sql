@@ -30,4 +30,6 @@ CREATE FUNCTION event_bus._capture_condition_sql(p_table regclass, p_expr text) 
     AS 'MODULE_PATHNAME', 'eb_capture_condition_sql' LANGUAGE C STRICT STABLE;
 CREATE FUNCTION event_bus._capture_depend(fn regprocedure) RETURNS void
     AS 'MODULE_PATHNAME', 'eb_capture_depend' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._check_writable() RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_check_writable_sql' LANGUAGE C STABLE;
 

@@ -9,6 +9,7 @@ AS $$
 DECLARE
     existing integer;
 BEGIN
+    PERFORM event_bus._check_writable();
     PERFORM event_bus._check_name('topic', create_topic.topic);
     IF create_topic.lanes IS NULL OR create_topic.lanes NOT BETWEEN 1 AND 256 THEN
         RAISE EXCEPTION 'lanes must be between 1 and 256, not %', coalesce(create_topic.lanes::text, 'NULL')
@@ -47,6 +48,7 @@ AS $$
 DECLARE
     subs text;
 BEGIN
+    PERFORM event_bus._check_writable();
     PERFORM event_bus._check_name('topic', drop_topic.topic);
     PERFORM FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) drop_topic.topic FOR UPDATE;
     IF NOT FOUND THEN
@@ -91,6 +93,7 @@ CREATE FUNCTION event_bus.grant_topic(topic text, role regrole, privilege text) 
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM event_bus._check_writable();
     PERFORM event_bus._check_grant(grant_topic.topic, grant_topic.role, grant_topic.privilege);
     INSERT INTO event_bus.topic_grants AS g (topic, privilege, grantee)
     VALUES (grant_topic.topic, grant_topic.privilege, grant_topic.role)
@@ -109,6 +112,7 @@ CREATE FUNCTION event_bus.revoke_topic(topic text, role regrole, privilege text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM event_bus._check_writable();
     PERFORM event_bus._check_grant(revoke_topic.topic, revoke_topic.role, revoke_topic.privilege);
     DELETE FROM event_bus.topic_grants g
      WHERE g.topic OPERATOR(pg_catalog.=) revoke_topic.topic

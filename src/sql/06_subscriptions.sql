@@ -162,6 +162,7 @@ CREATE FUNCTION event_bus.alter_subscription_owner(subscription text, owner regr
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM event_bus._check_writable();
     PERFORM event_bus._check_name('subscription', alter_subscription_owner.subscription);
     IF alter_subscription_owner.owner IS NULL THEN
         RAISE EXCEPTION 'owner must not be null' USING ERRCODE = 'null_value_not_allowed';

@@ -13,6 +13,7 @@ DECLARE
     att integer;
     due timestamptz;
 BEGIN
+    PERFORM event_bus._check_writable();
     expired_leases := 0;
     retried := 0;
     dead_lettered := 0;
