@@ -117,6 +117,9 @@ extern Datum eb_call_impl(FunctionCallInfo fcinfo, const char *impl_name, Oid ca
 /* worker.c */
 extern void eb_worker_init(void);
 extern EventBusWorker *eb_find_worker(Oid dboid);
+struct BackgroundWorkerHandle;
+extern bool eb_register_database_process(const char *function, const char *type, Oid dboid,
+										 struct BackgroundWorkerHandle **handle);
 extern void eb_wake_database(EventBusDb *db);
 extern void eb_pause_worker(Oid dboid, int seconds);
 extern void eb_wake_launcher(void);
@@ -124,7 +127,6 @@ PGDLLEXPORT void eb_launcher_main(Datum arg);
 PGDLLEXPORT void eb_worker_main(Datum arg);
 
 /* retention.c */
-struct BackgroundWorkerHandle;
 extern void eb_start_retention(Oid dboid, struct BackgroundWorkerHandle **handle);
 PGDLLEXPORT void eb_retention_main(Datum arg);
 

@@ -234,7 +234,6 @@ eb_retention_main(Datum arg)
 void
 eb_start_retention(Oid dboid, BackgroundWorkerHandle **handle)
 {
-	BackgroundWorker worker;
 	pid_t		pid;
 
 	if (*handle != NULL)
@@ -244,20 +243,10 @@ eb_start_retention(Oid dboid, BackgroundWorkerHandle **handle)
 		pfree(*handle);
 		*handle = NULL;
 	}
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "event_bus");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "eb_retention_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "event_bus retention for database %u", dboid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "event_bus retention");
-	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
-	worker.bgw_notify_pid = MyProcPid;
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-		if (!RegisterDynamicBackgroundWorker(&worker, handle))
+		if (!eb_register_database_process("eb_retention_main", "event_bus retention", dboid, handle))
 		{
 			*handle = NULL;
 			ereport(LOG,

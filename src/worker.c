@@ -350,11 +350,34 @@ eb_launcher_exit(int code, Datum arg)
 	LWLockRelease(eb_shared->lock);
 }
 
+/*
+ * Register a dynamic background process of ours that connects to a
+ * database, runs 'function' and is not restarted; this process is told when
+ * it stops.  The handle is allocated in the current memory context.
+ */
+bool
+eb_register_database_process(const char *function, const char *type, Oid dboid,
+							 BackgroundWorkerHandle **handle)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "event_bus");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s for database %u", type, dboid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
+	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
+	worker.bgw_notify_pid = MyProcPid;
+	return RegisterDynamicBackgroundWorker(&worker, handle);
+}
+
 /* Start a worker for a database; false if no background worker slot. */
 static bool
 eb_start_worker(LauncherDb *ldb)
 {
-	BackgroundWorker worker;
 	EventBusWorker *w;
 	int			i;
 
@@ -386,18 +409,7 @@ eb_start_worker(LauncherDb *ldb)
 	w->pid = 0;
 	LWLockRelease(eb_shared->lock);
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "event_bus");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "eb_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "event_bus worker for database %u", ldb->dboid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "event_bus worker");
-	worker.bgw_main_arg = ObjectIdGetDatum(ldb->dboid);
-	worker.bgw_notify_pid = MyProcPid;
-
-	if (!RegisterDynamicBackgroundWorker(&worker, &ldb->handle))
+	if (!eb_register_database_process("eb_worker_main", "event_bus worker", ldb->dboid, &ldb->handle))
 	{
 		ldb->handle = NULL;
 		LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
