@@ -6,7 +6,10 @@ SELECT subscription, topics, pending, in_flight, retrying, dead FROM event_bus.s
 SELECT count(*) FROM event_bus.claim('stats', 4);
 SELECT subscription, pending, in_flight FROM event_bus.subscription_status;
 SELECT subscription, topic, sum(events) FROM event_bus.in_flight GROUP BY 1, 2;
--- replay from the start: cursors go back, leases stay
+-- replay from the start is refused over events in flight; once they are
+-- acked, cursors go back and every event comes again once
+SELECT event_bus.replay('stats', 'earliest');
+SELECT event_bus.ack('stats', ARRAY(SELECT unnest(seqs) FROM event_bus.in_flight WHERE subscription = 'stats'));
 SELECT event_bus.replay('stats', 'earliest');
 SELECT subscription, pending, in_flight FROM event_bus.subscription_status;
 SELECT count(*) FROM event_bus.claim('stats', 100);

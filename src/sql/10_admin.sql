@@ -21,23 +21,51 @@ AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.resume(text) IS 'Resume a paused subscription.';
 
+-- Replay moves the cursors; events after the new positions are delivered
+-- again, each once: their pending retries go (the cursor brings them back,
+-- from attempt 1), and a replay that would hand out again an event that is
+-- still in flight is refused.  The cursor and retry rows of the subscription
+-- are locked first, so no claim can lease anything meanwhile.
 CREATE FUNCTION event_bus._replay_impl(subscription text, start text) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s event_bus.subscriptions;
-    h bigint;
-    n integer;
+    s        event_bus.subscriptions;
+    h        bigint;
+    n        integer;
+    inflight bigint;
 BEGIN
     s := event_bus._subscription(_replay_impl.subscription);
     IF _replay_impl.start IS NULL THEN
         RAISE EXCEPTION 'start must not be null' USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Use ''latest'', ''earliest'' or a timestamp.';
     END IF;
+    PERFORM FROM event_bus.cursors c WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
+      ORDER BY c.topic, c.lane FOR UPDATE;
+    PERFORM FROM event_bus.retries r WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+      ORDER BY r.seq FOR UPDATE;
     h := event_bus._horizon();
     UPDATE event_bus.cursors c SET position = event_bus._start_position(c.topic, c.lane, _replay_impl.start, h)
      WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription;
     GET DIAGNOSTICS n = ROW_COUNT;
+
+    SELECT pg_catalog.count(*) INTO inflight
+      FROM event_bus.leases l
+      JOIN event_bus.cursors c ON c.subscription OPERATOR(pg_catalog.=) l.subscription
+                              AND c.topic OPERATOR(pg_catalog.=) l.topic AND c.lane OPERATOR(pg_catalog.=) l.lane,
+           pg_catalog.unnest(l.seqs) v
+     WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription AND v OPERATOR(pg_catalog.>) c.position;
+    IF inflight OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION 'cannot replay subscription "%" over % events in flight', s.subscription, inflight
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'They would be handed out again while their consumers still hold them.',
+                  HINT = 'Pause the subscription with event_bus.pause(), wait until event_bus.in_flight shows none of its leases (acked, failed or expired), then replay and resume.';
+    END IF;
+    DELETE FROM event_bus.retries r USING event_bus.cursors c
+     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+       AND c.subscription OPERATOR(pg_catalog.=) r.subscription
+       AND c.topic OPERATOR(pg_catalog.=) r.topic AND c.lane OPERATOR(pg_catalog.=) r.lane
+       AND r.seq OPERATOR(pg_catalog.>) c.position;
     PERFORM event_bus._wake();
     RETURN n;
 END
@@ -46,7 +74,7 @@ CREATE FUNCTION event_bus.replay(subscription text, start text DEFAULT 'earliest
 AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.replay(text, text) IS
-'Move every cursor of a subscription to ''earliest'', ''latest'' or a timestamp; returns the number of lane cursors moved. Leases in flight are not touched.';
+'Move every cursor of a subscription to ''earliest'', ''latest'' or a timestamp; returns the number of lane cursors moved. Events after the new positions are delivered again, each once; refused while such an event is in flight.';
 
 CREATE FUNCTION event_bus._redrive_impl(subscription text, seqs bigint[]) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
