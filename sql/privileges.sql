@@ -62,7 +62,7 @@ WITH calls(what, stmt) AS (VALUES
     ('dead_letter',           $$SELECT event_bus.dead_letter('priv_s', (SELECT min(s) FROM event_bus.in_flight, unnest(seqs) s), 'x')$$),
     ('pause',                 $$SELECT event_bus.pause('priv_s')$$),
     ('resume',                $$SELECT event_bus.resume('priv_s')$$),
-    ('replay',                $$SELECT event_bus.replay('priv_s')$$),
+    ('replay',                $$SELECT event_bus.replay('priv_s', 'latest')$$),
     ('redrive',               $$SELECT event_bus.redrive('priv_s')$$),
     ('purge_dead_letters',    $$SELECT event_bus.purge_dead_letters('priv_s')$$),
     ('unsubscribe',           $$SELECT event_bus.unsubscribe('priv_s')$$),
