@@ -641,6 +641,7 @@ DECLARE
     gen      bigint;
     deadline timestamptz;
     ms       bigint;
+    n        bigint;
 BEGIN
     IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
         RAISE EXCEPTION 'event_bus.claim() requires READ COMMITTED isolation'
@@ -671,7 +672,14 @@ BEGIN
         gen := event_bus._wake_gen();
         IF NOT s.paused THEN
             RETURN QUERY SELECT * FROM event_bus._claim_once(s, _claim_impl.max_events, coalesce(_claim_impl.lease, s.lease));
-            IF FOUND THEN
+            GET DIAGNOSTICS n = ROW_COUNT;
+            IF n OPERATOR(pg_catalog.>) 0 THEN
+                -- A full batch may have left events behind in lanes this
+                -- claim held locked, which waiting claimers skipped: wake
+                -- them when this transaction ends and frees the lanes.
+                IF n OPERATOR(pg_catalog.>=) _claim_impl.max_events THEN
+                    PERFORM event_bus._wake();
+                END IF;
                 RETURN;
             END IF;
         END IF;

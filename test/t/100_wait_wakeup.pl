@@ -61,5 +61,30 @@ $node->restart;
 is($n, 3000, 'after a restart too');
 ok($took < 10, sprintf('at once (%.2f s)', $took));
 
+# A claim that skipped a lane another transaction held (a transactional
+# consumer, or a concurrent claim) is woken when that transaction ends and
+# leaves events behind.
+$node->safe_psql('postgres', q{
+	SELECT event_bus.create_topic('one', 1);
+	SELECT event_bus.subscribe('u', ARRAY['one']);
+	SELECT count(event_bus.emit('one', 'E', jsonb_build_object('n', g))) FROM generate_series(1, 5) g;
+});
+my $holder = $node->background_psql('postgres');
+$holder->query_safe('BEGIN');
+is($holder->query_safe(q{SELECT count(*) FROM event_bus.claim('u', 2)}), '2', 'a transactional consumer holds the lane');
+my $waiter = $node->background_psql('postgres');
+$waiter->query_until(qr/waiting/,
+	"\\echo waiting\nSELECT 'got ' || count(*) FROM event_bus.claim('u', 10, wait => '30 s');\n");
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE '%claim%wait%'");
+my $t0 = time();
+$holder->query_safe('COMMIT');
+my $got = $waiter->query_until(qr/got \d+/, '');
+$took = time() - $t0;
+like($got, qr/got 3/, 'the waiting claim gets the rest of the lane once the holder commits');
+ok($took < 10, sprintf('at once (%.2f s)', $took));
+$holder->quit;
+$waiter->quit;
+
 $node->stop;
 done_testing();
