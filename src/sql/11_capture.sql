@@ -90,17 +90,35 @@ BEGIN
 END
 $$;
 
--- Drop the capture triggers of a table.
+-- A table and every partition or inheritance child below it, at any depth.
+CREATE FUNCTION event_bus._capture_tree(p_table regclass) RETURNS SETOF regclass
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE t(relid) AS (
+        SELECT p_table::oid
+        UNION
+        SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN t ON i.inhparent OPERATOR(pg_catalog.=) t.relid)
+    SELECT t.relid::regclass FROM t
+$$;
+
+-- Drop the capture triggers of a captured table: on it, on every table
+-- below it, and on tables that were below it (detached partitions, former
+-- children) and still call its trigger function.
 CREATE FUNCTION event_bus._capture_drop_triggers(p_table regclass) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t name;
+    t  record;
+    fn oid;
 BEGIN
-    FOR t IN SELECT g.tgname FROM pg_catalog.pg_trigger g
-              WHERE g.tgrelid OPERATOR(pg_catalog.=) p_table AND g.tgname::text LIKE 'event\_bus\_capture\_%'
+    SELECT pg_catalog.to_regprocedure(pg_catalog.format('event_bus.%I()', c.function_name)) INTO fn
+      FROM event_bus.captures c WHERE c.relid OPERATOR(pg_catalog.=) p_table;
+    FOR t IN SELECT g.tgname, g.tgrelid::regclass AS rel FROM pg_catalog.pg_trigger g
+              WHERE g.tgname::text LIKE 'event\_bus\_capture\_%'
+                AND (g.tgrelid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT x::oid FROM event_bus._capture_tree(p_table) x))
+                     OR g.tgfoid OPERATOR(pg_catalog.=) fn)
     LOOP
-        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t, p_table);
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
     END LOOP;
 END
 $$;
@@ -140,6 +158,17 @@ AS $$
     END
 $$;
 
+-- SQL for the key columns of a captured row as a jsonb array, to pair the
+-- old and new images of updated rows.
+CREATE FUNCTION event_bus._capture_keyjson_sql(c event_bus.captures, prefix text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'pg_catalog.jsonb_build_array('
+           || (SELECT pg_catalog.string_agg(pg_catalog.format('%s%I', prefix, u.x), ', ' ORDER BY u.o)
+                 FROM pg_catalog.unnest(c.key_columns) WITH ORDINALITY AS u(x, o))
+           || ')'
+$$;
+
 -- (Re)generate the trigger function and triggers of a captured table from
 -- its row in event_bus.captures.  The generated code names the row only
 -- through aliases qualified so that no column can shadow them (n.*, n.col,
@@ -159,6 +188,7 @@ DECLARE
     op       text;
     hdr      text;
     emit     text;
+    rel      regclass;
 BEGIN
     SELECT * INTO c FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
     fn := pg_catalog.format('event_bus.%I', c.function_name);
@@ -181,32 +211,35 @@ BEGIN
         PERFORM event_bus.emit(%L, %L, pg_catalog.jsonb_build_object('table', %L), NULL, %s);
     END IF;$f$, c.topic, c.types OPERATOR(pg_catalog.->>) op, qname, hdr);
         ELSIF op = 'update' AND c.update_mode <> 'new' THEN
-            -- Pair old and new rows by key; q.r is the new row, o the old.
+            -- Pair old and new rows by key, as jsonb (the same code serves
+            -- partitions and inheritance children, whatever their row
+            -- types; jsonb equality hashes and treats NULLs as equal).
+            -- q.nj is the new row, q.oj the old one.
             IF c.update_mode = 'old_and_new' THEN
-                payload := pg_catalog.format('pg_catalog.jsonb_build_object(''old'', %s, ''new'', %s)',
-                                             event_bus._capture_row_sql(c, 'o.*', 'o.'),
-                                             event_bus._capture_row_sql(c, 'q.r', '(q.r).'));
+                payload := 'pg_catalog.jsonb_build_object(''old'', q.oj, ''new'', q.nj)';
             ELSE
                 payload := pg_catalog.format(
-                    '(SELECT pg_catalog.jsonb_object_agg(e.key, e.value) FROM pg_catalog.jsonb_each(%s) e'
+                    '(SELECT pg_catalog.jsonb_object_agg(e.key, e.value) FROM pg_catalog.jsonb_each(q.nj) e'
                     ' WHERE e.key OPERATOR(pg_catalog.=) ANY (%L::text[])'
-                    ' OR (%s OPERATOR(pg_catalog.->) e.key) IS DISTINCT FROM e.value)',
-                    event_bus._capture_row_sql(c, 'q.r', '(q.r).'), c.key_columns,
-                    event_bus._capture_row_sql(c, 'o.*', 'o.'));
+                    ' OR (q.oj OPERATOR(pg_catalog.->) e.key) IS DISTINCT FROM e.value)',
+                    c.key_columns);
             END IF;
             body := body || pg_catalog.format($f$
     IF TG_OP = 'UPDATE' THEN
         PERFORM %s
            FROM (SELECT pg_catalog.array_agg(x.p ORDER BY x.ord) AS ps,
                         pg_catalog.array_agg(x.k ORDER BY x.ord) AS ks
-                   FROM (SELECT %s AS p, %s AS k, q.ord
-                           FROM (SELECT (n.*)::%s AS r, pg_catalog.row_number() OVER () AS ord
-                                   FROM new_rows n WHERE %s) q
-                           LEFT JOIN old_rows o ON %s) x) a
+                   FROM (SELECT %s AS p, q.k, q.ord
+                           FROM (SELECT nn.nj, nn.k, nn.ord, oo.oj
+                                   FROM (SELECT %s AS nj, %s AS k, %s AS kj, pg_catalog.row_number() OVER () AS ord
+                                           FROM new_rows n WHERE %s) nn
+                                   LEFT JOIN (SELECT %s AS oj, %s AS kj FROM old_rows o) oo
+                                          ON oo.kj OPERATOR(pg_catalog.=) nn.kj) q) x) a
           WHERE a.ps IS NOT NULL;
-    END IF;$f$, emit, payload, event_bus._capture_key_sql(c, '(q.r).'), qname, cond,
-                (SELECT pg_catalog.string_agg(pg_catalog.format('o.%I IS NOT DISTINCT FROM (q.r).%I', x, x), ' AND ')
-                   FROM pg_catalog.unnest(c.key_columns) x));
+    END IF;$f$, emit, payload,
+                event_bus._capture_row_sql(c, 'n.*', 'n.'), event_bus._capture_key_sql(c, 'n.'),
+                event_bus._capture_keyjson_sql(c, 'n.'), cond,
+                event_bus._capture_row_sql(c, 'o.*', 'o.'), event_bus._capture_keyjson_sql(c, 'o.'));
         ELSE
             -- A scan of the transition table returns rows in the order the
             -- statement wrote them; nothing here reorders them.
@@ -233,15 +266,23 @@ AS %L$f$, fn,
                               'event_bus capture of ' || qname || ' (generated by event_bus.capture(); do not edit)');
     PERFORM event_bus._capture_depend(pg_catalog.format('%s()', fn)::regprocedure);
 
+    -- Statement triggers fire only for the table a statement names, and
+    -- its transition tables hold the rows of every table below it: so the
+    -- triggers go on the captured table and on every partition or child
+    -- (for statements naming those directly), each row is captured once.
+    -- TRUNCATE fires on every table it empties: only on the captured one.
     PERFORM event_bus._capture_drop_triggers(p_table);
-    FOREACH op IN ARRAY c.operations LOOP
-        EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
-            'event_bus_capture_' || op, pg_catalog.upper(op), p_table,
-            CASE op WHEN 'insert' THEN 'REFERENCING NEW TABLE AS new_rows'
-                    WHEN 'update' THEN 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
-                    WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows'
-                    ELSE '' END,
-            fn);
+    FOR rel IN SELECT * FROM event_bus._capture_tree(p_table) LOOP
+        FOREACH op IN ARRAY c.operations LOOP
+            CONTINUE WHEN op = 'truncate' AND rel OPERATOR(pg_catalog.<>) p_table;
+            EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+                'event_bus_capture_' || op, pg_catalog.upper(op), rel,
+                CASE op WHEN 'insert' THEN 'REFERENCING NEW TABLE AS new_rows'
+                        WHEN 'update' THEN 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                        WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows'
+                        ELSE '' END,
+                fn);
+        END LOOP;
     END LOOP;
 END
 $gen$;
@@ -263,6 +304,7 @@ DECLARE
     keycols text[] := p_key_columns;
     existed boolean;
     fname   text;
+    other   regclass;
 BEGIN
     SELECT r.relname INTO rel FROM pg_catalog.pg_class r WHERE r.oid OPERATOR(pg_catalog.=) p_table;
     IF p_topic IS NULL THEN
@@ -344,6 +386,20 @@ BEGIN
     END IF;
     PERFORM event_bus._check_topic_privilege(ARRAY[t], 'produce');
 
+    -- One capture per tree of partitions or inheritance children: a table
+    -- above or below a captured one would have its rows captured twice.
+    SELECT x.relid INTO other FROM event_bus.captures x
+     WHERE x.relid OPERATOR(pg_catalog.<>) p_table
+       AND (p_table OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT event_bus._capture_tree(x.relid)))
+            OR x.relid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT event_bus._capture_tree(p_table))))
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot capture table % because table % is captured', p_table, other
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'One is a partition or inheritance child of the other; capturing the upper one captures both.',
+                  HINT = 'Capture only the upper table, or uncapture the other one first.';
+    END IF;
+
     SELECT x.function_name INTO fname FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
     existed := FOUND;
     DELETE FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
@@ -396,7 +452,8 @@ COMMENT ON FUNCTION event_bus.uncapture(regclass) IS
 
 -- DDL on a captured table: follow renamed columns, forget dropped excluded
 -- columns, refuse to drop key or included columns or columns the condition
--- uses, and regenerate the trigger function.  A capture trigger created
+-- uses, and regenerate the trigger function; put capture triggers on new
+-- partitions and children, and take them off detached ones.  A capture trigger created
 -- by pg_restore makes its function depend on the extension again.
 CREATE FUNCTION event_bus._capture_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -417,11 +474,19 @@ BEGIN
     LOOP
         PERFORM event_bus._capture_depend(pg_catalog.format('event_bus.%I()', r.function_name)::regprocedure);
     END LOOP;
+    -- The captures a command touched: of the table itself, of a table above
+    -- it (a new partition or child), or whose triggers it still carries (a
+    -- partition detached, a child that left).
     FOR r IN
-        SELECT DISTINCT d.objid FROM pg_catalog.pg_event_trigger_ddl_commands() d
+        SELECT DISTINCT x.relid::oid AS objid
+          FROM pg_catalog.pg_event_trigger_ddl_commands() d, event_bus.captures x
          WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
-           AND d.command_tag OPERATOR(pg_catalog.=) 'ALTER TABLE'
-           AND d.objid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT x.relid::oid FROM event_bus.captures x))
+           AND d.command_tag OPERATOR(pg_catalog.=) ANY (ARRAY['ALTER TABLE', 'CREATE TABLE'])
+           AND (d.objid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT t::oid FROM event_bus._capture_tree(x.relid) t))
+                OR EXISTS (SELECT FROM pg_catalog.pg_trigger g
+                            WHERE g.tgrelid OPERATOR(pg_catalog.=) d.objid
+                              AND g.tgfoid OPERATOR(pg_catalog.=)
+                                  pg_catalog.to_regprocedure(pg_catalog.format('event_bus.%I()', x.function_name))))
     LOOP
         SELECT * INTO c FROM event_bus.captures x WHERE x.relid::oid OPERATOR(pg_catalog.=) r.objid;
         -- A table being restored by pg_restore gets its constraints before
@@ -442,7 +507,7 @@ BEGIN
 END
 $$;
 CREATE EVENT TRIGGER event_bus_capture_ddl ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'CREATE TRIGGER') EXECUTE FUNCTION event_bus._capture_ddl();
+    WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'CREATE TRIGGER') EXECUTE FUNCTION event_bus._capture_ddl();
 
 -- A dropped captured table leaves the registry, with its trigger function.
 CREATE FUNCTION event_bus._capture_dropped() RETURNS event_trigger
