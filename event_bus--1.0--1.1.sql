@@ -57,6 +57,11 @@ ALTER TABLE event_bus.captures ADD COLUMN condition_expr text;
 -- Retention marks the partitions it is detaching (src/retention.c).
 ALTER TABLE event_bus.log_partitions ADD COLUMN detaching_at timestamptz;
 
+-- Each lease carries the token its claim handed out (leases of 1.0 get one
+-- each, which nobody holds: calls without a token still reach them).
+ALTER TABLE event_bus.leases ADD COLUMN token uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid();
+ALTER TABLE event_bus.leases ALTER COLUMN token DROP DEFAULT;
+
 -----------------------------------------------------------------------------
 -- Internal SQL helpers
 -----------------------------------------------------------------------------
@@ -500,6 +505,197 @@ COMMENT ON FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, inte
 -- The API functions become C entry points (eb_api) that record the caller
 -- and call their SECURITY DEFINER implementations.
 -----------------------------------------------------------------------------
+-- claim() returns a lease_token, which ack(), fail() and dead_letter()
+-- accept: their signatures change, so the 1.0 functions go.
+DROP FUNCTION event_bus.claim(text, integer, interval, interval);
+DROP FUNCTION event_bus._claim_once(event_bus.subscriptions, integer, interval);
+DROP FUNCTION event_bus.ack(text, bigint[]);
+DROP FUNCTION event_bus.fail(text, bigint, text, interval);
+DROP FUNCTION event_bus.dead_letter(text, bigint, text);
+DROP FUNCTION event_bus._leased(event_bus.subscriptions, bigint);
+CREATE FUNCTION event_bus._claim_once(s event_bus.subscriptions, max_events integer, len interval, tok uuid)
+RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    t        timestamptz := pg_catalog.clock_timestamp();
+    h        bigint;
+    left_    integer := max_events;
+    c        record;
+    pos      bigint;
+    got      bigint[];
+    lid      bigint;
+    n        integer;
+BEGIN
+    -- 1. Due retries first (unordered subscriptions; ordered ones retry
+    --    inside their lane below, to keep per-lane order).
+    IF NOT s.ordered THEN
+        FOR c IN
+            WITH picked AS (
+                SELECT r.seq, r.topic, r.lane FROM event_bus.retries r
+                 WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+                   AND r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.<=) t
+                 ORDER BY r.due_at, r.seq
+                 LIMIT left_
+                 FOR UPDATE SKIP LOCKED)
+            SELECT p.topic, p.lane, pg_catalog.array_agg(p.seq ORDER BY p.seq) AS seqs
+              FROM picked p GROUP BY p.topic, p.lane
+        LOOP
+            INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
+            VALUES (s.subscription, c.topic, c.lane, c.seqs, t, t + len, pg_catalog.pg_backend_pid(), tok)
+            RETURNING lease_id INTO lid;
+            RETURN QUERY
+            WITH u AS (
+                UPDATE event_bus.retries r SET lease_id = lid
+                 WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+                   AND r.seq OPERATOR(pg_catalog.=) ANY (c.seqs)
+                RETURNING r.seq, r.attempt)
+            SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
+                   e.emitted_at, u.attempt, e.lane::integer, tok
+              FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
+             WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+               AND e.seq OPERATOR(pg_catalog.=) ANY (c.seqs)
+             ORDER BY e.seq;
+            left_ := left_ - pg_catalog.cardinality(c.seqs);
+        END LOOP;
+        IF left_ <= 0 THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    -- 2. New events, lane by lane.  The horizon is computed before the
+    --    statements below take their snapshots.
+    h := event_bus._horizon();
+    FOR c IN
+        SELECT cu.topic, cu.lane FROM event_bus.cursors cu
+         WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND (CASE WHEN s.ordered THEN
+                    NOT EXISTS (SELECT FROM event_bus.leases l
+                                 WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
+                                   AND l.topic OPERATOR(pg_catalog.=) cu.topic
+                                   AND l.lane OPERATOR(pg_catalog.=) cu.lane)
+                    AND EXISTS (SELECT FROM event_bus.retries r
+                                 WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
+                                   AND r.topic OPERATOR(pg_catalog.=) cu.topic
+                                   AND r.lane OPERATOR(pg_catalog.=) cu.lane)
+                ELSE false END
+                OR ((NOT s.ordered
+                     OR NOT EXISTS (SELECT FROM event_bus.leases l
+                                     WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
+                                       AND l.topic OPERATOR(pg_catalog.=) cu.topic
+                                       AND l.lane OPERATOR(pg_catalog.=) cu.lane))
+                    AND EXISTS (SELECT FROM event_bus.events e
+                                 WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
+                                   AND e.lane OPERATOR(pg_catalog.=) cu.lane
+                                   AND e.seq OPERATOR(pg_catalog.>) cu.position
+                                   AND e.seq OPERATOR(pg_catalog.<=) h
+                                   AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))))
+         ORDER BY pg_catalog.random()
+    LOOP
+        SELECT cu.position INTO pos FROM event_bus.cursors cu
+         WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
+         FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+
+        IF s.ordered THEN
+            -- One lease per lane; recheck now that we hold the lane.
+            CONTINUE WHEN EXISTS (SELECT FROM event_bus.leases l
+                                   WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription
+                                     AND l.topic OPERATOR(pg_catalog.=) c.topic
+                                     AND l.lane OPERATOR(pg_catalog.=) c.lane);
+            IF EXISTS (SELECT FROM event_bus.retries r
+                        WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+                          AND r.topic OPERATOR(pg_catalog.=) c.topic
+                          AND r.lane OPERATOR(pg_catalog.=) c.lane) THEN
+                -- The lane's retries come first, in seq order, once due.
+                SELECT pg_catalog.array_agg(x.seq ORDER BY x.seq) INTO got
+                  FROM (SELECT r.seq, pg_catalog.bool_and(r.due_at OPERATOR(pg_catalog.<=) t)
+                                        OVER (ORDER BY r.seq) AS due
+                          FROM event_bus.retries r
+                         WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+                           AND r.topic OPERATOR(pg_catalog.=) c.topic
+                           AND r.lane OPERATOR(pg_catalog.=) c.lane
+                         ORDER BY r.seq LIMIT left_) x
+                 WHERE x.due;
+                CONTINUE WHEN got IS NULL;
+                INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
+                VALUES (s.subscription, c.topic, c.lane, got, t, t + len, pg_catalog.pg_backend_pid(), tok)
+                RETURNING lease_id INTO lid;
+                RETURN QUERY
+                WITH u AS (
+                    UPDATE event_bus.retries r SET lease_id = lid
+                     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+                       AND r.seq OPERATOR(pg_catalog.=) ANY (got)
+                    RETURNING r.seq, r.attempt)
+                SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
+                       e.emitted_at, u.attempt, e.lane::integer, tok
+                  FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
+                 WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                   AND e.seq OPERATOR(pg_catalog.=) ANY (got)
+                 ORDER BY e.seq;
+                left_ := left_ - pg_catalog.cardinality(got);
+                EXIT WHEN left_ <= 0;
+                CONTINUE;
+            END IF;
+        END IF;
+
+        RETURN QUERY
+        WITH ev AS (
+            SELECT e.* FROM event_bus.events e
+             WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+               AND e.seq OPERATOR(pg_catalog.>) pos AND e.seq OPERATOR(pg_catalog.<=) h
+               AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))
+             ORDER BY e.seq
+             LIMIT left_),
+        l AS (
+            INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
+            SELECT s.subscription, c.topic, c.lane, pg_catalog.array_agg(ev.seq ORDER BY ev.seq),
+                   t, t + len, pg_catalog.pg_backend_pid(), tok
+              FROM ev HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0),
+        u AS (
+            UPDATE event_bus.cursors cu SET position = (SELECT max(ev.seq) FROM ev)
+             WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
+               AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
+               AND EXISTS (SELECT FROM ev))
+        SELECT ev.seq, ev.id, ev.topic::text, ev.type, ev.version, ev.key, ev.payload, ev.headers,
+               ev.emitted_at, 1, ev.lane::integer, tok
+          FROM ev ORDER BY ev.seq;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        left_ := left_ - n;
+        EXIT WHEN left_ <= 0;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION event_bus._leased(s event_bus.subscriptions, p_seq bigint, p_token uuid) RETURNS event_bus.leases
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    l event_bus.leases;
+BEGIN
+    IF p_seq IS NULL THEN
+        RAISE EXCEPTION 'seq must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO l FROM event_bus.leases x
+     WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
+       AND p_seq OPERATOR(pg_catalog.=) ANY (x.seqs)
+       AND (p_token IS NULL OR x.token OPERATOR(pg_catalog.=) p_token)
+     FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM event_bus._check_delivered(s, ARRAY[p_seq]);
+        RAISE EXCEPTION 'event % is not in flight for subscription "%"%', p_seq, s.subscription,
+                        CASE WHEN p_token IS NOT NULL THEN ' under this lease token' ELSE '' END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'It has already been acked, failed or dead-lettered, or its lease expired (and it may have been delivered again).';
+    END IF;
+    RETURN l;
+END
+$$;
+
 CREATE FUNCTION event_bus._subscribe_impl(subscription text, topics text[], types text[],
                                     start text, max_attempts integer,
                                     lease interval,
@@ -628,223 +824,6 @@ AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.unsubscribe(text) IS
 'Remove a subscription with its cursors, leases, retries and dead letters (its owner''s roles and admins).';
-
-CREATE FUNCTION event_bus._claim_impl(subscription text, max_events integer, lease interval,
-                                wait interval)
-RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
-               headers jsonb, emitted_at timestamptz, attempt integer, lane integer)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    s        event_bus.subscriptions;
-    gen      bigint;
-    deadline timestamptz;
-    ms       bigint;
-    n        bigint;
-BEGIN
-    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
-        RAISE EXCEPTION 'event_bus.claim() requires READ COMMITTED isolation'
-            USING ERRCODE = 'invalid_transaction_state',
-                  DETAIL = pg_catalog.format('The current transaction is %s.',
-                                             pg_catalog.upper(pg_catalog.current_setting('transaction_isolation'))),
-                  HINT = 'A claim must see events committed after the transaction began; run it in a READ COMMITTED transaction.';
-    END IF;
-    s := event_bus._subscription(_claim_impl.subscription);
-    IF _claim_impl.max_events IS NULL OR _claim_impl.max_events NOT BETWEEN 1 AND 10000 THEN
-        RAISE EXCEPTION 'max_events must be between 1 and 10000, not %', coalesce(_claim_impl.max_events::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF _claim_impl.lease IS NOT NULL AND _claim_impl.lease <= interval '0' THEN
-        RAISE EXCEPTION 'lease must be a positive interval, not %', _claim_impl.lease
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF _claim_impl.wait IS NOT NULL AND _claim_impl.wait < interval '0' THEN
-        RAISE EXCEPTION 'wait must not be negative, not %', _claim_impl.wait
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM event_bus._check_interval('lease', _claim_impl.lease, interval '1 millisecond', interval '1 day');
-    PERFORM event_bus._check_interval('wait', _claim_impl.wait, interval '0', interval '1 hour');
-    deadline := pg_catalog.clock_timestamp() + coalesce(_claim_impl.wait, interval '0');
-    LOOP
-        -- Read the wake-up generation before looking: an event that becomes
-        -- claimable after the look bumps it, so the wait below returns at once.
-        gen := event_bus._wake_gen();
-        IF NOT s.paused THEN
-            RETURN QUERY SELECT * FROM event_bus._claim_once(s, _claim_impl.max_events, coalesce(_claim_impl.lease, s.lease));
-            GET DIAGNOSTICS n = ROW_COUNT;
-            IF n OPERATOR(pg_catalog.>) 0 THEN
-                -- A full batch may have left events behind in lanes this
-                -- claim held locked, which waiting claimers skipped: wake
-                -- them when this transaction ends and frees the lanes.
-                IF n OPERATOR(pg_catalog.>=) _claim_impl.max_events THEN
-                    PERFORM event_bus._wake();
-                END IF;
-                RETURN;
-            END IF;
-        END IF;
-        ms := pg_catalog.ceil(pg_catalog.date_part('epoch', deadline - pg_catalog.clock_timestamp()) * 1000);
-        EXIT WHEN ms <= 0;
-        PERFORM event_bus._wait(gen, LEAST(ms, 2147483647)::integer);
-        -- The subscription may have been paused, resumed or dropped meanwhile.
-        s := event_bus._subscription(_claim_impl.subscription);
-    END LOOP;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION event_bus.claim(subscription text, max_events integer DEFAULT 100, lease interval DEFAULT NULL,
-                                wait interval DEFAULT NULL)
-RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
-               headers jsonb, emitted_at timestamptz, attempt integer, lane integer)
-AS 'MODULE_PATHNAME', 'eb_api'
-LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION event_bus.claim(text, integer, interval, interval) IS
-'Lease up to max_events events of a subscription: due retries first, then new events lane by lane. With wait, sleep in the server until events arrive or the wait ends. Requires READ COMMITTED.';
-
-CREATE FUNCTION event_bus._ack_impl(subscription text, seqs bigint[]) RETURNS integer
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
-AS $$
-#variable_conflict use_column
-DECLARE
-    s      event_bus.subscriptions;
-    acked  bigint[];
-    rest   bigint[];
-BEGIN
-    s := event_bus._subscription(_ack_impl.subscription);
-    IF _ack_impl.seqs IS NULL OR pg_catalog.array_position(_ack_impl.seqs, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    WITH l AS (
-        SELECT x.lease_id, x.seqs FROM event_bus.leases x
-         WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
-           AND x.seqs OPERATOR(pg_catalog.&&) _ack_impl.seqs
-         FOR UPDATE),
-    d AS (
-        DELETE FROM event_bus.leases x USING l
-         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND l.seqs OPERATOR(pg_catalog.<@) _ack_impl.seqs),
-    u AS (
-        UPDATE event_bus.leases x
-           SET seqs = ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
-                             WHERE v OPERATOR(pg_catalog.<>) ALL (_ack_impl.seqs) ORDER BY v)
-          FROM l
-         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND NOT l.seqs OPERATOR(pg_catalog.<@) _ack_impl.seqs),
-    a AS (
-        SELECT DISTINCT v FROM l, pg_catalog.unnest(l.seqs) v WHERE v OPERATOR(pg_catalog.=) ANY (_ack_impl.seqs)),
-    r AS (
-        DELETE FROM event_bus.retries x
-         WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
-           AND x.seq IN (SELECT a.v FROM a))
-    SELECT pg_catalog.array_agg(a.v) INTO acked FROM a;
-    IF s.ordered AND acked IS NOT NULL THEN
-        PERFORM event_bus._wake();      -- a lane may be free again
-    END IF;
-
-    SELECT pg_catalog.array_agg(DISTINCT v) INTO rest FROM pg_catalog.unnest(_ack_impl.seqs) v
-     WHERE acked IS NULL OR v OPERATOR(pg_catalog.<>) ALL (acked);
-    IF rest IS NOT NULL THEN
-        -- Acking again is fine; acking what was never delivered is not.
-        PERFORM event_bus._check_delivered(s, rest);
-    END IF;
-    RETURN coalesce(pg_catalog.cardinality(acked), 0);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION event_bus.ack(subscription text, seqs bigint[]) RETURNS integer
-AS 'MODULE_PATHNAME', 'eb_api'
-LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION event_bus.ack(text, bigint[]) IS
-'Acknowledge claimed events; idempotent, returns how many were still in flight and are now done.';
-
-CREATE FUNCTION event_bus._fail_impl(subscription text, seq bigint, error text,
-                               retry_in interval)
-RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    s       event_bus.subscriptions;
-    l       event_bus.leases;
-    att     integer;
-    due     timestamptz;
-    outcome text;
-BEGIN
-    s := event_bus._subscription(_fail_impl.subscription);
-    IF _fail_impl.retry_in IS NOT NULL AND _fail_impl.retry_in < interval '0' THEN
-        RAISE EXCEPTION 'retry_in must not be negative, not %', _fail_impl.retry_in
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM event_bus._check_interval('retry_in', _fail_impl.retry_in, interval '0', interval '30 days');
-    l := event_bus._leased(s, _fail_impl.seq);
-    SELECT r.attempt INTO att FROM event_bus.retries r
-     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _fail_impl.seq
-     FOR UPDATE;
-    att := coalesce(att, 1);
-    due := pg_catalog.clock_timestamp()
-           + coalesce(_fail_impl.retry_in, event_bus._backoff(s.backoff_base, s.backoff_max, att));
-    outcome := event_bus._failed(s, _fail_impl.seq, l.topic, l.lane, att, _fail_impl.error, due);
-    PERFORM event_bus._wake();          -- the worker schedules the retry
-
-    l.seqs := pg_catalog.array_remove(l.seqs, _fail_impl.seq);
-    IF s.ordered THEN
-        -- The events after the failed one wait behind it: they go back as
-        -- retries.  Those before it stay leased: the consumer has handled
-        -- them (in order) and may still ack them.
-        PERFORM event_bus._release(s, l.topic, l.lane,
-                                   ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
-                                          WHERE v OPERATOR(pg_catalog.>) _fail_impl.seq ORDER BY v),
-                                   CASE WHEN outcome = 'dead' THEN pg_catalog.clock_timestamp() ELSE due END);
-        l.seqs := ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
-                         WHERE v OPERATOR(pg_catalog.<) _fail_impl.seq ORDER BY v);
-    END IF;
-    IF pg_catalog.cardinality(l.seqs) = 0 THEN
-        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-    ELSE
-        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-    END IF;
-    RETURN outcome;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION event_bus.fail(subscription text, seq bigint, error text DEFAULT NULL,
-                               retry_in interval DEFAULT NULL)
-RETURNS text
-AS 'MODULE_PATHNAME', 'eb_api'
-LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION event_bus.fail(text, bigint, text, interval) IS
-'Report that processing a claimed event failed: returns ''retry'' (redelivered after backoff, or retry_in) or ''dead'' (max_attempts reached, moved to dead letters). On an ordered subscription the events after it in its batch wait behind it; those before it stay claimed.';
-
-CREATE FUNCTION event_bus._dead_letter_impl(subscription text, seq bigint, reason text)
-RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    s   event_bus.subscriptions;
-    l   event_bus.leases;
-    att integer;
-BEGIN
-    s := event_bus._subscription(_dead_letter_impl.subscription);
-    l := event_bus._leased(s, _dead_letter_impl.seq);
-    SELECT r.attempt INTO att FROM event_bus.retries r
-     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _dead_letter_impl.seq;
-    PERFORM event_bus._bury(s, _dead_letter_impl.seq, l.topic, l.lane, coalesce(att, 1), _dead_letter_impl.reason);
-    l.seqs := pg_catalog.array_remove(l.seqs, _dead_letter_impl.seq);
-    IF pg_catalog.cardinality(l.seqs) = 0 THEN
-        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-    ELSE
-        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION event_bus.dead_letter(subscription text, seq bigint, reason text DEFAULT NULL)
-RETURNS void
-AS 'MODULE_PATHNAME', 'eb_api'
-LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION event_bus.dead_letter(text, bigint, text) IS
-'Move a claimed event straight to the dead letters of the subscription, with a reason.';
 
 CREATE FUNCTION event_bus._pause_impl(subscription text) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -990,6 +969,268 @@ AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.purge_dead_letters(text, interval) IS
 'Delete dead letters of a subscription (all, or those dead for longer than older_than); returns how many.';
+
+CREATE FUNCTION event_bus._claim_impl(subscription text, max_events integer, lease interval,
+                                wait interval)
+RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s        event_bus.subscriptions;
+    gen      bigint;
+    deadline timestamptz;
+    ms       bigint;
+    n        bigint;
+BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+        RAISE EXCEPTION 'event_bus.claim() requires READ COMMITTED isolation'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = pg_catalog.format('The current transaction is %s.',
+                                             pg_catalog.upper(pg_catalog.current_setting('transaction_isolation'))),
+                  HINT = 'A claim must see events committed after the transaction began; run it in a READ COMMITTED transaction.';
+    END IF;
+    s := event_bus._subscription(_claim_impl.subscription);
+    IF _claim_impl.max_events IS NULL OR _claim_impl.max_events NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 10000, not %', coalesce(_claim_impl.max_events::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF _claim_impl.lease IS NOT NULL AND _claim_impl.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', _claim_impl.lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF _claim_impl.wait IS NOT NULL AND _claim_impl.wait < interval '0' THEN
+        RAISE EXCEPTION 'wait must not be negative, not %', _claim_impl.wait
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM event_bus._check_interval('lease', _claim_impl.lease, interval '1 millisecond', interval '1 day');
+    PERFORM event_bus._check_interval('wait', _claim_impl.wait, interval '0', interval '1 hour');
+    deadline := pg_catalog.clock_timestamp() + coalesce(_claim_impl.wait, interval '0');
+    LOOP
+        -- Read the wake-up generation before looking: an event that becomes
+        -- claimable after the look bumps it, so the wait below returns at once.
+        gen := event_bus._wake_gen();
+        IF NOT s.paused THEN
+            RETURN QUERY SELECT * FROM event_bus._claim_once(s, _claim_impl.max_events, coalesce(_claim_impl.lease, s.lease),
+                                                             pg_catalog.gen_random_uuid());
+            GET DIAGNOSTICS n = ROW_COUNT;
+            IF n OPERATOR(pg_catalog.>) 0 THEN
+                -- A full batch may have left events behind in lanes this
+                -- claim held locked, which waiting claimers skipped: wake
+                -- them when this transaction ends and frees the lanes.
+                IF n OPERATOR(pg_catalog.>=) _claim_impl.max_events THEN
+                    PERFORM event_bus._wake();
+                END IF;
+                RETURN;
+            END IF;
+        END IF;
+        ms := pg_catalog.ceil(pg_catalog.date_part('epoch', deadline - pg_catalog.clock_timestamp()) * 1000);
+        EXIT WHEN ms <= 0;
+        PERFORM event_bus._wait(gen, LEAST(ms, 2147483647)::integer);
+        -- The subscription may have been paused, resumed or dropped meanwhile.
+        s := event_bus._subscription(_claim_impl.subscription);
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION event_bus.claim(subscription text, max_events integer DEFAULT 100, lease interval DEFAULT NULL,
+                                wait interval DEFAULT NULL)
+RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid)
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.claim(text, integer, interval, interval) IS
+'Lease up to max_events events of a subscription: due retries first, then new events lane by lane. With wait, sleep in the server until events arrive or the wait ends. Every row carries the lease_token of this claim: pass it to ack, fail, dead_letter and extend so that a call made after the lease expired cannot touch a newer delivery. Requires READ COMMITTED.';
+
+CREATE FUNCTION event_bus._ack_impl(subscription text, seqs bigint[], token uuid) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    s      event_bus.subscriptions;
+    acked  bigint[];
+    rest   bigint[];
+BEGIN
+    s := event_bus._subscription(_ack_impl.subscription);
+    IF _ack_impl.seqs IS NULL OR pg_catalog.array_position(_ack_impl.seqs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    WITH l AS (
+        SELECT x.lease_id, x.seqs FROM event_bus.leases x
+         WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND x.seqs OPERATOR(pg_catalog.&&) _ack_impl.seqs
+           AND (_ack_impl.token IS NULL OR x.token OPERATOR(pg_catalog.=) _ack_impl.token)
+         FOR UPDATE),
+    d AS (
+        DELETE FROM event_bus.leases x USING l
+         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND l.seqs OPERATOR(pg_catalog.<@) _ack_impl.seqs),
+    u AS (
+        UPDATE event_bus.leases x
+           SET seqs = ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
+                             WHERE v OPERATOR(pg_catalog.<>) ALL (_ack_impl.seqs) ORDER BY v)
+          FROM l
+         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND NOT l.seqs OPERATOR(pg_catalog.<@) _ack_impl.seqs),
+    a AS (
+        SELECT DISTINCT v FROM l, pg_catalog.unnest(l.seqs) v WHERE v OPERATOR(pg_catalog.=) ANY (_ack_impl.seqs)),
+    r AS (
+        DELETE FROM event_bus.retries x
+         WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND x.seq IN (SELECT a.v FROM a))
+    SELECT pg_catalog.array_agg(a.v) INTO acked FROM a;
+    IF s.ordered AND acked IS NOT NULL THEN
+        PERFORM event_bus._wake();      -- a lane may be free again
+    END IF;
+
+    SELECT pg_catalog.array_agg(DISTINCT v) INTO rest FROM pg_catalog.unnest(_ack_impl.seqs) v
+     WHERE acked IS NULL OR v OPERATOR(pg_catalog.<>) ALL (acked);
+    IF rest IS NOT NULL THEN
+        -- Acking again is fine (so is a stale ack under an expired lease's
+        -- token: it leaves the newer delivery alone); acking what was never
+        -- delivered is not.
+        PERFORM event_bus._check_delivered(s, rest);
+    END IF;
+    RETURN coalesce(pg_catalog.cardinality(acked), 0);
+END
+$$;
+
+CREATE FUNCTION event_bus.ack(subscription text, seqs bigint[], token uuid DEFAULT NULL) RETURNS integer
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.ack(text, bigint[], uuid) IS
+'Acknowledge claimed events; idempotent, returns how many were still in flight (under token, when given) and are now done.';
+
+CREATE FUNCTION event_bus._fail_impl(subscription text, seq bigint, error text,
+                               retry_in interval, token uuid)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s       event_bus.subscriptions;
+    l       event_bus.leases;
+    att     integer;
+    due     timestamptz;
+    outcome text;
+BEGIN
+    s := event_bus._subscription(_fail_impl.subscription);
+    IF _fail_impl.retry_in IS NOT NULL AND _fail_impl.retry_in < interval '0' THEN
+        RAISE EXCEPTION 'retry_in must not be negative, not %', _fail_impl.retry_in
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM event_bus._check_interval('retry_in', _fail_impl.retry_in, interval '0', interval '30 days');
+    l := event_bus._leased(s, _fail_impl.seq, _fail_impl.token);
+    SELECT r.attempt INTO att FROM event_bus.retries r
+     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _fail_impl.seq
+     FOR UPDATE;
+    att := coalesce(att, 1);
+    due := pg_catalog.clock_timestamp()
+           + coalesce(_fail_impl.retry_in, event_bus._backoff(s.backoff_base, s.backoff_max, att));
+    outcome := event_bus._failed(s, _fail_impl.seq, l.topic, l.lane, att, _fail_impl.error, due);
+    PERFORM event_bus._wake();          -- the worker schedules the retry
+
+    l.seqs := pg_catalog.array_remove(l.seqs, _fail_impl.seq);
+    IF s.ordered THEN
+        -- The events after the failed one wait behind it: they go back as
+        -- retries.  Those before it stay leased: the consumer has handled
+        -- them (in order) and may still ack them.
+        PERFORM event_bus._release(s, l.topic, l.lane,
+                                   ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
+                                          WHERE v OPERATOR(pg_catalog.>) _fail_impl.seq ORDER BY v),
+                                   CASE WHEN outcome = 'dead' THEN pg_catalog.clock_timestamp() ELSE due END);
+        l.seqs := ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
+                         WHERE v OPERATOR(pg_catalog.<) _fail_impl.seq ORDER BY v);
+    END IF;
+    IF pg_catalog.cardinality(l.seqs) = 0 THEN
+        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    ELSE
+        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    END IF;
+    RETURN outcome;
+END
+$$;
+
+CREATE FUNCTION event_bus.fail(subscription text, seq bigint, error text DEFAULT NULL,
+                               retry_in interval DEFAULT NULL, token uuid DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.fail(text, bigint, text, interval, uuid) IS
+'Report that processing a claimed event failed: returns ''retry'' (redelivered after backoff, or retry_in) or ''dead'' (max_attempts reached, moved to dead letters). On an ordered subscription the events after it in its batch wait behind it; those before it stay claimed.';
+
+CREATE FUNCTION event_bus._dead_letter_impl(subscription text, seq bigint, reason text, token uuid)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s   event_bus.subscriptions;
+    l   event_bus.leases;
+    att integer;
+BEGIN
+    s := event_bus._subscription(_dead_letter_impl.subscription);
+    l := event_bus._leased(s, _dead_letter_impl.seq, _dead_letter_impl.token);
+    SELECT r.attempt INTO att FROM event_bus.retries r
+     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _dead_letter_impl.seq;
+    PERFORM event_bus._bury(s, _dead_letter_impl.seq, l.topic, l.lane, coalesce(att, 1), _dead_letter_impl.reason);
+    l.seqs := pg_catalog.array_remove(l.seqs, _dead_letter_impl.seq);
+    IF pg_catalog.cardinality(l.seqs) = 0 THEN
+        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    ELSE
+        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION event_bus.dead_letter(subscription text, seq bigint, reason text DEFAULT NULL,
+                                      token uuid DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.dead_letter(text, bigint, text, uuid) IS
+'Move a claimed event straight to the dead letters of the subscription, with a reason (under token, when given).';
+
+CREATE FUNCTION event_bus._extend_impl(subscription text, seqs bigint[], lease interval, token uuid)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s event_bus.subscriptions;
+    n integer;
+BEGIN
+    s := event_bus._subscription(_extend_impl.subscription);
+    IF _extend_impl.seqs IS NULL OR pg_catalog.array_position(_extend_impl.seqs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF _extend_impl.lease IS NOT NULL AND _extend_impl.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', _extend_impl.lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM event_bus._check_interval('lease', _extend_impl.lease, interval '1 millisecond', interval '1 day');
+    WITH l AS (
+        UPDATE event_bus.leases x
+           SET expires_at = pg_catalog.clock_timestamp() + coalesce(_extend_impl.lease, s.lease)
+         WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND x.seqs OPERATOR(pg_catalog.&&) _extend_impl.seqs
+           AND (_extend_impl.token IS NULL OR x.token OPERATOR(pg_catalog.=) _extend_impl.token)
+        RETURNING x.seqs)
+    SELECT pg_catalog.count(*) INTO n FROM l, pg_catalog.unnest(l.seqs) v
+     WHERE v OPERATOR(pg_catalog.=) ANY (_extend_impl.seqs);
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION event_bus.extend(subscription text, seqs bigint[], lease interval DEFAULT NULL,
+                                 token uuid DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.extend(text, bigint[], interval, uuid) IS
+'Give claimed events more time: their leases (under token, when given) now expire lease (default: the subscription''s) from now. Returns how many of the events were still in flight.';
 
 CREATE FUNCTION event_bus.alter_subscription_owner(subscription text, owner regrole) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1502,9 +1743,10 @@ GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer
                           event_bus.uncapture(regclass)
       TO event_bus_producer;
 GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval, interval),
-                          event_bus.ack(text, bigint[]),
-                          event_bus.fail(text, bigint, text, interval),
-                          event_bus.dead_letter(text, bigint, text),
+                          event_bus.ack(text, bigint[], uuid),
+                          event_bus.fail(text, bigint, text, interval, uuid),
+                          event_bus.dead_letter(text, bigint, text, uuid),
+                          event_bus.extend(text, bigint[], interval, uuid),
                           event_bus.subscribe(text, text[], text[], text, integer, interval, interval, interval, boolean),
                           event_bus.unsubscribe(text),
                           event_bus.pause(text),

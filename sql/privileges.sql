@@ -60,6 +60,7 @@ WITH calls(what, stmt) AS (VALUES
     ('ack',                   $$SELECT event_bus.ack('priv_s', ARRAY(SELECT unnest(seqs) FROM event_bus.in_flight))$$),
     ('fail',                  $$SELECT event_bus.fail('priv_s', (SELECT min(s) FROM event_bus.in_flight, unnest(seqs) s), 'x')$$),
     ('dead_letter',           $$SELECT event_bus.dead_letter('priv_s', (SELECT min(s) FROM event_bus.in_flight, unnest(seqs) s), 'x')$$),
+    ('extend',                $$SELECT event_bus.extend('priv_s', ARRAY(SELECT unnest(seqs) FROM event_bus.in_flight))$$),
     ('pause',                 $$SELECT event_bus.pause('priv_s')$$),
     ('resume',                $$SELECT event_bus.resume('priv_s')$$),
     ('replay',                $$SELECT event_bus.replay('priv_s', 'latest')$$),

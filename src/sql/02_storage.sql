@@ -87,7 +87,8 @@ CREATE TABLE event_bus.leases (
     seqs         bigint[] NOT NULL,
     claimed_at   timestamptz NOT NULL,
     expires_at   timestamptz NOT NULL,
-    claimed_by   integer NOT NULL
+    claimed_by   integer NOT NULL,
+    token        uuid NOT NULL      -- the lease token claim() handed out
 );
 CREATE INDEX leases_subscription ON event_bus.leases (subscription, topic, lane);
 CREATE INDEX leases_expires_at ON event_bus.leases (expires_at);

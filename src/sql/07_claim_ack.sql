@@ -4,9 +4,9 @@
 -- One attempt at a claim for a validated, unpaused subscription.
 -- Generic plans: a claim runs the same few statements over and over, and
 -- planning them afresh each time (custom plans) was a tenth of its cost.
-CREATE FUNCTION event_bus._claim_once(s event_bus.subscriptions, max_events integer, len interval)
+CREATE FUNCTION event_bus._claim_once(s event_bus.subscriptions, max_events integer, len interval, tok uuid)
 RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
-               headers jsonb, emitted_at timestamptz, attempt integer, lane integer)
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
 AS $$
@@ -35,8 +35,8 @@ BEGIN
             SELECT p.topic, p.lane, pg_catalog.array_agg(p.seq ORDER BY p.seq) AS seqs
               FROM picked p GROUP BY p.topic, p.lane
         LOOP
-            INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by)
-            VALUES (s.subscription, c.topic, c.lane, c.seqs, t, t + len, pg_catalog.pg_backend_pid())
+            INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
+            VALUES (s.subscription, c.topic, c.lane, c.seqs, t, t + len, pg_catalog.pg_backend_pid(), tok)
             RETURNING lease_id INTO lid;
             RETURN QUERY
             WITH u AS (
@@ -45,7 +45,7 @@ BEGIN
                    AND r.seq OPERATOR(pg_catalog.=) ANY (c.seqs)
                 RETURNING r.seq, r.attempt)
             SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
-                   e.emitted_at, u.attempt, e.lane::integer
+                   e.emitted_at, u.attempt, e.lane::integer, tok
               FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
              WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
                AND e.seq OPERATOR(pg_catalog.=) ANY (c.seqs)
@@ -113,8 +113,8 @@ BEGIN
                          ORDER BY r.seq LIMIT left_) x
                  WHERE x.due;
                 CONTINUE WHEN got IS NULL;
-                INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by)
-                VALUES (s.subscription, c.topic, c.lane, got, t, t + len, pg_catalog.pg_backend_pid())
+                INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
+                VALUES (s.subscription, c.topic, c.lane, got, t, t + len, pg_catalog.pg_backend_pid(), tok)
                 RETURNING lease_id INTO lid;
                 RETURN QUERY
                 WITH u AS (
@@ -123,7 +123,7 @@ BEGIN
                        AND r.seq OPERATOR(pg_catalog.=) ANY (got)
                     RETURNING r.seq, r.attempt)
                 SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
-                       e.emitted_at, u.attempt, e.lane::integer
+                       e.emitted_at, u.attempt, e.lane::integer, tok
                   FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
                  WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
                    AND e.seq OPERATOR(pg_catalog.=) ANY (got)
@@ -143,9 +143,9 @@ BEGIN
              ORDER BY e.seq
              LIMIT left_),
         l AS (
-            INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by)
+            INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
             SELECT s.subscription, c.topic, c.lane, pg_catalog.array_agg(ev.seq ORDER BY ev.seq),
-                   t, t + len, pg_catalog.pg_backend_pid()
+                   t, t + len, pg_catalog.pg_backend_pid(), tok
               FROM ev HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0),
         u AS (
             UPDATE event_bus.cursors cu SET position = (SELECT max(ev.seq) FROM ev)
@@ -153,7 +153,7 @@ BEGIN
                AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
                AND EXISTS (SELECT FROM ev))
         SELECT ev.seq, ev.id, ev.topic::text, ev.type, ev.version, ev.key, ev.payload, ev.headers,
-               ev.emitted_at, 1, ev.lane::integer
+               ev.emitted_at, 1, ev.lane::integer, tok
           FROM ev ORDER BY ev.seq;
         GET DIAGNOSTICS n = ROW_COUNT;
         left_ := left_ - n;
@@ -165,7 +165,7 @@ $$;
 CREATE FUNCTION event_bus._claim_impl(subscription text, max_events integer, lease interval,
                                 wait interval)
 RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
-               headers jsonb, emitted_at timestamptz, attempt integer, lane integer)
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
@@ -204,7 +204,8 @@ BEGIN
         -- claimable after the look bumps it, so the wait below returns at once.
         gen := event_bus._wake_gen();
         IF NOT s.paused THEN
-            RETURN QUERY SELECT * FROM event_bus._claim_once(s, _claim_impl.max_events, coalesce(_claim_impl.lease, s.lease));
+            RETURN QUERY SELECT * FROM event_bus._claim_once(s, _claim_impl.max_events, coalesce(_claim_impl.lease, s.lease),
+                                                             pg_catalog.gen_random_uuid());
             GET DIAGNOSTICS n = ROW_COUNT;
             IF n OPERATOR(pg_catalog.>) 0 THEN
                 -- A full batch may have left events behind in lanes this
@@ -227,14 +228,14 @@ $$;
 CREATE FUNCTION event_bus.claim(subscription text, max_events integer DEFAULT 100, lease interval DEFAULT NULL,
                                 wait interval DEFAULT NULL)
 RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
-               headers jsonb, emitted_at timestamptz, attempt integer, lane integer)
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid)
 AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.claim(text, integer, interval, interval) IS
-'Lease up to max_events events of a subscription: due retries first, then new events lane by lane. With wait, sleep in the server until events arrive or the wait ends. Requires READ COMMITTED.';
+'Lease up to max_events events of a subscription: due retries first, then new events lane by lane. With wait, sleep in the server until events arrive or the wait ends. Every row carries the lease_token of this claim: pass it to ack, fail, dead_letter and extend so that a call made after the lease expired cannot touch a newer delivery. Requires READ COMMITTED.';
 
 
-CREATE FUNCTION event_bus._ack_impl(subscription text, seqs bigint[]) RETURNS integer
+CREATE FUNCTION event_bus._ack_impl(subscription text, seqs bigint[], token uuid) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
 AS $$
@@ -253,6 +254,7 @@ BEGIN
         SELECT x.lease_id, x.seqs FROM event_bus.leases x
          WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
            AND x.seqs OPERATOR(pg_catalog.&&) _ack_impl.seqs
+           AND (_ack_impl.token IS NULL OR x.token OPERATOR(pg_catalog.=) _ack_impl.token)
          FOR UPDATE),
     d AS (
         DELETE FROM event_bus.leases x USING l
@@ -277,20 +279,22 @@ BEGIN
     SELECT pg_catalog.array_agg(DISTINCT v) INTO rest FROM pg_catalog.unnest(_ack_impl.seqs) v
      WHERE acked IS NULL OR v OPERATOR(pg_catalog.<>) ALL (acked);
     IF rest IS NOT NULL THEN
-        -- Acking again is fine; acking what was never delivered is not.
+        -- Acking again is fine (so is a stale ack under an expired lease's
+        -- token: it leaves the newer delivery alone); acking what was never
+        -- delivered is not.
         PERFORM event_bus._check_delivered(s, rest);
     END IF;
     RETURN coalesce(pg_catalog.cardinality(acked), 0);
 END
 $$;
-CREATE FUNCTION event_bus.ack(subscription text, seqs bigint[]) RETURNS integer
+CREATE FUNCTION event_bus.ack(subscription text, seqs bigint[], token uuid DEFAULT NULL) RETURNS integer
 AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION event_bus.ack(text, bigint[]) IS
-'Acknowledge claimed events; idempotent, returns how many were still in flight and are now done.';
+COMMENT ON FUNCTION event_bus.ack(text, bigint[], uuid) IS
+'Acknowledge claimed events; idempotent, returns how many were still in flight (under token, when given) and are now done.';
 
 -- Find and lock the lease of a subscription that holds seq, or raise.
-CREATE FUNCTION event_bus._leased(s event_bus.subscriptions, p_seq bigint) RETURNS event_bus.leases
+CREATE FUNCTION event_bus._leased(s event_bus.subscriptions, p_seq bigint, p_token uuid) RETURNS event_bus.leases
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -302,19 +306,21 @@ BEGIN
     SELECT * INTO l FROM event_bus.leases x
      WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
        AND p_seq OPERATOR(pg_catalog.=) ANY (x.seqs)
+       AND (p_token IS NULL OR x.token OPERATOR(pg_catalog.=) p_token)
      FOR UPDATE;
     IF NOT FOUND THEN
         PERFORM event_bus._check_delivered(s, ARRAY[p_seq]);
-        RAISE EXCEPTION 'event % is not in flight for subscription "%"', p_seq, s.subscription
+        RAISE EXCEPTION 'event % is not in flight for subscription "%"%', p_seq, s.subscription,
+                        CASE WHEN p_token IS NOT NULL THEN ' under this lease token' ELSE '' END
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = 'It has already been acked, failed or dead-lettered, or its lease expired.';
+                  DETAIL = 'It has already been acked, failed or dead-lettered, or its lease expired (and it may have been delivered again).';
     END IF;
     RETURN l;
 END
 $$;
 
 CREATE FUNCTION event_bus._fail_impl(subscription text, seq bigint, error text,
-                               retry_in interval)
+                               retry_in interval, token uuid)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -332,7 +338,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM event_bus._check_interval('retry_in', _fail_impl.retry_in, interval '0', interval '30 days');
-    l := event_bus._leased(s, _fail_impl.seq);
+    l := event_bus._leased(s, _fail_impl.seq, _fail_impl.token);
     SELECT r.attempt INTO att FROM event_bus.retries r
      WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _fail_impl.seq
      FOR UPDATE;
@@ -363,14 +369,14 @@ BEGIN
 END
 $$;
 CREATE FUNCTION event_bus.fail(subscription text, seq bigint, error text DEFAULT NULL,
-                               retry_in interval DEFAULT NULL)
+                               retry_in interval DEFAULT NULL, token uuid DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION event_bus.fail(text, bigint, text, interval) IS
+COMMENT ON FUNCTION event_bus.fail(text, bigint, text, interval, uuid) IS
 'Report that processing a claimed event failed: returns ''retry'' (redelivered after backoff, or retry_in) or ''dead'' (max_attempts reached, moved to dead letters). On an ordered subscription the events after it in its batch wait behind it; those before it stay claimed.';
 
-CREATE FUNCTION event_bus._dead_letter_impl(subscription text, seq bigint, reason text)
+CREATE FUNCTION event_bus._dead_letter_impl(subscription text, seq bigint, reason text, token uuid)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -381,7 +387,7 @@ DECLARE
     att integer;
 BEGIN
     s := event_bus._subscription(_dead_letter_impl.subscription);
-    l := event_bus._leased(s, _dead_letter_impl.seq);
+    l := event_bus._leased(s, _dead_letter_impl.seq, _dead_letter_impl.token);
     SELECT r.attempt INTO att FROM event_bus.retries r
      WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _dead_letter_impl.seq;
     PERFORM event_bus._bury(s, _dead_letter_impl.seq, l.topic, l.lane, coalesce(att, 1), _dead_letter_impl.reason);
@@ -393,10 +399,51 @@ BEGIN
     END IF;
 END
 $$;
-CREATE FUNCTION event_bus.dead_letter(subscription text, seq bigint, reason text DEFAULT NULL)
+CREATE FUNCTION event_bus.dead_letter(subscription text, seq bigint, reason text DEFAULT NULL,
+                                      token uuid DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION event_bus.dead_letter(text, bigint, text) IS
-'Move a claimed event straight to the dead letters of the subscription, with a reason.';
+COMMENT ON FUNCTION event_bus.dead_letter(text, bigint, text, uuid) IS
+'Move a claimed event straight to the dead letters of the subscription, with a reason (under token, when given).';
+
+-- extend(): a heartbeat for slow handlers.
+CREATE FUNCTION event_bus._extend_impl(subscription text, seqs bigint[], lease interval, token uuid)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s event_bus.subscriptions;
+    n integer;
+BEGIN
+    s := event_bus._subscription(_extend_impl.subscription);
+    IF _extend_impl.seqs IS NULL OR pg_catalog.array_position(_extend_impl.seqs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF _extend_impl.lease IS NOT NULL AND _extend_impl.lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', _extend_impl.lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM event_bus._check_interval('lease', _extend_impl.lease, interval '1 millisecond', interval '1 day');
+    WITH l AS (
+        UPDATE event_bus.leases x
+           SET expires_at = pg_catalog.clock_timestamp() + coalesce(_extend_impl.lease, s.lease)
+         WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND x.seqs OPERATOR(pg_catalog.&&) _extend_impl.seqs
+           AND (_extend_impl.token IS NULL OR x.token OPERATOR(pg_catalog.=) _extend_impl.token)
+        RETURNING x.seqs)
+    SELECT pg_catalog.count(*) INTO n FROM l, pg_catalog.unnest(l.seqs) v
+     WHERE v OPERATOR(pg_catalog.=) ANY (_extend_impl.seqs);
+    RETURN n;
+END
+$$;
+CREATE FUNCTION event_bus.extend(subscription text, seqs bigint[], lease interval DEFAULT NULL,
+                                 token uuid DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.extend(text, bigint[], interval, uuid) IS
+'Give claimed events more time: their leases (under token, when given) now expire lease (default: the subscription''s) from now. Returns how many of the events were still in flight.';
 

@@ -11,9 +11,10 @@ GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer
                           event_bus.uncapture(regclass)
       TO event_bus_producer;
 GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval, interval),
-                          event_bus.ack(text, bigint[]),
-                          event_bus.fail(text, bigint, text, interval),
-                          event_bus.dead_letter(text, bigint, text),
+                          event_bus.ack(text, bigint[], uuid),
+                          event_bus.fail(text, bigint, text, interval, uuid),
+                          event_bus.dead_letter(text, bigint, text, uuid),
+                          event_bus.extend(text, bigint[], interval, uuid),
                           event_bus.subscribe(text, text[], text[], text, integer, interval, interval, interval, boolean),
                           event_bus.unsubscribe(text),
                           event_bus.pause(text),

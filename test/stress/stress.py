@@ -25,6 +25,10 @@ both subscriptions, then the checker verifies:
   drained   nothing pending, in flight, retrying or dead at the end
   duplicates an event acked twice (reported; at-least-once allows it)
 
+Consumers pass the lease token of their claim to ack and fail (unless
+--no-tokens): a zombie's late ack then completes nothing and its late fail is
+a 55000, whatever newer delivery of the event another consumer holds.
+
 A late ack or fail of a seq whose log partition retention has already
 dropped (a consumer that stalled past its lease while another consumer
 finished the event) must be a no-op ack / a 55000 "not in flight"; a 22023
@@ -232,16 +236,16 @@ class Producer(threading.Thread):
 # this ack completed (the locks make it exact), so the checker can attribute
 # every successful ack to an event; n must equal cardinality(held).
 ACK_HELPER = """
-CREATE OR REPLACE FUNCTION public.stress_ack(sub text, s bigint[], OUT held bigint[], OUT n integer)
+CREATE OR REPLACE FUNCTION public.stress_ack(sub text, s bigint[], tok uuid, OUT held bigint[], OUT n integer)
 LANGUAGE plpgsql AS $$
 BEGIN
     SELECT coalesce(array_agg(DISTINCT v ORDER BY v), '{}') INTO held
       FROM (SELECT l.seqs FROM event_bus.leases l
-             WHERE l.subscription = sub AND l.seqs && s
+             WHERE l.subscription = sub AND l.seqs && s AND (tok IS NULL OR l.token = tok)
              FOR UPDATE) x,
            unnest(x.seqs) v
      WHERE v = ANY (s);
-    n := event_bus.ack(sub, s);
+    n := event_bus.ack(sub, s, token => tok);
 END
 $$;
 """
@@ -264,6 +268,7 @@ class Consumer(threading.Thread):
         self.last_nonempty = now()
         self.batch_no = 0
         self.idle = False      # the last claim returned nothing
+        self.token = None      # lease token of the batch being processed
 
     # -- connection ----------------------------------------------------------
     def ensure_conn(self):
@@ -290,6 +295,7 @@ class Consumer(threading.Thread):
             self.cur.execute('SELECT * FROM event_bus.claim(%s, %s)', (self.sub, n))
         cols = [d[0] for d in self.cur.description]
         rows = [dict(zip(cols, r)) for r in self.cur.fetchall()]
+        self.token = rows[0].get('lease_token') if rows and self.run_.args.tokens else None
         t = now()
         self.batch_no += 1
         batch = (self.name, self.batch_no)
@@ -311,8 +317,8 @@ class Consumer(threading.Thread):
             return
         t_sent = now()
         try:
-            self.cur.execute('SELECT held, n FROM public.stress_ack(%s, %s::bigint[])',
-                             (self.sub, list(seqs)))
+            self.cur.execute('SELECT held, n FROM public.stress_ack(%s, %s::bigint[], %s::uuid)',
+                             (self.sub, list(seqs), self.token))
         except psycopg2.Error as e:
             gone = self.retention_refusal(e, seqs, pending is not None)
             if not gone:
@@ -362,10 +368,11 @@ class Consumer(threading.Thread):
         self.stats['fails'] += 1
         try:
             if self.rnd.random() < 0.5:
-                self.cur.execute("SELECT event_bus.fail(%s, %s, 'random failure', retry_in => '0')",
-                                 (self.sub, seq))
+                self.cur.execute("SELECT event_bus.fail(%s, %s, 'random failure', retry_in => '0', token => %s::uuid)",
+                                 (self.sub, seq, self.token))
             else:
-                self.cur.execute("SELECT event_bus.fail(%s, %s, 'random failure')", (self.sub, seq))
+                self.cur.execute("SELECT event_bus.fail(%s, %s, 'random failure', token => %s::uuid)",
+                                 (self.sub, seq, self.token))
             outcome = self.cur.fetchone()[0]
             if outcome != 'retry':
                 self.run_.error(self.name, 'fail(%s) returned %r' % (seq, outcome))
@@ -657,6 +664,8 @@ def main():
     ap.add_argument('--zombie-rate', type=float, default=0.003,
                     help='share of claimed batches whose consumer stalls past its lease')
     ap.add_argument('--zombie-sleep', type=float, default=2.5, help='how long such a stall lasts (s)')
+    ap.add_argument('--no-tokens', dest='tokens', action='store_false',
+                    help='ack and fail without the lease token (the 1.0 calls)')
     ap.set_defaults(mode='short')
     args = ap.parse_args()
     if args.seconds is None:
@@ -669,8 +678,9 @@ def main():
     master = random.Random(args.seed)
 
     log('stress: mode=%s produce=%.0fs seed=%d producers=%d consumers=%dx%d fail=%.2f crash=%.2f '
-        'txn=%.2f zombie=%.3f' % (args.mode, args.seconds, args.seed, args.producers, args.consumers,
-                                 len(SUBS), args.fail_rate, args.crash_rate, args.txn_rate, args.zombie_rate))
+        'txn=%.2f zombie=%.3f tokens=%s' % (args.mode, args.seconds, args.seed, args.producers, args.consumers,
+                                           len(SUBS), args.fail_rate, args.crash_rate, args.txn_rate,
+                                           args.zombie_rate, 'yes' if args.tokens else 'no'))
 
     run = Run(args)
     # --- set-up ---------------------------------------------------------------
