@@ -92,6 +92,7 @@ typedef struct EventBusShared
 	pid_t		launcher_pid;
 	int			launcher_procno;	/* -1 if no launcher */
 	bool		rescan;			/* launcher: forget "no extension" marks */
+	TimestampTz life_started;	/* when shared memory was (re)initialised */
 } EventBusShared;
 
 /* event_bus.c */

@@ -194,6 +194,7 @@ PG_FUNCTION_INFO_V1(eb_check_name_sql);
 PG_FUNCTION_INFO_V1(eb_horizon_sql);
 PG_FUNCTION_INFO_V1(eb_note_coverage_sql);
 PG_FUNCTION_INFO_V1(eb_topics_changed);
+PG_FUNCTION_INFO_V1(eb_life_started);
 
 /* event_bus._check_preloaded(): error unless the library was preloaded. */
 Datum
@@ -240,4 +241,16 @@ eb_topics_changed(PG_FUNCTION_ARGS)
 
 	CacheInvalidateRelcacheByRelid(get_relname_relid("topics", nsp));
 	PG_RETURN_VOID();
+}
+
+/*
+ * event_bus._life_started(): when this server life began - shared memory
+ * is initialised anew at every start and after every crash, when every
+ * backend died.  A lease claimed before it belongs to a dead session.
+ */
+Datum
+eb_life_started(PG_FUNCTION_ARGS)
+{
+	eb_require_preload();
+	PG_RETURN_TIMESTAMPTZ(eb_shared->life_started);
 }

@@ -119,6 +119,7 @@ eb_shmem_init(void)
 		eb_shared->launcher_pid = 0;
 		eb_shared->launcher_procno = -1;
 		eb_shared->rescan = false;
+		eb_shared->life_started = GetCurrentTimestamp();
 		for (i = 0; i < eb_shared->max_databases; i++)
 		{
 			EventBusDb *db = &eb_shared->dbs[i];

@@ -32,4 +32,6 @@ CREATE FUNCTION event_bus._capture_depend(fn regprocedure) RETURNS void
     AS 'MODULE_PATHNAME', 'eb_capture_depend' LANGUAGE C STRICT VOLATILE;
 CREATE FUNCTION event_bus._check_writable() RETURNS void
     AS 'MODULE_PATHNAME', 'eb_check_writable_sql' LANGUAGE C STABLE;
+CREATE FUNCTION event_bus._life_started() RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'eb_life_started' LANGUAGE C STABLE;
 

@@ -7,6 +7,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t   timestamptz := pg_catalog.clock_timestamp();
+    life timestamptz := event_bus._life_started();
     l   record;
     s   event_bus.subscriptions;
     v   bigint;
@@ -17,11 +18,13 @@ BEGIN
     expired_leases := 0;
     retried := 0;
     dead_lettered := 0;
-    -- Expired leases: every event still in them failed one attempt.  Leases
-    -- a consumer is acking right now are skipped and seen next time.
+    -- Expired leases: every event still in them failed one attempt.  So did
+    -- leases claimed before the server (re)started: the sessions holding
+    -- them are gone, and an ordered lane should not wait out their lease.
+    -- Leases a consumer is acking right now are skipped and seen next time.
     FOR l IN
         SELECT x.* FROM event_bus.leases x
-         WHERE x.expires_at OPERATOR(pg_catalog.<=) t
+         WHERE x.expires_at OPERATOR(pg_catalog.<=) t OR x.claimed_at OPERATOR(pg_catalog.<) life
          ORDER BY x.lease_id
          LIMIT pg_catalog.current_setting('event_bus.expire_batch_size')::integer
          FOR UPDATE SKIP LOCKED
@@ -35,7 +38,9 @@ BEGIN
              WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) v
              FOR UPDATE;
             att := coalesce(att, 1);
-            IF event_bus._failed(s, v, l.topic, l.lane, att, 'lease expired',
+            IF event_bus._failed(s, v, l.topic, l.lane, att,
+                                 CASE WHEN l.expires_at OPERATOR(pg_catalog.<=) t THEN 'lease expired'
+                                      ELSE 'server restarted while it was claimed' END,
                                  CASE WHEN s.ordered THEN due
                                       ELSE t + event_bus._backoff(s.backoff_base, s.backoff_max, att) END) = 'dead' THEN
                 dead_lettered := dead_lettered + 1;
