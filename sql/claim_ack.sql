@@ -66,3 +66,19 @@ SELECT expires_at - claimed_at AS lease FROM event_bus.leases
  WHERE subscription = 'workers' ORDER BY lease_id DESC LIMIT 1;
 SELECT event_bus.unsubscribe('workers');
 SELECT event_bus.unsubscribe('auditors');
+
+-- A type-filtered subscription's cursor moves past events it will never
+-- deliver, so later claims do not scan them again
+SELECT event_bus.create_topic('typed', 1);
+SELECT event_bus.subscribe('only_a', ARRAY['typed'], types => ARRAY['A']);
+SELECT count(event_bus.emit('typed', 'B', '{}')) FROM generate_series(1, 50);
+SELECT count(*) AS claimed FROM event_bus.claim('only_a', 10);
+SELECT position = (SELECT max(seq) FROM event_bus.events WHERE topic = 'typed') AS cursor_past_the_bs
+  FROM event_bus.cursors WHERE subscription = 'only_a';
+SELECT event_bus.emit('typed', 'A', '{"a": 1}') > 0 AS emitted;
+SELECT count(event_bus.emit('typed', 'B', '{}')) FROM generate_series(1, 5);
+SELECT type, payload FROM event_bus.claim('only_a', 10);
+SELECT position = (SELECT max(seq) FROM event_bus.events WHERE topic = 'typed') AS cursor_past_the_last_b
+  FROM event_bus.cursors WHERE subscription = 'only_a';
+SELECT event_bus.unsubscribe('only_a');
+SELECT event_bus.drop_topic('typed');

@@ -78,12 +78,13 @@ BEGIN
                                      WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
                                        AND l.topic OPERATOR(pg_catalog.=) cu.topic
                                        AND l.lane OPERATOR(pg_catalog.=) cu.lane))
+                    -- Any new event, of a type it reads or not: the cursor of a
+                    -- type-filtered subscription moves past the others below.
                     AND EXISTS (SELECT FROM event_bus.events e
                                  WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
                                    AND e.lane OPERATOR(pg_catalog.=) cu.lane
                                    AND e.seq OPERATOR(pg_catalog.>) cu.position
-                                   AND e.seq OPERATOR(pg_catalog.<=) h
-                                   AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))))
+                                   AND e.seq OPERATOR(pg_catalog.<=) h)))
          ORDER BY pg_catalog.random()
     LOOP
         SELECT cu.position INTO pos FROM event_bus.cursors cu
@@ -147,11 +148,26 @@ BEGIN
             SELECT s.subscription, c.topic, c.lane, pg_catalog.array_agg(ev.seq ORDER BY ev.seq),
                    t, t + len, pg_catalog.pg_backend_pid(), tok
               FROM ev HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0),
+        -- The cursor moves to the last event handed out; for a type-filtered
+        -- subscription that found fewer than it may take, past every event
+        -- up to the horizon (the rest are of types it does not read), so
+        -- that no claim scans them again.
         u AS (
-            UPDATE event_bus.cursors cu SET position = (SELECT max(ev.seq) FROM ev)
+            UPDATE event_bus.cursors cu
+               SET position = CASE WHEN s.types IS NULL
+                                     OR (SELECT pg_catalog.count(*) FROM ev) OPERATOR(pg_catalog.>=) left_
+                                   THEN (SELECT max(ev.seq) FROM ev)
+                                   ELSE (SELECT max(e.seq) FROM event_bus.events e
+                                          WHERE e.topic OPERATOR(pg_catalog.=) c.topic
+                                            AND e.lane OPERATOR(pg_catalog.=) c.lane
+                                            AND e.seq OPERATOR(pg_catalog.>) pos
+                                            AND e.seq OPERATOR(pg_catalog.<=) h) END
              WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
                AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
-               AND EXISTS (SELECT FROM ev))
+               AND (EXISTS (SELECT FROM ev) OR s.types IS NOT NULL)
+               AND EXISTS (SELECT FROM event_bus.events e
+                            WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                              AND e.seq OPERATOR(pg_catalog.>) pos AND e.seq OPERATOR(pg_catalog.<=) h))
         SELECT ev.seq, ev.id, ev.topic::text, ev.type, ev.version, ev.key, ev.payload, ev.headers,
                ev.emitted_at, 1, ev.lane::integer, tok
           FROM ev ORDER BY ev.seq;
