@@ -664,30 +664,29 @@ BEGIN
             SELECT s.subscription, c.topic, c.lane, pg_catalog.array_agg(ev.seq ORDER BY ev.seq),
                    t, t + len, pg_catalog.pg_backend_pid(), tok
               FROM ev HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0),
-        -- The cursor moves to the last event handed out; for a type-filtered
-        -- subscription that found fewer than it may take, past every event
-        -- up to the horizon (the rest are of types it does not read), so
-        -- that no claim scans them again.
         u AS (
-            UPDATE event_bus.cursors cu
-               SET position = CASE WHEN s.types IS NULL
-                                     OR (SELECT pg_catalog.count(*) FROM ev) OPERATOR(pg_catalog.>=) left_
-                                   THEN (SELECT max(ev.seq) FROM ev)
-                                   ELSE (SELECT max(e.seq) FROM event_bus.events e
-                                          WHERE e.topic OPERATOR(pg_catalog.=) c.topic
-                                            AND e.lane OPERATOR(pg_catalog.=) c.lane
-                                            AND e.seq OPERATOR(pg_catalog.>) pos
-                                            AND e.seq OPERATOR(pg_catalog.<=) h) END
+            UPDATE event_bus.cursors cu SET position = (SELECT max(ev.seq) FROM ev)
              WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
                AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
-               AND (EXISTS (SELECT FROM ev) OR s.types IS NOT NULL)
-               AND EXISTS (SELECT FROM event_bus.events e
-                            WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                              AND e.seq OPERATOR(pg_catalog.>) pos AND e.seq OPERATOR(pg_catalog.<=) h))
+               AND EXISTS (SELECT FROM ev))
         SELECT ev.seq, ev.id, ev.topic::text, ev.type, ev.version, ev.key, ev.payload, ev.headers,
                ev.emitted_at, 1, ev.lane::integer, tok
           FROM ev ORDER BY ev.seq;
         GET DIAGNOSTICS n = ROW_COUNT;
+        IF s.types IS NOT NULL AND n OPERATOR(pg_catalog.<) left_ THEN
+            -- A type-filtered subscription that found fewer events than it
+            -- may take has seen the lane up to the horizon: its cursor moves
+            -- past the events of other types too, so no claim scans them
+            -- again.  (A separate statement: claims of other subscriptions
+            -- do not pay for it.)
+            UPDATE event_bus.cursors cu SET position = x.top
+              FROM (SELECT max(e.seq) AS top FROM event_bus.events e
+                     WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                       AND e.seq OPERATOR(pg_catalog.>) pos AND e.seq OPERATOR(pg_catalog.<=) h) x
+             WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
+               AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
+               AND x.top OPERATOR(pg_catalog.>) cu.position;
+        END IF;
         left_ := left_ - n;
         EXIT WHEN left_ <= 0;
     END LOOP;

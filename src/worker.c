@@ -796,6 +796,16 @@ eb_part_retention(WorkerRound *r, MemoryContext keep)
 {
 	bool		isnull;
 
+	/* A database still on the 1.0 install script has the 1.0 job only. */
+	if (SPI_execute("SELECT pg_catalog.to_regprocedure('event_bus._retention_candidates(boolean)') IS NULL",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "event_bus: could not look up the retention job");
+	if (DatumGetBool(eb_spi_value(1, &isnull)))
+	{
+		if (SPI_execute("SELECT event_bus._retention()", false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: _retention() failed");
+		return;
+	}
 	if (SPI_execute("SELECT EXISTS (SELECT FROM event_bus._retention_candidates(false))", true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "event_bus: _retention_candidates() failed");
