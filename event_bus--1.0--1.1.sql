@@ -29,6 +29,8 @@ CREATE FUNCTION event_bus._check_writable() RETURNS void
     AS 'MODULE_PATHNAME', 'eb_check_writable_sql' LANGUAGE C STABLE;
 CREATE FUNCTION event_bus._life_started() RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'eb_life_started' LANGUAGE C STABLE;
+CREATE FUNCTION event_bus._wait_topics(gen bigint, timeout_ms integer, topics text[]) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eb_wait_topics' LANGUAGE C STRICT VOLATILE;
 
 -----------------------------------------------------------------------------
 -- Storage: topic grants (existing topics keep today's open set-up),
@@ -1049,7 +1051,7 @@ BEGIN
         END IF;
         ms := pg_catalog.ceil(pg_catalog.date_part('epoch', deadline - pg_catalog.clock_timestamp()) * 1000);
         EXIT WHEN ms <= 0;
-        PERFORM event_bus._wait(gen, LEAST(ms, 2147483647)::integer);
+        PERFORM event_bus._wait_topics(gen, LEAST(ms, 2147483647)::integer, s.topics);
         -- The subscription may have been paused, resumed or dropped meanwhile.
         s := event_bus._subscription(_claim_impl.subscription);
     END LOOP;

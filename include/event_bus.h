@@ -44,7 +44,6 @@ typedef struct EventBusDb
 	pg_atomic_uint64 covered;	/* log partitions exist for seqs below this */
 	pg_atomic_uint32 worker_procno; /* pgprocno of the worker + 1, 0 if none */
 	pg_atomic_uint64 wake_gen;	/* bumped whenever claimable events may appear */
-	ConditionVariable cv;		/* broadcast with each wake_gen bump */
 } EventBusDb;
 
 /* What a per-database worker is doing; see worker.c. */
@@ -79,6 +78,7 @@ typedef struct EventBusSlot
 {
 	pg_atomic_uint64 floor;		/* 0: no open transaction has emitted */
 	Oid			dboid;			/* database of the backend owning the slot */
+	pg_atomic_uint64 wait_mask;	/* topic bits a claim(wait) of it waits for */
 } EventBusSlot;
 
 typedef struct EventBusShared
@@ -121,7 +121,8 @@ extern EventBusWorker *eb_find_worker(Oid dboid);
 struct BackgroundWorkerHandle;
 extern bool eb_register_database_process(const char *function, const char *type, Oid dboid,
 										 struct BackgroundWorkerHandle **handle);
-extern void eb_wake_database(EventBusDb *db);
+extern void eb_wake_database(EventBusDb *db, uint64 topics);
+extern uint64 eb_topic_bit(const char *name, int len);
 extern void eb_pause_worker(Oid dboid, int seconds);
 extern void eb_wake_launcher(void);
 PGDLLEXPORT void eb_launcher_main(Datum arg);
@@ -142,6 +143,8 @@ extern uint64 eb_horizon(EventBusDb *db);
 extern void eb_note_coverage(uint64 covered);
 extern uint64 eb_known_coverage(EventBusDb *db);
 extern void eb_wake_at_commit(void);
+extern void eb_note_emit_topic(text *topic);
+extern EventBusSlot *eb_my_slot(void);
 extern void eb_wake_launcher_at_commit(void);
 
 #endif							/* EVENT_BUS_H */

@@ -449,6 +449,7 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 	lanes = eb_producible_topic(topic, user.caller);
 
 	eb_begin_emit(db);
+	eb_note_emit_topic(topic);
 	eb_ensure_coverage(db, pg_atomic_read_u64(&db->max_seq) + 1);
 	seq = nextval_internal(db->seqoid, false);
 	eb_ensure_coverage(db, seq);
@@ -557,6 +558,7 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 
 	db = eb_db_state();
 	eb_begin_emit(db);
+	eb_note_emit_topic(topic);
 
 	eb_common_params(values, nulls, topic, type, PointerGetDatum(payloads),
 					 keys ? PointerGetDatum(keys) : (Datum) 0, headers, version);

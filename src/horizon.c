@@ -51,6 +51,7 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "common/hashfn.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/resowner.h"
@@ -69,6 +70,8 @@ static SubTransactionId coverage_subxid = InvalidSubTransactionId;
 static bool xact_wake = false;
 static bool xact_wake_launcher = false;
 static bool wake_pending = false;	/* wake claimers once the commit is complete */
+static uint64 wake_topics = 0;	/* which: bits of the topics concerned */
+static uint64 xact_topics = 0;	/* bits of the topics this transaction emitted to */
 static uint64 xact_coverage = 0;
 
 static int
@@ -131,12 +134,12 @@ eb_shmem_init(void)
 			pg_atomic_init_u64(&db->covered, 0);
 			pg_atomic_init_u32(&db->worker_procno, 0);
 			pg_atomic_init_u64(&db->wake_gen, 0);
-			ConditionVariableInit(&db->cv);
 			memset(&eb_shared->workers[i], 0, sizeof(EventBusWorker));
 		}
 		for (i = 0; i < eb_shared->nslots; i++)
 		{
 			pg_atomic_init_u64(&eb_shared->slots[i].floor, 0);
+			pg_atomic_init_u64(&eb_shared->slots[i].wait_mask, 0);
 			eb_shared->slots[i].dboid = InvalidOid;
 		}
 	}
@@ -182,7 +185,12 @@ eb_xact_callback(XactEvent event, void *arg)
 			 */
 			if ((xact_emitted || (xact_wake && event != XACT_EVENT_ABORT &&
 								  event != XACT_EVENT_PARALLEL_ABORT)) && my_db != NULL)
+			{
 				wake_pending = true;	/* see eb_release_callback */
+				wake_topics = (xact_wake && event != XACT_EVENT_ABORT &&
+							   event != XACT_EVENT_PARALLEL_ABORT) ? ~UINT64CONST(0) : xact_topics;
+			}
+			xact_topics = 0;
 			if (xact_wake_launcher && event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
 				eb_wake_launcher();
 			xact_emitted = false;
@@ -219,7 +227,7 @@ eb_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					pg_atomic_write_u64(&my_slot->floor, 0);
 				xact_emitted = false;
 				if (my_db != NULL)
-					eb_wake_database(my_db);
+					eb_wake_database(my_db, xact_topics);
 			}
 			if (xact_coverage != 0 && coverage_subxid == mySubid)
 				xact_coverage = 0;	/* its partitions are gone; look again */
@@ -243,7 +251,7 @@ eb_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, 
 	{
 		wake_pending = false;
 		if (my_db != NULL)
-			eb_wake_database(my_db);
+			eb_wake_database(my_db, wake_topics);
 	}
 }
 
@@ -252,7 +260,10 @@ static void
 eb_before_shmem_exit(int code, Datum arg)
 {
 	if (my_slot != NULL)
+	{
 		pg_atomic_write_u64(&my_slot->floor, 0);
+		pg_atomic_write_u64(&my_slot->wait_mask, 0);
+	}
 }
 
 void
@@ -393,15 +404,10 @@ eb_load_max_seq(EventBusDb *db)
 		eb_read_seq(db);
 }
 
-/*
- * Publish this transaction's floor before it takes its first seq.
- */
-void
-eb_begin_emit(EventBusDb *db)
+/* This backend's slot, set up on first use. */
+EventBusSlot *
+eb_my_slot(void)
 {
-	if (xact_emitted)
-		return;
-
 	if (my_slot == NULL)
 	{
 		int			procno = MyProc->pgprocno;
@@ -411,9 +417,36 @@ eb_begin_emit(EventBusDb *db)
 		my_slot = &eb_shared->slots[procno];
 		my_slot->dboid = MyDatabaseId;
 		pg_atomic_write_u64(&my_slot->floor, 0);
+		pg_atomic_write_u64(&my_slot->wait_mask, 0);
 		before_shmem_exit(eb_before_shmem_exit, (Datum) 0);
 	}
+	return my_slot;
+}
 
+/* The bit of a topic in the masks of waiting claims (64 buckets). */
+uint64
+eb_topic_bit(const char *name, int len)
+{
+	return UINT64CONST(1) << (hash_bytes((const unsigned char *) name, len) % 64);
+}
+
+/* Remember that this transaction emitted to a topic: its waiters are woken. */
+void
+eb_note_emit_topic(text *topic)
+{
+	xact_topics |= eb_topic_bit(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
+}
+
+/*
+ * Publish this transaction's floor before it takes its first seq.
+ */
+void
+eb_begin_emit(EventBusDb *db)
+{
+	if (xact_emitted)
+		return;
+
+	(void) eb_my_slot();
 	eb_load_max_seq(db);
 	xact_emitted = true;
 	emitted_subxid = GetCurrentSubTransactionId();

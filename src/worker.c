@@ -62,6 +62,7 @@
 #include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
@@ -143,16 +144,27 @@ eb_worker_alive(EventBusWorker *w)
 }
 
 /*
- * Wake everyone who waits for claimable events in this database: claim(wait)
- * sleepers and the database's worker.
+ * Wake who waits for claimable events in this database: the claim(wait)
+ * sleepers whose subscriptions read one of the given topics (bits from
+ * eb_topic_bit; all ones for everybody) and the database's worker.  The
+ * generation is bumped first: a sleeper that publishes its topics after
+ * the scan below sees the new generation and does not sleep.
  */
 void
-eb_wake_database(EventBusDb *db)
+eb_wake_database(EventBusDb *db, uint64 topics)
 {
 	uint32		procno = pg_atomic_read_u32(&db->worker_procno);
+	int			i;
 
 	pg_atomic_fetch_add_u64(&db->wake_gen, 1);
-	ConditionVariableBroadcast(&db->cv);
+	pg_memory_barrier();
+	for (i = 0; i < eb_shared->nslots; i++)
+	{
+		EventBusSlot *slot = &eb_shared->slots[i];
+
+		if ((pg_atomic_read_u64(&slot->wait_mask) & topics) != 0 && slot->dboid == db->dboid)
+			SetLatch(&ProcGlobal->allProcs[i].procLatch);
+	}
 	if (procno != 0 && (MyProc == NULL || (int) procno - 1 != MyProc->pgprocno))
 		SetLatch(&ProcGlobal->allProcs[procno - 1].procLatch);
 }
@@ -1110,6 +1122,7 @@ eb_worker_status(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(eb_wake_gen);
 PG_FUNCTION_INFO_V1(eb_wait);
+PG_FUNCTION_INFO_V1(eb_wait_topics);
 PG_FUNCTION_INFO_V1(eb_wake);
 
 /* event_bus._wake_gen(): the database's wake-up generation. */
@@ -1120,34 +1133,46 @@ eb_wake_gen(PG_FUNCTION_ARGS)
 }
 
 /*
- * event_bus._wait(gen bigint, timeout_ms int): sleep until the wake-up
- * generation differs from gen or the timeout passes; returns the
- * generation.  Query cancel and statement_timeout end the sleep with an
- * error, as for any query; postmaster death ends the process.
+ * Sleep until the database's wake-up generation differs from gen or the
+ * timeout passes, woken only by commits that concern the topics in mask;
+ * returns the generation.  Query cancel and statement_timeout end the
+ * sleep with an error, as for any query; postmaster death ends the process.
  */
-Datum
-eb_wait(PG_FUNCTION_ARGS)
+static int64
+eb_wait_internal(uint64 gen, int32 timeout_ms, uint64 mask)
 {
 	EventBusDb *db = eb_db_state();
-	uint64		gen = (uint64) PG_GETARG_INT64(0);
-	int32		timeout_ms = PG_GETARG_INT32(1);
+	EventBusSlot *slot = eb_my_slot();
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
-	ConditionVariablePrepareToSleep(&db->cv);
-	while (pg_atomic_read_u64(&db->wake_gen) == gen)
+	pg_atomic_write_u64(&slot->wait_mask, mask);
+	pg_memory_barrier();
+	PG_TRY();
 	{
-		long		secs;
-		int			usecs;
-		long		left;
+		while (pg_atomic_read_u64(&db->wake_gen) == gen)
+		{
+			long		secs;
+			int			usecs;
+			long		left;
+			int			rc;
 
-		TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
-		left = secs * 1000 + usecs / 1000;
-		if (left <= 0 && usecs <= 0)
-			break;
-		if (ConditionVariableTimedSleep(&db->cv, Max(left, 1), PG_WAIT_EXTENSION))
-			break;
+			TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
+			left = secs * 1000 + usecs / 1000;
+			if (left <= 0 && usecs <= 0)
+				break;
+			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						   Max(left, 1), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			if (rc & WL_TIMEOUT)
+				break;
+		}
 	}
-	ConditionVariableCancelSleep();
+	PG_FINALLY();
+	{
+		pg_atomic_write_u64(&slot->wait_mask, 0);
+	}
+	PG_END_TRY();
 
 	/*
 	 * The claim looks again in this same transaction, holding its locks, so
@@ -1157,7 +1182,41 @@ eb_wait(PG_FUNCTION_ARGS)
 	 * wait ends.
 	 */
 	AcceptInvalidationMessages();
-	PG_RETURN_INT64((int64) pg_atomic_read_u64(&db->wake_gen));
+	return (int64) pg_atomic_read_u64(&db->wake_gen);
+}
+
+/*
+ * event_bus._wait(gen bigint, timeout_ms int) (the 1.0 definition): woken
+ * by commits on any topic.
+ */
+Datum
+eb_wait(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(eb_wait_internal((uint64) PG_GETARG_INT64(0), PG_GETARG_INT32(1), ~UINT64CONST(0)));
+}
+
+/*
+ * event_bus._wait_topics(gen bigint, timeout_ms int, topics text[]): woken
+ * only by commits that concern one of the topics (a subscription's), so
+ * that a busy topic does not keep waking the waiters of a quiet one.
+ */
+Datum
+eb_wait_topics(PG_FUNCTION_ARGS)
+{
+	ArrayType  *topics = PG_GETARG_ARRAYTYPE_P(2);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+	uint64		mask = 0;
+
+	deconstruct_array(topics, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+		if (!nulls[i])
+			mask |= eb_topic_bit(VARDATA_ANY(DatumGetTextPP(elems[i])),
+								 VARSIZE_ANY_EXHDR(DatumGetTextPP(elems[i])));
+	PG_RETURN_INT64(eb_wait_internal((uint64) PG_GETARG_INT64(0), PG_GETARG_INT32(1),
+									 mask == 0 ? ~UINT64CONST(0) : mask));
 }
 
 /* event_bus._wake(): wake claimers of this database when this transaction commits. */

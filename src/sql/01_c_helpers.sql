@@ -34,4 +34,6 @@ CREATE FUNCTION event_bus._check_writable() RETURNS void
     AS 'MODULE_PATHNAME', 'eb_check_writable_sql' LANGUAGE C STABLE;
 CREATE FUNCTION event_bus._life_started() RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'eb_life_started' LANGUAGE C STABLE;
+CREATE FUNCTION event_bus._wait_topics(gen bigint, timeout_ms integer, topics text[]) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eb_wait_topics' LANGUAGE C STRICT VOLATILE;
 

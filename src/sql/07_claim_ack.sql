@@ -234,7 +234,7 @@ BEGIN
         END IF;
         ms := pg_catalog.ceil(pg_catalog.date_part('epoch', deadline - pg_catalog.clock_timestamp()) * 1000);
         EXIT WHEN ms <= 0;
-        PERFORM event_bus._wait(gen, LEAST(ms, 2147483647)::integer);
+        PERFORM event_bus._wait_topics(gen, LEAST(ms, 2147483647)::integer, s.topics);
         -- The subscription may have been paused, resumed or dropped meanwhile.
         s := event_bus._subscription(_claim_impl.subscription);
     END LOOP;

@@ -86,5 +86,32 @@ ok($took < 10, sprintf('at once (%.2f s)', $took));
 $holder->quit;
 $waiter->quit;
 
+# Waiters are woken only by commits that concern their subscription's
+# topics: a busy topic does not keep waking the waiters of a quiet one.
+$node->safe_psql('postgres', q{
+	SELECT event_bus.create_topic('quiet', 1);
+	SELECT event_bus.create_topic('busy', 1);
+});
+sub timed_wait
+{
+	my ($emit) = @_;
+	my $w = $node->background_psql('postgres');
+	$w->query_until(qr/waiting/,
+		"\\echo waiting\nSELECT 'woke ' || event_bus._wait_topics(event_bus._wake_gen(), 3000, ARRAY['quiet']);\n");
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE '%_wait_topics%'");
+	my $t0 = time();
+	$node->safe_psql('postgres', $emit);
+	$w->query_until(qr/woke \d+/, '');
+	my $took = time() - $t0;
+	$w->quit;
+	return $took;
+}
+$took = timed_wait(q{
+	DO $$ BEGIN FOR i IN 1 .. 10 LOOP PERFORM event_bus.emit('busy', 'E', '{}'); COMMIT; END LOOP; END $$});
+ok($took > 1.5, sprintf('ten commits on another topic do not wake it (it slept out its 3 s: %.2f s after them)', $took));
+$took = timed_wait(q{SELECT event_bus.emit('quiet', 'E', '{}')});
+ok($took < 1.5, sprintf('a commit on its topic does (%.2f s)', $took));
+
 $node->stop;
 done_testing();
