@@ -21,7 +21,8 @@ both subscriptions, then the checker verifies:
             earlier event of the key is unacked (other than earlier events
             in the same claimed batch), and acks follow seq order      (must be 0)
   errors    unexpected SQL errors, wrong ack counts, mismatching
-            seq/id/key between emit and claim                          (must be 0)
+            seq/id/key between emit and claim, an ordered lane held by
+            two leases at once (sampled every 200 ms)                  (must be 0)
   drained   nothing pending, in flight, retrying or dead at the end
   duplicates an event acked twice (reported; at-least-once allows it)
 
@@ -531,6 +532,13 @@ class Maintenance(threading.Thread):
                 cur.execute('SELECT expired_leases, retried, dead_lettered FROM event_bus.run_maintenance()')
                 e, r, d = cur.fetchone()
                 self.stats['runs'] += 1
+                # Never two consumers holding one key of the ordered
+                # subscription: at most one lease per lane, at any moment.
+                cur.execute("""SELECT topic, lane, count(*) FROM event_bus.leases
+                                WHERE subscription = 'ordered' GROUP BY 1, 2 HAVING count(*) > 1""")
+                for topic, lane, n in cur.fetchall():
+                    run.error(self.name, 'ordered lane %s/%s held by %d leases at once' % (topic, lane, n))
+                self.stats['lane_checks'] += 1
                 self.stats['expired_leases'] += e
                 self.stats['retried'] += r
                 self.stats['dead_lettered'] += d
