@@ -24,22 +24,29 @@ $node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', 'SELECT count(*) FROM event_bus.log_partitions'), '0',
 	'a new database has no log partition yet');
 
-# Start a claim waiting up to 30 s; return how long it took and what it got
-# once something is emitted.
+# Run a query that prints "got <n>" in a session of its own until it sleeps
+# in the server, then wake it up ($wake: SQL, or code to run); return the
+# number it printed and how long after the wake-up it returned.
+sub waited
+{
+	my ($query, $wake) = @_;
+	my $w = $node->background_psql('postgres');
+	$w->query_until(qr/waiting/, "\\echo waiting\n$query;\n");
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND backend_type = 'client backend'");
+	my $t0 = time();
+	ref $wake ? $wake->() : $node->safe_psql('postgres', $wake);
+	my $out = $w->query_until(qr/got \d+/, '');
+	my $took = time() - $t0;
+	$w->quit;
+	return ($out =~ /got (\d+)/ ? $1 : -1, $took);
+}
+
+# A claim waiting up to 30 s, woken by an emit.
 sub waiting_claim
 {
 	my ($emit) = @_;
-	my $waiter = $node->background_psql('postgres');
-	$waiter->query_until(qr/waiting/,
-		"\\echo waiting\nSELECT 'got ' || count(*) FROM event_bus.claim('s', 10000, wait => '30 s');\n");
-	$node->poll_query_until('postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE '%claim%wait%'");
-	my $t0 = time();
-	$node->safe_psql('postgres', $emit);
-	my $got = $waiter->query_until(qr/got \d+/, '');
-	my $took = time() - $t0;
-	$waiter->quit;
-	return ($got =~ /got (\d+)/ ? $1 : -1, $took);
+	return waited(q{SELECT 'got ' || count(*) FROM event_bus.claim('s', 10000, wait => '30 s')}, $emit);
 }
 
 my ($n, $took) = waiting_claim(q{SELECT event_bus.emit('t', 'First', '{}')});
@@ -72,19 +79,11 @@ $node->safe_psql('postgres', q{
 my $holder = $node->background_psql('postgres');
 $holder->query_safe('BEGIN');
 is($holder->query_safe(q{SELECT count(*) FROM event_bus.claim('u', 2)}), '2', 'a transactional consumer holds the lane');
-my $waiter = $node->background_psql('postgres');
-$waiter->query_until(qr/waiting/,
-	"\\echo waiting\nSELECT 'got ' || count(*) FROM event_bus.claim('u', 10, wait => '30 s');\n");
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE '%claim%wait%'");
-my $t0 = time();
-$holder->query_safe('COMMIT');
-my $got = $waiter->query_until(qr/got \d+/, '');
-$took = time() - $t0;
-like($got, qr/got 3/, 'the waiting claim gets the rest of the lane once the holder commits');
+($n, $took) = waited(q{SELECT 'got ' || count(*) FROM event_bus.claim('u', 10, wait => '30 s')},
+	sub { $holder->query_safe('COMMIT') });
+is($n, 3, 'the waiting claim gets the rest of the lane once the holder commits');
 ok($took < 10, sprintf('at once (%.2f s)', $took));
 $holder->quit;
-$waiter->quit;
 
 # Waiters are woken only by commits that concern their subscription's
 # topics: a busy topic does not keep waking the waiters of a quiet one.
@@ -95,16 +94,8 @@ $node->safe_psql('postgres', q{
 sub timed_wait
 {
 	my ($emit) = @_;
-	my $w = $node->background_psql('postgres');
-	$w->query_until(qr/waiting/,
-		"\\echo waiting\nSELECT 'woke ' || event_bus._wait_topics(event_bus._wake_gen(), 3000, ARRAY['quiet']);\n");
-	$node->poll_query_until('postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE '%_wait_topics%'");
-	my $t0 = time();
-	$node->safe_psql('postgres', $emit);
-	$w->query_until(qr/woke \d+/, '');
-	my $took = time() - $t0;
-	$w->quit;
+	my (undef, $took) = waited(
+		q{SELECT 'got ' || event_bus._wait_topics(event_bus._wake_gen(), 3000, ARRAY['quiet'])}, $emit);
 	return $took;
 }
 $took = timed_wait(q{
