@@ -23,7 +23,6 @@
 
 #include "fmgr.h"
 #include "port/atomics.h"
-#include "storage/condition_variable.h"
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
