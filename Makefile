@@ -12,7 +12,7 @@ PGFILEDESC = "event_bus - an event bus inside PostgreSQL"
 
 REGRESS = init topics emit subscribe claim_ack fail_retry dead_letters admin privileges capture errors
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check
-ISOLATION = horizon competing_claims aborted_events lanes_no_stall savepoint_release ordered_fail replay lease_token
+ISOLATION = horizon competing_claims aborted_events lanes_no_stall savepoint_release ordered_fail replay lease_token head_of_line
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --outputdir=output_iso \
 	--temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check_iso \
 	--load-extension=event_bus

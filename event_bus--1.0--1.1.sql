@@ -31,6 +31,20 @@ CREATE FUNCTION event_bus._life_started() RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'eb_life_started' LANGUAGE C STABLE;
 CREATE FUNCTION event_bus._wait_topics(gen bigint, timeout_ms integer, topics text[]) RETURNS bigint
     AS 'MODULE_PATHNAME', 'eb_wait_topics' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._emitters(topics text[], OUT max_seq bigint, OUT topics text[],
+                                    OUT xids xid8[], OUT floors bigint[])
+    AS 'MODULE_PATHNAME', 'eb_emitters_sql' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._open_emitters(OUT pid integer, OUT xid xid8, OUT lowest_seq bigint,
+                                         OUT emitting_since timestamptz, OUT topic_bits bigint)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'eb_open_emitters' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._topic_bit(topic text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eb_topic_bit_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION event_bus._lane_next(p_position bigint, p_high bigint, p_xids xid8[], p_afters bigint[],
+                                     max_seq bigint, emitters xid8[], floors bigint[],
+                                     full_ boolean, last bigint, snap pg_snapshot,
+                                     OUT next_position bigint, OUT next_high bigint, OUT next_xids xid8[], OUT next_afters bigint[])
+    AS 'MODULE_PATHNAME', 'eb_lane_next' LANGUAGE C VOLATILE;
 
 -----------------------------------------------------------------------------
 -- Storage: topic grants (existing topics keep today's open set-up),
@@ -66,10 +80,30 @@ ALTER TABLE event_bus.log_partitions ADD COLUMN detaching_at timestamptz;
 ALTER TABLE event_bus.leases ADD COLUMN token uuid NOT NULL DEFAULT pg_catalog.gen_random_uuid();
 ALTER TABLE event_bus.leases ALTER COLUMN token DROP DEFAULT;
 
+-- Claims step over transactions still open and come back for their events:
+-- each event records its transaction, each cursor the transactions it
+-- stepped over (see event_bus.cursors).  Every existing event has ended
+-- (this ALTER waits for emitters), so existing cursors step over nothing.
+ALTER TABLE event_bus.events ADD COLUMN txid xid8;
+ALTER TABLE event_bus.cursors ADD COLUMN high bigint;
+UPDATE event_bus.cursors SET high = position;
+ALTER TABLE event_bus.cursors ALTER COLUMN high SET NOT NULL;
+ALTER TABLE event_bus.cursors ADD COLUMN pending_xids xid8[] NOT NULL DEFAULT '{}';
+ALTER TABLE event_bus.cursors ADD COLUMN pending_after bigint[] NOT NULL DEFAULT '{}';
+COMMENT ON TABLE event_bus.cursors IS 'Per subscription, topic and lane: how far events were handed out (position: all of them; high: all but those of transactions still open then, listed in pending_xids).';
+
 -----------------------------------------------------------------------------
 -- Internal SQL helpers
 -----------------------------------------------------------------------------
 DROP FUNCTION event_bus._release(event_bus.subscriptions, bigint, timestamptz);
+CREATE FUNCTION event_bus._handed_out(seq bigint, txid xid8, high bigint, xids xid8[], afters bigint[])
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT seq OPERATOR(pg_catalog.<=) high
+       AND coalesce(seq OPERATOR(pg_catalog.<=) afters[pg_catalog.array_position(xids, txid)], true)
+$$;
+
 CREATE OR REPLACE FUNCTION event_bus._ensure_partitions(want bigint, need bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -189,7 +223,8 @@ BEGIN
       FROM pg_catalog.generate_series(0, (SELECT max(t.lanes) - 1 FROM event_bus.topics t
                                           WHERE t.topic OPERATOR(pg_catalog.=) ANY (s.topics))) g;
     FOREACH v IN ARRAY seqs LOOP
-        SELECT ev.topic, ev.lane, c.position INTO e
+        SELECT ev.topic, ev.lane, c.subscription IS NOT NULL AS known,
+               event_bus._handed_out(ev.seq, ev.txid, c.high, c.pending_xids, c.pending_after) AS handed_out INTO e
           FROM event_bus.events ev
           LEFT JOIN event_bus.cursors c
             ON c.subscription OPERATOR(pg_catalog.=) s.subscription
@@ -208,7 +243,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = pg_catalog.format('No event with seq %s exists in topics %s.', v, s.topics),
                       HINT = 'Pass the seqs returned by event_bus.claim() for this subscription.';
-        ELSIF FOUND AND (e.position IS NULL OR v > e.position) THEN
+        ELSIF FOUND AND (NOT e.known OR NOT e.handed_out) THEN
             RAISE EXCEPTION 'event % has not been delivered to subscription "%"', v, s.subscription
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Pass the seqs returned by event_bus.claim() for this subscription.';
@@ -491,6 +526,126 @@ $$;
 COMMENT ON FUNCTION event_bus.run_maintenance() IS
 'Expire leases into retries or dead letters and create log partitions ahead; the worker calls it, tests and cron jobs may too.';
 
+CREATE OR REPLACE FUNCTION event_bus._dispatch(p_from bigint, p_state jsonb,
+                                    OUT horizon bigint, OUT state jsonb, OUT notified integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r         record;
+    t         timestamptz := pg_catalog.clock_timestamp();
+    due       jsonb;
+    last_dead bigint := (p_state OPERATOR(pg_catalog.->>) 'dead_id')::bigint;
+    dead      bigint;
+    top       bigint;
+    prev_top  bigint := (p_state OPERATOR(pg_catalog.->>) 'max_seq')::bigint;
+    prev_open xid8[] := (p_state OPERATOR(pg_catalog.->>) 'open')::xid8[];
+    em        record;
+    ended     xid8[];
+BEGIN
+    -- Both before the statements below take their snapshots.
+    horizon := event_bus._horizon();
+    em := event_bus._emitters('{}');
+    top := em.max_seq;
+    ended := ARRAY(SELECT x FROM pg_catalog.unnest(prev_open) x
+                    WHERE x OPERATOR(pg_catalog.<>) ALL (em.xids));
+    notified := 0;
+    IF p_from OPERATOR(pg_catalog.>) horizon THEN
+        p_from := NULL;     -- the log was created anew
+    END IF;
+    IF prev_top IS NULL OR prev_open IS NULL THEN
+        p_from := NULL;
+    END IF;
+
+    IF p_from IS NULL THEN
+        FOR r IN
+            SELECT s.subscription FROM event_bus.subscriptions s
+             WHERE NOT s.paused
+               AND EXISTS (SELECT FROM event_bus.cursors c JOIN event_bus.events e
+                              ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                             AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) top
+                           WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
+                             AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
+                             AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+        LOOP
+            PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
+                pg_catalog.json_build_object('subscription', r.subscription, 'seq', top)::text);
+            notified := notified + 1;
+        END LOOP;
+    ELSE
+        FOR r IN
+            -- One index range scan per topic and lane that a subscription
+            -- reads (OFFSET 0 keeps the planner from turning it into a scan
+            -- of the whole index).
+            WITH fresh AS (
+                SELECT l.topic, e.type, pg_catalog.count(*) AS n, max(e.seq) AS newest
+                  FROM (SELECT DISTINCT c.topic, c.lane FROM event_bus.cursors c) l
+                 CROSS JOIN LATERAL (
+                       SELECT x.type, x.seq FROM event_bus.events x
+                        WHERE x.topic OPERATOR(pg_catalog.=) l.topic
+                          AND x.lane OPERATOR(pg_catalog.=) l.lane
+                          AND x.seq OPERATOR(pg_catalog.>) prev_top AND x.seq OPERATOR(pg_catalog.<=) top
+                       UNION ALL
+                       SELECT x.type, x.seq FROM event_bus.events x
+                        WHERE pg_catalog.cardinality(ended) OPERATOR(pg_catalog.>) 0
+                          AND x.topic OPERATOR(pg_catalog.=) l.topic
+                          AND x.lane OPERATOR(pg_catalog.=) l.lane
+                          AND x.seq OPERATOR(pg_catalog.>) p_from AND x.seq OPERATOR(pg_catalog.<=) prev_top
+                          AND x.txid OPERATOR(pg_catalog.=) ANY (ended)
+                       OFFSET 0) e
+                 GROUP BY l.topic, e.type)
+            SELECT s.subscription, sum(f.n)::bigint AS n, max(f.newest) AS newest
+              FROM event_bus.subscriptions s
+              JOIN fresh f ON f.topic OPERATOR(pg_catalog.=) ANY (s.topics)
+                          AND (s.types IS NULL OR f.type OPERATOR(pg_catalog.=) ANY (s.types))
+             WHERE NOT s.paused
+             GROUP BY s.subscription
+        LOOP
+            PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
+                pg_catalog.json_build_object('subscription', r.subscription, 'seq', r.newest, 'events', r.n)::text);
+            notified := notified + 1;
+        END LOOP;
+    END IF;
+
+    -- Retries that became due since the previous round.
+    SELECT pg_catalog.jsonb_object_agg(x.subscription, x.n) INTO due
+      FROM (SELECT q.subscription, pg_catalog.count(*) AS n FROM event_bus.retries q
+             WHERE q.lease_id IS NULL AND q.due_at OPERATOR(pg_catalog.<=) t
+             GROUP BY q.subscription) x;
+    due := coalesce(due, '{}');
+    FOR r IN
+        SELECT d.key AS subscription, d.value::text::bigint AS n
+          FROM pg_catalog.jsonb_each(due) d
+         WHERE d.value::text::bigint OPERATOR(pg_catalog.>)
+               coalesce((p_state OPERATOR(pg_catalog.->) 'due' OPERATOR(pg_catalog.->>) d.key)::bigint, 0)
+           AND NOT EXISTS (SELECT FROM event_bus.subscriptions s
+                            WHERE s.subscription OPERATOR(pg_catalog.=) d.key AND s.paused)
+    LOOP
+        PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
+            pg_catalog.json_build_object('subscription', r.subscription, 'seq', horizon, 'retries', r.n)::text);
+        notified := notified + 1;
+        PERFORM event_bus._wake();
+    END LOOP;
+
+    -- New dead letters (the first round only takes note of where they are).
+    IF last_dead IS NULL THEN
+        SELECT coalesce(max(d.dead_id), 0) INTO dead FROM event_bus.dead_letters d;
+    ELSE
+        dead := last_dead;
+        FOR r IN
+            SELECT d.subscription, pg_catalog.count(*) AS n, max(d.dead_id) AS top
+              FROM event_bus.dead_letters d WHERE d.dead_id OPERATOR(pg_catalog.>) last_dead
+             GROUP BY d.subscription
+        LOOP
+            PERFORM pg_catalog.pg_notify('event_bus.dead_letters',
+                pg_catalog.json_build_object('subscription', r.subscription, 'events', r.n)::text);
+            notified := notified + 1;
+            dead := GREATEST(dead, r.top);
+        END LOOP;
+    END IF;
+    state := pg_catalog.jsonb_build_object('due', due, 'dead_id', dead, 'max_seq', top, 'open', em.xids::text);
+END
+$$;
+
 -----------------------------------------------------------------------------
 -- Publishing: emit and emit_many run as their caller and check its grant
 -----------------------------------------------------------------------------
@@ -531,10 +686,12 @@ AS $$
 #variable_conflict use_column
 DECLARE
     t        timestamptz := pg_catalog.clock_timestamp();
-    h        bigint;
     left_    integer := max_events;
     c        record;
-    pos      bigint;
+    cur      record;
+    em       record;
+    exs      xid8[];
+    efl      bigint[];
     got      bigint[];
     lid      bigint;
     n        integer;
@@ -575,9 +732,12 @@ BEGIN
         END IF;
     END IF;
 
-    -- 2. New events, lane by lane.  The horizon is computed before the
-    --    statements below take their snapshots.
-    h := event_bus._horizon();
+    -- 2. New events, lane by lane.  The open emitting transactions of the
+    --    subscription's topics are read before the statements below take
+    --    their snapshots: events up to em.max_seq that those snapshots do
+    --    not show belong to them (or were rolled back).  The cursors record
+    --    the ones still open, and later claims come back for their events.
+    em := event_bus._emitters(s.topics);
     FOR c IN
         SELECT cu.topic, cu.lane FROM event_bus.cursors cu
          WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
@@ -598,14 +758,24 @@ BEGIN
                                        AND l.lane OPERATOR(pg_catalog.=) cu.lane))
                     -- Any new event, of a type it reads or not: the cursor of a
                     -- type-filtered subscription moves past the others below.
-                    AND EXISTS (SELECT FROM event_bus.events e
-                                 WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
-                                   AND e.lane OPERATOR(pg_catalog.=) cu.lane
-                                   AND e.seq OPERATOR(pg_catalog.>) cu.position
-                                   AND e.seq OPERATOR(pg_catalog.<=) h)))
+                    AND (EXISTS (SELECT FROM event_bus.events e
+                                  WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
+                                    AND e.lane OPERATOR(pg_catalog.=) cu.lane
+                                    AND e.seq OPERATOR(pg_catalog.>) cu.high)
+                         -- or one of a transaction that was open when claims
+                         -- passed it; or such a transaction ended (forget it)
+                         OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
+                             AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) em.xids)
+                         OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
+                             AND EXISTS (SELECT FROM event_bus.events e
+                                          WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
+                                            AND e.lane OPERATOR(pg_catalog.=) cu.lane
+                                            AND e.seq OPERATOR(pg_catalog.>) cu.position
+                                            AND e.seq OPERATOR(pg_catalog.<=) cu.high
+                                            AND e.txid OPERATOR(pg_catalog.=) ANY (cu.pending_xids))))))
          ORDER BY pg_catalog.random()
     LOOP
-        SELECT cu.position INTO pos FROM event_bus.cursors cu
+        SELECT cu.position, cu.high, cu.pending_xids, cu.pending_after INTO cur FROM event_bus.cursors cu
          WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
            AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
          FOR UPDATE SKIP LOCKED;
@@ -653,11 +823,26 @@ BEGIN
             END IF;
         END IF;
 
+        IF pg_catalog.cardinality(em.xids) OPERATOR(pg_catalog.>) 0 THEN
+            SELECT coalesce(pg_catalog.array_agg(u.x), '{}'), coalesce(pg_catalog.array_agg(u.f), '{}')
+              INTO exs, efl
+              FROM ROWS FROM (pg_catalog.unnest(em.topics), pg_catalog.unnest(em.xids), pg_catalog.unnest(em.floors)) u(t, x, f)
+             WHERE u.t OPERATOR(pg_catalog.=) c.topic;
+        ELSE
+            exs := '{}';
+            efl := '{}';
+        END IF;
+        -- Events of the lane not handed out yet and visible now, up to
+        -- em.max_seq, in seq order; the cursor moves on in the same
+        -- statement, with the same snapshot (see _lane_next).  A type-filtered
+        -- subscription's cursor moves past the events of other types too, so
+        -- no claim scans them again.
         RETURN QUERY
         WITH ev AS (
             SELECT e.* FROM event_bus.events e
              WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-               AND e.seq OPERATOR(pg_catalog.>) pos AND e.seq OPERATOR(pg_catalog.<=) h
+               AND e.seq OPERATOR(pg_catalog.>) cur.position AND e.seq OPERATOR(pg_catalog.<=) em.max_seq
+               AND NOT event_bus._handed_out(e.seq, e.txid, cur.high, cur.pending_xids, cur.pending_after)
                AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))
              ORDER BY e.seq
              LIMIT left_),
@@ -666,29 +851,25 @@ BEGIN
             SELECT s.subscription, c.topic, c.lane, pg_catalog.array_agg(ev.seq ORDER BY ev.seq),
                    t, t + len, pg_catalog.pg_backend_pid(), tok
               FROM ev HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0),
+        nx AS (
+            SELECT x.* FROM (SELECT pg_catalog.count(*) AS n, max(ev.seq) AS last FROM ev) b,
+                   event_bus._lane_next(cur.position, cur.high, cur.pending_xids, cur.pending_after,
+                                        em.max_seq, exs, efl, b.n OPERATOR(pg_catalog.>=) left_, b.last,
+                                        pg_catalog.pg_current_snapshot()) x
+             -- Nothing taken, nothing pending, no events of other types passed:
+             -- leave the row alone (a competing claim emptied the lane).
+             WHERE b.n OPERATOR(pg_catalog.>) 0 OR s.types IS NOT NULL
+                OR cur.pending_xids OPERATOR(pg_catalog.<>) '{}' OR exs OPERATOR(pg_catalog.<>) '{}'),
         u AS (
-            UPDATE event_bus.cursors cu SET position = (SELECT max(ev.seq) FROM ev)
+            UPDATE event_bus.cursors cu
+               SET position = nx.next_position, high = nx.next_high, pending_xids = nx.next_xids, pending_after = nx.next_afters
+              FROM nx
              WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
-               AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
-               AND EXISTS (SELECT FROM ev))
+               AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane)
         SELECT ev.seq, ev.id, ev.topic::text, ev.type, ev.version, ev.key, ev.payload, ev.headers,
                ev.emitted_at, 1, ev.lane::integer, tok
           FROM ev ORDER BY ev.seq;
         GET DIAGNOSTICS n = ROW_COUNT;
-        IF s.types IS NOT NULL AND n OPERATOR(pg_catalog.<) left_ THEN
-            -- A type-filtered subscription that found fewer events than it
-            -- may take has seen the lane up to the horizon: its cursor moves
-            -- past the events of other types too, so no claim scans them
-            -- again.  (A separate statement: claims of other subscriptions
-            -- do not pay for it.)
-            UPDATE event_bus.cursors cu SET position = x.top
-              FROM (SELECT max(e.seq) AS top FROM event_bus.events e
-                     WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                       AND e.seq OPERATOR(pg_catalog.>) pos AND e.seq OPERATOR(pg_catalog.<=) h) x
-             WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
-               AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
-               AND x.top OPERATOR(pg_catalog.>) cu.position;
-        END IF;
         left_ := left_ - n;
         EXIT WHEN left_ <= 0;
     END LOOP;
@@ -812,11 +993,12 @@ BEGIN
     VALUES (_subscribe_impl.subscription, tl, _subscribe_impl.types, _subscribe_impl.max_attempts, _subscribe_impl.lease,
             _subscribe_impl.backoff_base, _subscribe_impl.backoff_max, _subscribe_impl.ordered, event_bus._caller()::regrole);
     h := event_bus._horizon();
-    INSERT INTO event_bus.cursors (subscription, topic, lane, position)
-    SELECT _subscribe_impl.subscription, tp.topic, g::smallint,
-           event_bus._start_position(tp.topic, g::smallint, _subscribe_impl.start, h)
-      FROM event_bus.topics tp, pg_catalog.generate_series(0, tp.lanes - 1) g
-     WHERE tp.topic OPERATOR(pg_catalog.=) ANY (tl);
+    INSERT INTO event_bus.cursors (subscription, topic, lane, position, high)
+    SELECT _subscribe_impl.subscription, x.topic, x.lane, x.pos, x.pos
+      FROM (SELECT tp.topic, g::smallint AS lane,
+                   event_bus._start_position(tp.topic, g::smallint, _subscribe_impl.start, h) AS pos
+              FROM event_bus.topics tp, pg_catalog.generate_series(0, tp.lanes - 1) g
+             WHERE tp.topic OPERATOR(pg_catalog.=) ANY (tl)) x;
     RETURN true;
 END
 $$;
@@ -893,7 +1075,9 @@ BEGIN
     PERFORM FROM event_bus.retries r WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
       ORDER BY r.seq FOR UPDATE;
     h := event_bus._horizon();
-    UPDATE event_bus.cursors c SET position = event_bus._start_position(c.topic, c.lane, _replay_impl.start, h)
+    UPDATE event_bus.cursors c SET (position, high, pending_xids, pending_after) =
+           (SELECT x.pos, x.pos, '{}'::xid8[], '{}'::bigint[]
+              FROM (SELECT event_bus._start_position(c.topic, c.lane, _replay_impl.start, h) AS pos) x)
      WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription;
     GET DIAGNOSTICS n = ROW_COUNT;
 
@@ -1698,6 +1882,7 @@ SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
             ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
            AND e.seq OPERATOR(pg_catalog.>) c.position
          WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
            AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))) AS pending,
        (SELECT coalesce(sum(pg_catalog.cardinality(l.seqs)), 0)::bigint FROM event_bus.leases l
          WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription) AS in_flight,
@@ -1734,6 +1919,18 @@ SELECT d.subscription, d.seq, d.id, d.topic, d.type, d.version, d.key, d.payload
  WHERE event_bus._visible(s.owner);
 COMMENT ON VIEW event_bus.dead_letter_queue IS 'Dead letters, with the whole event and the last error, of the subscriptions one may see (redrive or purge them).';
 
+CREATE VIEW event_bus.open_emitters AS
+SELECT o.pid, a.usename, a.application_name, o.xid, a.xact_start, o.emitting_since,
+       pg_catalog.now() OPERATOR(pg_catalog.-) o.emitting_since AS emitting_for,
+       ARRAY(SELECT t.topic FROM event_bus.topics t
+              WHERE (o.topic_bits OPERATOR(pg_catalog.&) event_bus._topic_bit(t.topic)) OPERATOR(pg_catalog.<>) 0
+              ORDER BY t.topic) AS topics,
+       o.lowest_seq, a.state
+  FROM event_bus._open_emitters() o
+  LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) o.pid;
+COMMENT ON VIEW event_bus.open_emitters IS
+'Open transactions of this database that have emitted: since when, to which topics (by a 64-way hash: rarely a topic it did not emit to as well), and the lowest seq they may hold. Their events are delivered when they commit; until then log partitions from lowest_seq on are kept. event_bus.long_emit_warning logs the long ones.';
+
 -----------------------------------------------------------------------------
 -- Privileges
 -----------------------------------------------------------------------------
@@ -1761,6 +1958,7 @@ REVOKE EXECUTE ON FUNCTION event_bus.unsubscribe(text), event_bus.pause(text), e
     FROM event_bus_admin;
 GRANT SELECT ON event_bus.topic_grants, event_bus.dead_letter_queue TO event_bus_admin;
 GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;
+GRANT SELECT ON event_bus.open_emitters TO event_bus_admin;
 GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer),
                           event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer),
                           event_bus.capture(regclass, text, text[], jsonb, text[], text[], text[], text, text),
@@ -1787,12 +1985,15 @@ GRANT EXECUTE ON FUNCTION event_bus.create_topic(text, integer, text, boolean),
                           event_bus.run_maintenance(),
                           event_bus._worker_status(),
                           event_bus._horizon(),
-                          event_bus._oldest_needed(text, bigint)
+                          event_bus._oldest_needed(text, bigint),
+                          event_bus._open_emitters(),
+                          event_bus._topic_bit(text)
       TO event_bus_admin;
 GRANT EXECUTE ON FUNCTION event_bus.to_cloudevent(bigint, uuid, text, text, integer, text, jsonb, jsonb, timestamptz),
                           event_bus.to_cloudevent(event_bus.events),
                           event_bus._visible(regrole)
       TO event_bus_producer, event_bus_consumer;
+GRANT EXECUTE ON FUNCTION event_bus._handed_out(bigint, xid8, bigint, xid8[], bigint[]) TO event_bus_consumer;
 GRANT SELECT ON event_bus.topics, event_bus.topic_grants TO event_bus_producer, event_bus_consumer;
 GRANT SELECT ON event_bus.captured_tables TO event_bus_producer;
 GRANT SELECT ON event_bus.subscription_status, event_bus.in_flight, event_bus.retry_queue,

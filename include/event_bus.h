@@ -78,7 +78,22 @@ typedef struct EventBusSlot
 	pg_atomic_uint64 floor;		/* 0: no open transaction has emitted */
 	Oid			dboid;			/* database of the backend owning the slot */
 	pg_atomic_uint64 wait_mask;	/* topic bits a claim(wait) of it waits for */
+	/* Of the open emitting transaction, written before floor: */
+	pg_atomic_uint64 xid;		/* its FullTransactionId */
+	pg_atomic_uint64 topics;	/* bits of the topics it emitted to */
+	pg_atomic_uint64 since;		/* TimestampTz of its first emit */
+	pg_atomic_uint64 warned;	/* xid the worker warned about as long-running */
 } EventBusSlot;
+
+/* One open emitting transaction, as a claimer or the worker sees it. */
+typedef struct EventBusEmitter
+{
+	int			procno;
+	uint64		xid;			/* FullTransactionId */
+	uint64		floor;			/* no seq of it is lower */
+	uint64		topics;			/* topic bits */
+	TimestampTz since;
+} EventBusEmitter;
 
 typedef struct EventBusShared
 {
@@ -107,6 +122,7 @@ extern int	eb_naptime;
 extern int	eb_retention;
 extern int	eb_expire_batch_size;
 extern int	eb_dispatch_interval;
+extern int	eb_long_emit_warning;
 
 /* api.c */
 extern Oid	eb_extension_owner(void);
@@ -139,6 +155,8 @@ extern EventBusDb *eb_db_state(void);
 extern void eb_begin_emit(EventBusDb *db);
 extern void eb_note_seq(EventBusDb *db, uint64 seq);
 extern uint64 eb_horizon(EventBusDb *db);
+extern int	eb_emitters(EventBusDb *db, uint64 *max_seq, EventBusEmitter **out);
+extern void eb_warn_long_emitters(void);
 extern void eb_note_coverage(uint64 covered);
 extern uint64 eb_known_coverage(EventBusDb *db);
 extern void eb_wake_at_commit(void);

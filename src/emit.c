@@ -17,6 +17,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
@@ -33,45 +34,53 @@
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "utils/xid8.h"
 
 #include "event_bus.h"
 
 PG_FUNCTION_INFO_V1(eb_emit);
 PG_FUNCTION_INFO_V1(eb_emit_many);
 
-static SPIPlanPtr emit_plan = NULL;
-static SPIPlanPtr emit_many_plan = NULL;
+/* [0]: the 1.0 install script's table; [1]: since 1.1, with txid. */
+static SPIPlanPtr emit_plan[2] = {NULL, NULL};
+static SPIPlanPtr emit_many_plan[2] = {NULL, NULL};
 
 /*
  * Column expressions shared by both INSERTs: $1 topic, $2 type, $3 payload,
  * $4 key, $5 headers, $6 version.  The lane is hash(key) mod lanes, or
  * seq mod lanes for events without a key.
  */
-#define EB_INSERT_HEAD \
-	"INSERT INTO event_bus.events " \
-	"(seq, id, topic, type, version, key, lane, payload, headers, emitted_at) "
 #define EB_LANE_EXPR(keyexpr) \
 	"CASE WHEN " keyexpr " IS NULL " \
 	"THEN (s.seq OPERATOR(pg_catalog.%) t.lanes)::pg_catalog.int2 " \
 	"ELSE ((pg_catalog.hashtext(" keyexpr ") OPERATOR(pg_catalog.&) 2147483647) " \
 	"OPERATOR(pg_catalog.%) t.lanes)::pg_catalog.int2 END"
 
-static const char *emit_sql =
-EB_INSERT_HEAD
-"VALUES ($7, $8, $1, $2, $6, $4, $9, $3, $5, $10)";
+/*
+ * Since 1.1 every row also carries its transaction's top-level xid (txid):
+ * claims compare it with the open emitters they step over (_claim_once).
+ */
+#define EB_TXID_COL ", txid"
+#define EB_EMIT_SQL(txcol, txval) \
+	"INSERT INTO event_bus.events " \
+	"(seq, id, topic, type, version, key, lane, payload, headers, emitted_at" txcol ") " \
+	"VALUES ($7, $8, $1, $2, $6, $4, $9, $3, $5, $10" txval ")"
+#define EB_EMIT_MANY_SQL(txcol, txval) \
+	"INSERT INTO event_bus.events " \
+	"(seq, id, topic, type, version, key, lane, payload, headers, emitted_at" txcol ") " \
+	"SELECT s.seq, pg_catalog.gen_random_uuid(), t.topic, $2, $6, s.k, " \
+	EB_LANE_EXPR("s.k") ", s.p, $5, pg_catalog.clock_timestamp()" txval " " \
+	"FROM event_bus.topics t, " \
+	"     ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($7)) AS s(p, k, seq) " \
+	"WHERE t.topic OPERATOR(pg_catalog.=) $1"
 
-static const char *emit_many_sql =
-EB_INSERT_HEAD
-"SELECT s.seq, pg_catalog.gen_random_uuid(), t.topic, $2, $6, s.k, "
-EB_LANE_EXPR("s.k") ", s.p, $5, pg_catalog.clock_timestamp() "
-"FROM event_bus.topics t, "
-"     ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($7)) AS s(p, k, seq) "
-"WHERE t.topic OPERATOR(pg_catalog.=) $1";
+static const char *emit_sql[2] = {EB_EMIT_SQL("", ""), EB_EMIT_SQL(EB_TXID_COL, ", $11")};
+static const char *emit_many_sql[2] = {EB_EMIT_MANY_SQL("", ""), EB_EMIT_MANY_SQL(EB_TXID_COL, ", $8")};
 
-static Oid	emit_argtypes[10] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, JSONBOID, INT4OID,
-	INT8OID, UUIDOID, INT2OID, TIMESTAMPTZOID};
-static Oid	emit_many_argtypes[7] = {TEXTOID, TEXTOID, JSONBARRAYOID, TEXTARRAYOID, JSONBOID, INT4OID,
-	INT8ARRAYOID};
+static Oid	emit_argtypes[11] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, JSONBOID, INT4OID,
+	INT8OID, UUIDOID, INT2OID, TIMESTAMPTZOID, XID8OID};
+static Oid	emit_many_argtypes[8] = {TEXTOID, TEXTOID, JSONBARRAYOID, TEXTARRAYOID, JSONBOID, INT4OID,
+	INT8ARRAYOID, XID8OID};
 
 static SPIPlanPtr
 eb_prepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
@@ -425,11 +434,12 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 	int32		version;
 	Size		hsize;
 	EventBusDb *db;
-	Datum		values[10];
-	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[11];
+	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			ret;
 	int32		lanes;
 	int64		seq;
+	int			v = check_grants ? 1 : 0;	/* 1.1 or later: with txid */
 
 	hsize = eb_check_common(fcinfo, &topic, &type, &headers, &version);
 	if (PG_ARGISNULL(2))
@@ -460,8 +470,9 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 	values[7] = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
 	values[8] = Int16GetDatum(eb_lane(key, seq, lanes));
 	values[9] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[10] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 
-	ret = SPI_execute_plan(eb_prepare(&emit_plan, emit_sql, 10, emit_argtypes),
+	ret = SPI_execute_plan(eb_prepare(&emit_plan[v], emit_sql[v], 10 + v, emit_argtypes),
 						   values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "event_bus: emit failed: %s", SPI_result_code_string(ret));
@@ -493,9 +504,10 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 	int			n;
 	int			i;
 	EventBusDb *db;
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			ret;
+	int			v = check_grants ? 1 : 0;	/* 1.1 or later: with txid */
 	Datum	   *seqs;
 	int64		maxseq = 0;
 	ArrayType  *result;
@@ -578,10 +590,11 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 	}
 	result = construct_array(seqs, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 	values[6] = PointerGetDatum(result);
+	values[7] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 
 	SPI_connect();
 	eb_ensure_coverage(db, maxseq);
-	ret = SPI_execute_plan(eb_prepare(&emit_many_plan, emit_many_sql, 7, emit_many_argtypes),
+	ret = SPI_execute_plan(eb_prepare(&emit_many_plan[v], emit_many_sql[v], 7 + v, emit_many_argtypes),
 						   values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "event_bus: emit_many failed: %s", SPI_result_code_string(ret));

@@ -42,6 +42,7 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/twophase.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -140,6 +141,10 @@ eb_shmem_init(void)
 		{
 			pg_atomic_init_u64(&eb_shared->slots[i].floor, 0);
 			pg_atomic_init_u64(&eb_shared->slots[i].wait_mask, 0);
+			pg_atomic_init_u64(&eb_shared->slots[i].xid, 0);
+			pg_atomic_init_u64(&eb_shared->slots[i].topics, 0);
+			pg_atomic_init_u64(&eb_shared->slots[i].since, 0);
+			pg_atomic_init_u64(&eb_shared->slots[i].warned, 0);
 			eb_shared->slots[i].dboid = InvalidOid;
 		}
 	}
@@ -430,15 +435,27 @@ eb_topic_bit(const char *name, int len)
 	return UINT64CONST(1) << (hash_bytes((const unsigned char *) name, len) % 64);
 }
 
-/* Remember that this transaction emitted to a topic: its waiters are woken. */
+/*
+ * Remember that this transaction emits to a topic: its waiters are woken at
+ * commit, and claimers of the topic see the transaction among its open
+ * emitters.  Called after eb_begin_emit and before the seq is taken: the
+ * fetch-or is a full barrier, so a claimer that read max_seq at or above
+ * that seq sees the bit (the same argument as for the floor).
+ */
 void
 eb_note_emit_topic(text *topic)
 {
-	xact_topics |= eb_topic_bit(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
+	uint64		bit = eb_topic_bit(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
+
+	xact_topics |= bit;
+	if ((pg_atomic_read_u64(&my_slot->topics) & bit) == 0)
+		(void) pg_atomic_fetch_or_u64(&my_slot->topics, bit);
 }
 
 /*
- * Publish this transaction's floor before it takes its first seq.
+ * Publish this transaction's floor before it takes its first seq.  Its
+ * xid, start time and (empty) topic set are written first: a reader that
+ * sees the floor sees them (eb_emitters reads them in the opposite order).
  */
 void
 eb_begin_emit(EventBusDb *db)
@@ -450,6 +467,10 @@ eb_begin_emit(EventBusDb *db)
 	eb_load_max_seq(db);
 	xact_emitted = true;
 	emitted_subxid = GetCurrentSubTransactionId();
+	pg_atomic_write_u64(&my_slot->xid, U64FromFullTransactionId(GetTopFullTransactionId()));
+	pg_atomic_write_u64(&my_slot->topics, 0);
+	pg_atomic_write_u64(&my_slot->since, (uint64) GetCurrentTimestamp());
+	pg_write_barrier();
 	pg_atomic_write_u64(&my_slot->floor, pg_atomic_read_u64(&db->max_seq) + 1);
 	pg_memory_barrier();
 }
@@ -484,6 +505,104 @@ eb_horizon(EventBusDb *db)
 			h = f - 1;
 	}
 	return h;
+}
+
+/*
+ * Read one slot's open emitting transaction consistently: the xid is read
+ * before and after the other fields, and a slot whose xid changed meanwhile
+ * (its transaction ended and a new one began) is read again.  False if no
+ * emitting transaction of this database is open in it.
+ */
+static bool
+eb_read_emitter(int i, EventBusEmitter *e)
+{
+	EventBusSlot *slot = &eb_shared->slots[i];
+
+	for (;;)
+	{
+		uint64		x1 = pg_atomic_read_u64(&slot->xid);
+		uint64		x2;
+
+		pg_read_barrier();
+		e->floor = pg_atomic_read_u64(&slot->floor);
+		if (e->floor == 0 || slot->dboid != MyDatabaseId)
+			return false;
+		e->topics = pg_atomic_read_u64(&slot->topics);
+		e->since = (TimestampTz) pg_atomic_read_u64(&slot->since);
+		pg_read_barrier();
+		x2 = pg_atomic_read_u64(&slot->xid);
+		if (x1 == x2)
+		{
+			e->xid = x1;
+			e->procno = i;
+			return true;
+		}
+	}
+}
+
+/*
+ * The open emitting transactions of this database, and the max_seq read
+ * before them: every seq at or below *max_seq belongs to a transaction that
+ * has ended or is among them, with the seq's topic among its topic bits.
+ * Returns how many; *out is palloc'd.  The caller must take its snapshot
+ * after this returns.
+ */
+int
+eb_emitters(EventBusDb *db, uint64 *max_seq, EventBusEmitter **out)
+{
+	int			n = 0;
+	int			i;
+	EventBusEmitter *e = NULL;
+
+	eb_read_seq(db);
+	*max_seq = pg_atomic_read_u64(&db->max_seq);
+	pg_memory_barrier();
+	for (i = 0; i < eb_shared->nslots; i++)
+	{
+		EventBusEmitter one;
+
+		if (pg_atomic_read_u64(&eb_shared->slots[i].floor) == 0 || !eb_read_emitter(i, &one))
+			continue;
+		if (e == NULL)
+			e = palloc(sizeof(EventBusEmitter) * 4);
+		else if (n >= 4 && (n & (n - 1)) == 0)
+			e = repalloc(e, sizeof(EventBusEmitter) * n * 2);
+		e[n++] = one;
+	}
+	*out = e;
+	return n;
+}
+
+/*
+ * Worker: warn once about each transaction of this database that has been
+ * open longer than event_bus.long_emit_warning since its first emit.
+ */
+void
+eb_warn_long_emitters(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			i;
+
+	if (eb_long_emit_warning <= 0)
+		return;
+	for (i = 0; i < eb_shared->nslots; i++)
+	{
+		EventBusEmitter e;
+
+		if (pg_atomic_read_u64(&eb_shared->slots[i].floor) == 0 || !eb_read_emitter(i, &e))
+			continue;
+		if (pg_atomic_read_u64(&eb_shared->slots[i].warned) == e.xid ||
+			!TimestampDifferenceExceeds(e.since, now, eb_long_emit_warning))
+			continue;
+		pg_atomic_write_u64(&eb_shared->slots[i].warned, e.xid);
+		ereport(WARNING,
+				(errmsg("event_bus: transaction " UINT64_FORMAT " of process %d has been open for %ld s since its first emit",
+						e.xid, ProcGlobal->allProcs[i].pid,
+						(long) ((now - e.since) / USECS_PER_SEC)),
+				 errdetail("Log partitions holding seqs from " UINT64_FORMAT " on cannot be dropped while it is open; its own events are delivered only once it commits.",
+						   e.floor),
+				 errhint("event_bus.open_emitters shows it; end it, or raise event_bus.long_emit_warning if it is expected.")));
+	}
 }
 
 /*

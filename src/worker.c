@@ -932,6 +932,7 @@ eb_worker_round(WorkerRound *r, MemoryContext keep)
 			r->next_retention = TimestampTzPlusMilliseconds(now, EB_RETENTION_EVERY_MS);
 	}
 	pgstat_report_stat(false);
+	eb_warn_long_emitters();
 
 	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
 	my_worker->last_round = now;

@@ -37,3 +37,17 @@ CREATE FUNCTION event_bus._life_started() RETURNS timestamptz
 CREATE FUNCTION event_bus._wait_topics(gen bigint, timeout_ms integer, topics text[]) RETURNS bigint
     AS 'MODULE_PATHNAME', 'eb_wait_topics' LANGUAGE C STRICT VOLATILE;
 
+CREATE FUNCTION event_bus._emitters(topics text[], OUT max_seq bigint, OUT topics text[],
+                                    OUT xids xid8[], OUT floors bigint[])
+    AS 'MODULE_PATHNAME', 'eb_emitters_sql' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._open_emitters(OUT pid integer, OUT xid xid8, OUT lowest_seq bigint,
+                                         OUT emitting_since timestamptz, OUT topic_bits bigint)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'eb_open_emitters' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._topic_bit(topic text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eb_topic_bit_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION event_bus._lane_next(p_position bigint, p_high bigint, p_xids xid8[], p_afters bigint[],
+                                     max_seq bigint, emitters xid8[], floors bigint[],
+                                     full_ boolean, last bigint, snap pg_snapshot,
+                                     OUT next_position bigint, OUT next_high bigint, OUT next_xids xid8[], OUT next_afters bigint[])
+    AS 'MODULE_PATHNAME', 'eb_lane_next' LANGUAGE C VOLATILE;

@@ -34,7 +34,8 @@ CREATE TABLE event_bus.events (
     lane        smallint NOT NULL,
     payload     jsonb NOT NULL,
     headers     jsonb NOT NULL,
-    emitted_at  timestamptz NOT NULL
+    emitted_at  timestamptz NOT NULL,
+    txid        xid8        -- the emitting transaction (NULL: emitted by 1.0)
 ) PARTITION BY RANGE (seq);
 -- Each partition gets one index, (topic, lane, seq): claims read one lane of
 -- one topic in seq order (see _ensure_partitions).  It is created per
@@ -66,13 +67,18 @@ CREATE TABLE event_bus.subscriptions (
 );
 
 -- One cursor per subscription, topic and lane: every event of the lane at
--- or below position has been handed out.
+-- or below position has been handed out; so has every one up to high,
+-- except the events of the transactions in pending_xids above their entry
+-- in pending_after (they were still open when claims passed them).
 CREATE TABLE event_bus.cursors (
     subscription text COLLATE "C" NOT NULL
                  REFERENCES event_bus.subscriptions ON DELETE CASCADE,
     topic        text COLLATE "C" NOT NULL,
     lane         smallint NOT NULL,
     position     bigint NOT NULL,
+    high         bigint NOT NULL,
+    pending_xids xid8[] NOT NULL DEFAULT '{}',
+    pending_after bigint[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (subscription, topic, lane)
 );
 
@@ -149,7 +155,7 @@ COMMENT ON TABLE event_bus.topics IS 'Named event streams; lanes fix how many or
 COMMENT ON TABLE event_bus.events IS 'The append-only event log, partitioned by seq; never updated, trimmed by dropping whole partitions.';
 COMMENT ON TABLE event_bus.log_partitions IS 'Partitions of event_bus.events and the seq range [lo, hi) each covers.';
 COMMENT ON TABLE event_bus.subscriptions IS 'Consumer groups: each receives every event of its topics (optionally only some types); members of its owner and admins may work it.';
-COMMENT ON TABLE event_bus.cursors IS 'Per subscription, topic and lane: the highest seq handed out.';
+COMMENT ON TABLE event_bus.cursors IS 'Per subscription, topic and lane: how far events were handed out (position: all of them; high: all but those of transactions still open then, listed in pending_xids).';
 COMMENT ON TABLE event_bus.leases IS 'Claimed, unacknowledged batches (one row per lane per claim).';
 COMMENT ON TABLE event_bus.retries IS 'Failed or expired events waiting for (or in) redelivery.';
 COMMENT ON TABLE event_bus.topic_grants IS 'Roles that may produce to (emit, capture into) or consume from (subscribe to) each topic.';

@@ -151,6 +151,17 @@ $$;
 -- been delivered to it yet.  Seqs that pass were delivered earlier and have
 -- since been acked, failed or dead-lettered (or were in a log partition that
 -- retention has dropped, which it does only once every subscription is past).
+-- Was the event (seq, txid) of a lane handed out, given the lane's cursor
+-- (high, pending_xids, pending_after)?  See event_bus.cursors.  A plain SQL
+-- function, inlined where it is used.
+CREATE FUNCTION event_bus._handed_out(seq bigint, txid xid8, high bigint, xids xid8[], afters bigint[])
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT seq OPERATOR(pg_catalog.<=) high
+       AND coalesce(seq OPERATOR(pg_catalog.<=) afters[pg_catalog.array_position(xids, txid)], true)
+$$;
+
 CREATE FUNCTION event_bus._check_delivered(s event_bus.subscriptions, seqs bigint[]) RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -163,7 +174,8 @@ BEGIN
       FROM pg_catalog.generate_series(0, (SELECT max(t.lanes) - 1 FROM event_bus.topics t
                                           WHERE t.topic OPERATOR(pg_catalog.=) ANY (s.topics))) g;
     FOREACH v IN ARRAY seqs LOOP
-        SELECT ev.topic, ev.lane, c.position INTO e
+        SELECT ev.topic, ev.lane, c.subscription IS NOT NULL AS known,
+               event_bus._handed_out(ev.seq, ev.txid, c.high, c.pending_xids, c.pending_after) AS handed_out INTO e
           FROM event_bus.events ev
           LEFT JOIN event_bus.cursors c
             ON c.subscription OPERATOR(pg_catalog.=) s.subscription
@@ -182,7 +194,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = pg_catalog.format('No event with seq %s exists in topics %s.', v, s.topics),
                       HINT = 'Pass the seqs returned by event_bus.claim() for this subscription.';
-        ELSIF FOUND AND (e.position IS NULL OR v > e.position) THEN
+        ELSIF FOUND AND (NOT e.known OR NOT e.handed_out) THEN
             RAISE EXCEPTION 'event % has not been delivered to subscription "%"', v, s.subscription
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Pass the seqs returned by event_bus.claim() for this subscription.';

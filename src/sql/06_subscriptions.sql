@@ -123,11 +123,12 @@ BEGIN
     VALUES (_subscribe_impl.subscription, tl, _subscribe_impl.types, _subscribe_impl.max_attempts, _subscribe_impl.lease,
             _subscribe_impl.backoff_base, _subscribe_impl.backoff_max, _subscribe_impl.ordered, event_bus._caller()::regrole);
     h := event_bus._horizon();
-    INSERT INTO event_bus.cursors (subscription, topic, lane, position)
-    SELECT _subscribe_impl.subscription, tp.topic, g::smallint,
-           event_bus._start_position(tp.topic, g::smallint, _subscribe_impl.start, h)
-      FROM event_bus.topics tp, pg_catalog.generate_series(0, tp.lanes - 1) g
-     WHERE tp.topic OPERATOR(pg_catalog.=) ANY (tl);
+    INSERT INTO event_bus.cursors (subscription, topic, lane, position, high)
+    SELECT _subscribe_impl.subscription, x.topic, x.lane, x.pos, x.pos
+      FROM (SELECT tp.topic, g::smallint AS lane,
+                   event_bus._start_position(tp.topic, g::smallint, _subscribe_impl.start, h) AS pos
+              FROM event_bus.topics tp, pg_catalog.generate_series(0, tp.lanes - 1) g
+             WHERE tp.topic OPERATOR(pg_catalog.=) ANY (tl)) x;
     RETURN true;
 END
 $$;

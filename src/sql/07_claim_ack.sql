@@ -13,10 +13,12 @@ AS $$
 #variable_conflict use_column
 DECLARE
     t        timestamptz := pg_catalog.clock_timestamp();
-    h        bigint;
     left_    integer := max_events;
     c        record;
-    pos      bigint;
+    cur      record;
+    em       record;
+    exs      xid8[];
+    efl      bigint[];
     got      bigint[];
     lid      bigint;
     n        integer;
@@ -57,9 +59,12 @@ BEGIN
         END IF;
     END IF;
 
-    -- 2. New events, lane by lane.  The horizon is computed before the
-    --    statements below take their snapshots.
-    h := event_bus._horizon();
+    -- 2. New events, lane by lane.  The open emitting transactions of the
+    --    subscription's topics are read before the statements below take
+    --    their snapshots: events up to em.max_seq that those snapshots do
+    --    not show belong to them (or were rolled back).  The cursors record
+    --    the ones still open, and later claims come back for their events.
+    em := event_bus._emitters(s.topics);
     FOR c IN
         SELECT cu.topic, cu.lane FROM event_bus.cursors cu
          WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
@@ -80,14 +85,24 @@ BEGIN
                                        AND l.lane OPERATOR(pg_catalog.=) cu.lane))
                     -- Any new event, of a type it reads or not: the cursor of a
                     -- type-filtered subscription moves past the others below.
-                    AND EXISTS (SELECT FROM event_bus.events e
-                                 WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
-                                   AND e.lane OPERATOR(pg_catalog.=) cu.lane
-                                   AND e.seq OPERATOR(pg_catalog.>) cu.position
-                                   AND e.seq OPERATOR(pg_catalog.<=) h)))
+                    AND (EXISTS (SELECT FROM event_bus.events e
+                                  WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
+                                    AND e.lane OPERATOR(pg_catalog.=) cu.lane
+                                    AND e.seq OPERATOR(pg_catalog.>) cu.high)
+                         -- or one of a transaction that was open when claims
+                         -- passed it; or such a transaction ended (forget it)
+                         OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
+                             AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) em.xids)
+                         OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
+                             AND EXISTS (SELECT FROM event_bus.events e
+                                          WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
+                                            AND e.lane OPERATOR(pg_catalog.=) cu.lane
+                                            AND e.seq OPERATOR(pg_catalog.>) cu.position
+                                            AND e.seq OPERATOR(pg_catalog.<=) cu.high
+                                            AND e.txid OPERATOR(pg_catalog.=) ANY (cu.pending_xids))))))
          ORDER BY pg_catalog.random()
     LOOP
-        SELECT cu.position INTO pos FROM event_bus.cursors cu
+        SELECT cu.position, cu.high, cu.pending_xids, cu.pending_after INTO cur FROM event_bus.cursors cu
          WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
            AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
          FOR UPDATE SKIP LOCKED;
@@ -135,11 +150,26 @@ BEGIN
             END IF;
         END IF;
 
+        IF pg_catalog.cardinality(em.xids) OPERATOR(pg_catalog.>) 0 THEN
+            SELECT coalesce(pg_catalog.array_agg(u.x), '{}'), coalesce(pg_catalog.array_agg(u.f), '{}')
+              INTO exs, efl
+              FROM ROWS FROM (pg_catalog.unnest(em.topics), pg_catalog.unnest(em.xids), pg_catalog.unnest(em.floors)) u(t, x, f)
+             WHERE u.t OPERATOR(pg_catalog.=) c.topic;
+        ELSE
+            exs := '{}';
+            efl := '{}';
+        END IF;
+        -- Events of the lane not handed out yet and visible now, up to
+        -- em.max_seq, in seq order; the cursor moves on in the same
+        -- statement, with the same snapshot (see _lane_next).  A type-filtered
+        -- subscription's cursor moves past the events of other types too, so
+        -- no claim scans them again.
         RETURN QUERY
         WITH ev AS (
             SELECT e.* FROM event_bus.events e
              WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-               AND e.seq OPERATOR(pg_catalog.>) pos AND e.seq OPERATOR(pg_catalog.<=) h
+               AND e.seq OPERATOR(pg_catalog.>) cur.position AND e.seq OPERATOR(pg_catalog.<=) em.max_seq
+               AND NOT event_bus._handed_out(e.seq, e.txid, cur.high, cur.pending_xids, cur.pending_after)
                AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))
              ORDER BY e.seq
              LIMIT left_),
@@ -148,29 +178,25 @@ BEGIN
             SELECT s.subscription, c.topic, c.lane, pg_catalog.array_agg(ev.seq ORDER BY ev.seq),
                    t, t + len, pg_catalog.pg_backend_pid(), tok
               FROM ev HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0),
+        nx AS (
+            SELECT x.* FROM (SELECT pg_catalog.count(*) AS n, max(ev.seq) AS last FROM ev) b,
+                   event_bus._lane_next(cur.position, cur.high, cur.pending_xids, cur.pending_after,
+                                        em.max_seq, exs, efl, b.n OPERATOR(pg_catalog.>=) left_, b.last,
+                                        pg_catalog.pg_current_snapshot()) x
+             -- Nothing taken, nothing pending, no events of other types passed:
+             -- leave the row alone (a competing claim emptied the lane).
+             WHERE b.n OPERATOR(pg_catalog.>) 0 OR s.types IS NOT NULL
+                OR cur.pending_xids OPERATOR(pg_catalog.<>) '{}' OR exs OPERATOR(pg_catalog.<>) '{}'),
         u AS (
-            UPDATE event_bus.cursors cu SET position = (SELECT max(ev.seq) FROM ev)
+            UPDATE event_bus.cursors cu
+               SET position = nx.next_position, high = nx.next_high, pending_xids = nx.next_xids, pending_after = nx.next_afters
+              FROM nx
              WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
-               AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
-               AND EXISTS (SELECT FROM ev))
+               AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane)
         SELECT ev.seq, ev.id, ev.topic::text, ev.type, ev.version, ev.key, ev.payload, ev.headers,
                ev.emitted_at, 1, ev.lane::integer, tok
           FROM ev ORDER BY ev.seq;
         GET DIAGNOSTICS n = ROW_COUNT;
-        IF s.types IS NOT NULL AND n OPERATOR(pg_catalog.<) left_ THEN
-            -- A type-filtered subscription that found fewer events than it
-            -- may take has seen the lane up to the horizon: its cursor moves
-            -- past the events of other types too, so no claim scans them
-            -- again.  (A separate statement: claims of other subscriptions
-            -- do not pay for it.)
-            UPDATE event_bus.cursors cu SET position = x.top
-              FROM (SELECT max(e.seq) AS top FROM event_bus.events e
-                     WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                       AND e.seq OPERATOR(pg_catalog.>) pos AND e.seq OPERATOR(pg_catalog.<=) h) x
-             WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
-               AND cu.topic OPERATOR(pg_catalog.=) c.topic AND cu.lane OPERATOR(pg_catalog.=) c.lane
-               AND x.top OPERATOR(pg_catalog.>) cu.position;
-        END IF;
         left_ := left_ - n;
         EXIT WHEN left_ <= 0;
     END LOOP;

@@ -3,11 +3,13 @@
 -----------------------------------------------------------------------------
 
 -- One dispatch round: NOTIFY "event_bus.<subscription>" once per
--- subscription with events that became claimable since seq p_from (all
--- claimable ones when p_from is NULL) or retries that became due, and
+-- subscription with events that became claimable since the previous round
+-- (all claimable ones when p_from is NULL) or retries that became due, and
 -- "event_bus.dead_letters" once per subscription with new dead letters.
--- p_state carries what the previous round saw; pass the returned state to
--- the next call.
+-- p_from is the previous round's horizon and p_state what else it saw: its
+-- max_seq and the transactions then open.  New are the events above that
+-- max_seq, and those above p_from of the transactions that have ended since.
+-- Pass the returned horizon and state to the next call.
 CREATE FUNCTION event_bus._dispatch(p_from bigint, p_state jsonb,
                                     OUT horizon bigint, OUT state jsonb, OUT notified integer)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -18,11 +20,24 @@ DECLARE
     due       jsonb;
     last_dead bigint := (p_state OPERATOR(pg_catalog.->>) 'dead_id')::bigint;
     dead      bigint;
+    top       bigint;
+    prev_top  bigint := (p_state OPERATOR(pg_catalog.->>) 'max_seq')::bigint;
+    prev_open xid8[] := (p_state OPERATOR(pg_catalog.->>) 'open')::xid8[];
+    em        record;
+    ended     xid8[];
 BEGIN
+    -- Both before the statements below take their snapshots.
     horizon := event_bus._horizon();
+    em := event_bus._emitters('{}');
+    top := em.max_seq;
+    ended := ARRAY(SELECT x FROM pg_catalog.unnest(prev_open) x
+                    WHERE x OPERATOR(pg_catalog.<>) ALL (em.xids));
     notified := 0;
     IF p_from OPERATOR(pg_catalog.>) horizon THEN
         p_from := NULL;     -- the log was created anew
+    END IF;
+    IF prev_top IS NULL OR prev_open IS NULL THEN
+        p_from := NULL;
     END IF;
 
     IF p_from IS NULL THEN
@@ -31,15 +46,16 @@ BEGIN
              WHERE NOT s.paused
                AND EXISTS (SELECT FROM event_bus.cursors c JOIN event_bus.events e
                               ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                             AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) horizon
+                             AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) top
                            WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
+                             AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
                              AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
         LOOP
             PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
-                pg_catalog.json_build_object('subscription', r.subscription, 'seq', horizon)::text);
+                pg_catalog.json_build_object('subscription', r.subscription, 'seq', top)::text);
             notified := notified + 1;
         END LOOP;
-    ELSIF horizon OPERATOR(pg_catalog.>) p_from THEN
+    ELSE
         FOR r IN
             -- One index range scan per topic and lane that a subscription
             -- reads (OFFSET 0 keeps the planner from turning it into a scan
@@ -51,7 +67,14 @@ BEGIN
                        SELECT x.type, x.seq FROM event_bus.events x
                         WHERE x.topic OPERATOR(pg_catalog.=) l.topic
                           AND x.lane OPERATOR(pg_catalog.=) l.lane
-                          AND x.seq OPERATOR(pg_catalog.>) p_from AND x.seq OPERATOR(pg_catalog.<=) horizon
+                          AND x.seq OPERATOR(pg_catalog.>) prev_top AND x.seq OPERATOR(pg_catalog.<=) top
+                       UNION ALL
+                       SELECT x.type, x.seq FROM event_bus.events x
+                        WHERE pg_catalog.cardinality(ended) OPERATOR(pg_catalog.>) 0
+                          AND x.topic OPERATOR(pg_catalog.=) l.topic
+                          AND x.lane OPERATOR(pg_catalog.=) l.lane
+                          AND x.seq OPERATOR(pg_catalog.>) p_from AND x.seq OPERATOR(pg_catalog.<=) prev_top
+                          AND x.txid OPERATOR(pg_catalog.=) ANY (ended)
                        OFFSET 0) e
                  GROUP BY l.topic, e.type)
             SELECT s.subscription, sum(f.n)::bigint AS n, max(f.newest) AS newest
@@ -103,7 +126,7 @@ BEGIN
             dead := GREATEST(dead, r.top);
         END LOOP;
     END IF;
-    state := pg_catalog.jsonb_build_object('due', due, 'dead_id', dead);
+    state := pg_catalog.jsonb_build_object('due', due, 'dead_id', dead, 'max_seq', top, 'open', em.xids::text);
 END
 $$;
 

@@ -45,7 +45,9 @@ BEGIN
     PERFORM FROM event_bus.retries r WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
       ORDER BY r.seq FOR UPDATE;
     h := event_bus._horizon();
-    UPDATE event_bus.cursors c SET position = event_bus._start_position(c.topic, c.lane, _replay_impl.start, h)
+    UPDATE event_bus.cursors c SET (position, high, pending_xids, pending_after) =
+           (SELECT x.pos, x.pos, '{}'::xid8[], '{}'::bigint[]
+              FROM (SELECT event_bus._start_position(c.topic, c.lane, _replay_impl.start, h) AS pos) x)
      WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription;
     GET DIAGNOSTICS n = ROW_COUNT;
 

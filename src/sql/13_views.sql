@@ -8,6 +8,7 @@ SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
             ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
            AND e.seq OPERATOR(pg_catalog.>) c.position
          WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
            AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))) AS pending,
        (SELECT coalesce(sum(pg_catalog.cardinality(l.seqs)), 0)::bigint FROM event_bus.leases l
          WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription) AS in_flight,
@@ -65,3 +66,15 @@ SELECT n.subscription, n.paused, n.oldest_needed_seq,
 COMMENT ON VIEW event_bus.retention_status IS
 'Per subscription: the oldest seq it still needs and how many complete log partitions that keeps; holds_retention marks the one holding the log back.';
 
+
+CREATE VIEW event_bus.open_emitters AS
+SELECT o.pid, a.usename, a.application_name, o.xid, a.xact_start, o.emitting_since,
+       pg_catalog.now() OPERATOR(pg_catalog.-) o.emitting_since AS emitting_for,
+       ARRAY(SELECT t.topic FROM event_bus.topics t
+              WHERE (o.topic_bits OPERATOR(pg_catalog.&) event_bus._topic_bit(t.topic)) OPERATOR(pg_catalog.<>) 0
+              ORDER BY t.topic) AS topics,
+       o.lowest_seq, a.state
+  FROM event_bus._open_emitters() o
+  LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) o.pid;
+COMMENT ON VIEW event_bus.open_emitters IS
+'Open transactions of this database that have emitted: since when, to which topics (by a 64-way hash: rarely a topic it did not emit to as well), and the lowest seq they may hold. Their events are delivered when they commit; until then log partitions from lowest_seq on are kept. event_bus.long_emit_warning logs the long ones.';

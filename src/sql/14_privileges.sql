@@ -31,12 +31,15 @@ GRANT EXECUTE ON FUNCTION event_bus.create_topic(text, integer, text, boolean),
                           event_bus.run_maintenance(),
                           event_bus._worker_status(),
                           event_bus._horizon(),
-                          event_bus._oldest_needed(text, bigint)
+                          event_bus._oldest_needed(text, bigint),
+                          event_bus._open_emitters(),
+                          event_bus._topic_bit(text)
       TO event_bus_admin;
 GRANT EXECUTE ON FUNCTION event_bus.to_cloudevent(bigint, uuid, text, text, integer, text, jsonb, jsonb, timestamptz),
                           event_bus.to_cloudevent(event_bus.events),
                           event_bus._visible(regrole)
       TO event_bus_producer, event_bus_consumer;
+GRANT EXECUTE ON FUNCTION event_bus._handed_out(bigint, xid8, bigint, xid8[], bigint[]) TO event_bus_consumer;
 GRANT SELECT ON event_bus.topics, event_bus.topic_grants TO event_bus_producer, event_bus_consumer;
 GRANT SELECT ON event_bus.captured_tables TO event_bus_producer;
 GRANT SELECT ON event_bus.subscription_status, event_bus.in_flight, event_bus.retry_queue,
