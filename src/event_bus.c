@@ -389,6 +389,7 @@ eb_lane_next(PG_FUNCTION_ARGS)
 	Datum	   *ox,
 			   *of;
 	int			n = 0;
+	int64		read_to;
 	int64		new_high;
 	int64		new_pos;
 	int			i,
@@ -406,8 +407,14 @@ eb_lane_next(PG_FUNCTION_ARGS)
 	if (nw != nwf || ne != nef)
 		elog(ERROR, "event_bus: _lane_next() needs arrays of equal length");
 
-	/* Events up to new_high that were visible to the read are handed out. */
-	new_high = Max(high, full && has_last ? last : max_seq);
+	/*
+	 * The read covered the events up to read_to: all of them that it saw are
+	 * handed out now.  read_to may be below high: the read stopped at its
+	 * limit, or a competing claim moved the cursor on with a newer max_seq
+	 * while this one waited for the row.
+	 */
+	read_to = full && has_last ? last : max_seq;
+	new_high = Max(high, read_to);
 	ox = palloc(sizeof(Datum) * Max(nw + ne, 1));
 	of = palloc(sizeof(Datum) * Max(nw + ne, 1));
 
@@ -430,11 +437,11 @@ eb_lane_next(PG_FUNCTION_ARGS)
 			ox[n] = wx[i];
 			of[n++] = wf[i];
 		}
-		else if (full && has_last && last < new_high && after < new_high)
+		else if (read_to < new_high && after < new_high)
 		{
-			/* It ended; the read stopped at last, its events above remain. */
+			/* It ended; its events above read_to were not read yet. */
 			ox[n] = wx[i];
-			of[n++] = Int64GetDatum(Max(after, last));
+			of[n++] = Int64GetDatum(Max(after, read_to));
 		}
 		/* else: ended, and the read took every event of it that was left */
 	}

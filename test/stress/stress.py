@@ -19,12 +19,20 @@ both subscriptions, then the checker verifies:
   phantom   a delivery of an event that did not commit                (must be 0)
   order     ordered subscription: per key, no event is delivered while an
             earlier event of the key is unacked (other than earlier events
-            in the same claimed batch), and acks follow seq order      (must be 0)
+            in the same claimed batch), and no event's ack takes effect
+            before an earlier one's was sent; "earlier" is causal: a's
+            COMMIT returned before b's emit was called                 (must be 0)
   errors    unexpected SQL errors, wrong ack counts, mismatching
             seq/id/key between emit and claim, an ordered lane held by
             two leases at once (sampled every 200 ms)                  (must be 0)
   drained   nothing pending, in flight, retrying or dead at the end
   duplicates an event acked twice (reported; at-least-once allows it)
+
+A long producer (--long-txns) keeps transactions open for seconds after
+emitting, committing some and rolling back others, while the others go on;
+the report gives the delivery delay (commit returned -> first claim) of the
+events committed while such a transaction was open, next to that of the
+others: with claims that step over open transactions the two are alike.
 
 Consumers pass the lease token of their claim to ack and fail (unless
 --no-tokens): a zombie's late ack then completes nothing and its late fail is
@@ -45,6 +53,7 @@ them).  Standard library + psycopg2 only.
 """
 
 import argparse
+import bisect
 import collections
 import json
 import os
@@ -122,6 +131,8 @@ class Producer(threading.Thread):
         self.uncertain = {}    # id -> (seq, topic, key): COMMIT raised
         self.txns = collections.Counter()
         self.calls = collections.Counter()
+        self.emit_t = {}       # id -> when the emit call was made
+        self.commit_t = {}     # id -> when its COMMIT returned
 
     def new_event(self, topic):
         self.counter += 1
@@ -139,15 +150,19 @@ class Producer(threading.Thread):
         rnd = self.rnd
         topic = TOPIC if rnd.random() < 0.8 else TOPIC2
         typ = rnd.choice(('created', 'updated'))
+        t_emit = now()
         if rnd.random() < 0.5:
             eid, key, payload = self.new_event(topic)
             cur.execute('SELECT event_bus.emit(%s, %s, %s::jsonb, key => %s)',
                         (topic, typ, payload, key))
             seq = cur.fetchone()[0]
             self.calls['emit'] += 1
+            self.emit_t[eid] = t_emit
             return [(eid, seq, topic, key)]
         n = rnd.randint(1, 10)
         evs = [self.new_event(topic) for _ in range(n)]
+        for e in evs:
+            self.emit_t[e[0]] = t_emit
         cur.execute('SELECT event_bus.emit_many(%s, %s, %s::jsonb[], %s::text[])',
                     (topic, typ, [e[2] for e in evs], [e[1] for e in evs]))
         seqs = cur.fetchone()[0]
@@ -202,8 +217,10 @@ class Producer(threading.Thread):
                 self.uncertain[eid] = (seq, topic, key)
             raise
         # Only now, after COMMIT returned, do these count as committed.
+        t = now()
         for (eid, seq, topic, key) in live:
             self.committed[eid] = (seq, topic, key)
+            self.commit_t[eid] = t
         self.txns['commits'] += 1
 
     def run(self):
@@ -227,6 +244,62 @@ class Producer(threading.Thread):
             time.sleep(self.rnd.uniform(0, run.args.producer_pause))
         if conn is not None:
             conn.close()
+
+
+class LongProducer(Producer):
+    """Keeps each transaction open for seconds after its emits (sometimes
+    with a savepoint rolled back inside), then commits it or rolls it back;
+    records when each was open."""
+
+    def __init__(self, run, pid, seed):
+        super().__init__(run, pid, seed)
+        self.name = 'long-producer-%d' % pid
+        self.windows = []      # (t_first_emit, t_end)
+
+    def one_txn(self, cur):
+        rnd = self.rnd
+        live = []
+        cur.execute('BEGIN')
+        t_begin = now()
+        try:
+            live.extend(self.emit_some(cur))
+            if rnd.random() < 0.5:
+                cur.execute('SAVEPOINT s')
+                evs = self.emit_some(cur)
+                cur.execute('ROLLBACK TO SAVEPOINT s')
+                for (eid, seq, topic, key) in evs:
+                    self.aborted[eid] = (seq, topic, key, 'savepoint')
+                self.txns['savepoint_rollbacks'] += 1
+                self.txns['savepoints'] += 1
+            time.sleep(rnd.uniform(1.0, 3.0))
+            live.extend(self.emit_some(cur))
+        except Exception:
+            try:
+                cur.execute('ROLLBACK')
+            except Exception:
+                pass
+            for (eid, seq, topic, key) in live:
+                self.aborted[eid] = (seq, topic, key, 'error')
+            raise
+        if rnd.random() < 0.3:
+            cur.execute('ROLLBACK')
+            self.windows.append((t_begin, now()))
+            for (eid, seq, topic, key) in live:
+                self.aborted[eid] = (seq, topic, key, 'rollback')
+            self.txns['rollbacks'] += 1
+            return
+        try:
+            cur.execute('COMMIT')
+        except Exception:
+            for (eid, seq, topic, key) in live:
+                self.uncertain[eid] = (seq, topic, key)
+            raise
+        t = now()
+        self.windows.append((t_begin, t))
+        for (eid, seq, topic, key) in live:
+            self.committed[eid] = (seq, topic, key)
+            self.commit_t[eid] = t
+        self.txns['commits'] += 1
 
 
 # ---------------------------------------------------------------------------
@@ -577,71 +650,108 @@ class Maintenance(threading.Thread):
 # ---------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------
-def order_check(groups, ack_first, deliveries, t0):
-    """groups: group -> sorted list of committed seqs.  ack_first: seq ->
-    (t_sent, t_effective) of its first successful ack.  deliveries: list of
-    (group, seq, t_claimed, batch).
+def order_check(groups, ack_first, deliveries, t0, emit_t, commit_t):
+    """groups: group -> list of committed seqs.  ack_first: seq -> (t_sent,
+    t_effective) of its first successful ack.  deliveries: list of (group,
+    seq, t_claimed, batch).  emit_t / commit_t: seq -> when its emit was
+    called / its COMMIT returned.
 
+    "e is earlier than s" is causal: e's COMMIT returned before s's emit was
+    called (transactions open at the same time may arrive in either order).
+    Sorted by commit time, the events earlier than s are a prefix.
     Delivery rule: when seq s of a group is delivered, every earlier committed
     seq of the group must have been acked before (ack sent before the claim
     returned) or be part of the same claimed batch.
     Ack rule: no seq is acked definitely before an earlier seq of its group
     (ack of the later one effective before the earlier one's ack was sent).
     Returns (delivery_violations, ack_violations, examples)."""
-    index = {}
-    prefix = {}
+    order = {}      # group -> seqs by commit time
+    ctimes = {}     # group -> their commit times
+    prefix = {}     # group -> running max of first-ack send times (unacked: INF)
+    aprefix = {}    # group -> the same, over acked seqs only
     for g, seqs in groups.items():
-        pm = []
-        m = -INF
-        for i, s in enumerate(seqs):
-            index[s] = (g, i)
-            m = max(m, ack_first.get(s, (INF, INF))[0])
+        o = sorted(seqs, key=lambda s: (commit_t[s], s))
+        order[g] = o
+        ctimes[g] = [commit_t[s] for s in o]
+        pm, am = [], []
+        m = a_m = -INF
+        for s in o:
+            a = ack_first.get(s)
+            m = max(m, a[0] if a else INF)
+            if a:
+                a_m = max(a_m, a[0])
             pm.append(m)
-        prefix[g] = pm
+            am.append(a_m)
+        prefix[g], aprefix[g] = pm, am
+
+    def earlier(g, s):
+        """How many events of g are causally earlier than s."""
+        return bisect.bisect_left(ctimes[g], emit_t[s])
+
     batch_members = collections.defaultdict(set)
     for (g, s, t, batch) in deliveries:
         batch_members[(batch, g)].add(s)
     dv = 0
     examples = []
     for (g, s, t, batch) in deliveries:
-        if s not in index:
+        if s not in emit_t or g not in order:
             continue
-        _, j = index[s]
-        if j == 0 or prefix[g][j - 1] < t:
+        k = earlier(g, s)
+        if k == 0 or prefix[g][k - 1] < t:
             continue
-        seqs = groups[g]
         members = batch_members[(batch, g)]
-        i = j - 1
-        while i >= 0:
-            e = seqs[i]
-            if e not in members and ack_first.get(e, (INF, INF))[0] >= t:
+        for e in order[g][:k]:
+            if e != s and e not in members and ack_first.get(e, (INF, INF))[0] >= t:
                 dv += 1
                 if len(examples) < 5:
                     a = ack_first.get(e)
                     examples.append('%s: seq %d delivered (batch %s) at %.3fs while earlier seq %d '
-                                    'was %s' % (g, s, batch, t - t0, e,
-                                                'never acked' if a is None
-                                                else 'acked only at %.3fs' % (a[0] - t0)))
+                                    '(committed %.3fs before it was emitted) was %s'
+                                    % (g, s, batch, t - t0, e, emit_t[s] - commit_t[e],
+                                       'never acked' if a is None
+                                       else 'acked only at %.3fs' % (a[0] - t0)))
                 break
-            if i == 0 or prefix[g][i - 1] < t:
-                break
-            i -= 1
     av = 0
     for g, seqs in groups.items():
-        m = -INF
-        prev = None
         for s in seqs:
             a = ack_first.get(s)
-            if a is None:
+            k = earlier(g, s)
+            if a is None or k == 0 or aprefix[g][k - 1] <= a[1]:
                 continue
-            if m > a[1]:
-                av += 1
-                if len(examples) < 10:
-                    examples.append('%s: seq %d acked (effective by %.3fs) before earlier seq %d '
-                                    '(ack sent at %.3fs)' % (g, s, a[1] - t0, prev, m - t0))
-            if a[0] > m:
-                m, prev = a[0], s
+            e = max((x for x in order[g][:k] if x in ack_first), key=lambda x: ack_first[x][0])
+            av += 1
+            if len(examples) < 10:
+                examples.append('%s: seq %d acked (effective by %.3fs) before earlier seq %d '
+                                '(ack sent at %.3fs)' % (g, s, a[1] - t0, e, ack_first[e][0] - t0))
     return dv, av, examples
+
+
+def delay_report(deliveries, commit_t, windows, own):
+    """Delivery delay (COMMIT returned -> first claim) of the events other
+    producers committed while a long transaction was open, of the others, and
+    of the long transactions' own (seqs in own): (n, p50, p99, max) in ms for
+    each."""
+    first = {}
+    for (seq, t) in deliveries:
+        if seq in commit_t and (seq not in first or t < first[seq]):
+            first[seq] = t
+    during, other, mine = [], [], []
+    for seq, t in first.items():
+        c = commit_t[seq]
+        d = max(0.0, t - c) * 1000
+        if seq in own:
+            mine.append(d)
+        elif any(b <= c <= e for (b, e) in windows):
+            during.append(d)
+        else:
+            other.append(d)
+
+    def stats(v):
+        if not v:
+            return (0, 0.0, 0.0, 0.0)
+        v.sort()
+        return (len(v), v[len(v) // 2], v[min(len(v) - 1, int(len(v) * 0.99))], v[-1])
+    return stats(during), stats(other), stats(mine)
 
 
 def main():
@@ -666,6 +776,8 @@ def main():
     ap.add_argument('--crash-rate', type=float, default=0.02)
     ap.add_argument('--txn-rate', type=float, default=0.15,
                     help='share of claims done as BEGIN; claim; ack; COMMIT')
+    ap.add_argument('--long-txns', type=int, default=1,
+                    help='producers that keep their transactions open for 1-3 s')
     ap.add_argument('--producer-pause', type=float, default=0.15,
                     help='max random pause between a producer\'s transactions (s)')
     ap.add_argument('--lease', default='2 seconds')
@@ -712,6 +824,8 @@ def main():
            retention))
 
     producers = [Producer(run, i + 1, master.randrange(1 << 31)) for i in range(args.producers)]
+    producers += [LongProducer(run, args.producers + i + 1, master.randrange(1 << 31))
+                  for i in range(args.long_txns)]
     consumers = [Consumer(run, sub, i + 1, master.randrange(1 << 31))
                  for sub in SUBS for i in range(args.consumers)]
     maint = Maintenance(run)
@@ -811,6 +925,13 @@ def main():
         txns.update(p.txns)
         calls.update(p.calls)
     by_seq = {v[0]: (eid,) + v[1:] for eid, v in committed.items()}
+    emit_t, commit_t = {}, {}      # seq -> when emitted / committed
+    for p in producers:
+        for eid, t in p.commit_t.items():
+            commit_t[p.committed[eid][0]] = t
+            emit_t[p.committed[eid][0]] = p.emit_t[eid]
+    windows = [w for p in producers for w in getattr(p, 'windows', [])]
+    long_own = set(p.committed[eid][0] for p in producers if isinstance(p, LongProducer) for eid in p.commit_t)
     failures = []
     problems = []
     warnings = []
@@ -910,9 +1031,9 @@ def main():
                     laned[lane_of[s]].append(s)
             kd = [((by_seq[d[0]][1], by_seq[d[0]][2]), d[0], d[6], d[7]) for d in dels
                   if d[0] in by_seq and by_seq[d[0]][2] is not None]
-            dv, av, ex = order_check(keyed, ack_first, kd, run.t0)
+            dv, av, ex = order_check(keyed, ack_first, kd, run.t0, emit_t, commit_t)
             ld = [(lane_of[d[0]], d[0], d[6], d[7]) for d in dels if d[0] in by_seq and d[0] in lane_of]
-            ldv, lav, lex = order_check(laned, ack_first, ld, run.t0)
+            ldv, lav, lex = order_check(laned, ack_first, ld, run.t0, emit_t, commit_t)
             r.update(order_violations=dv + av, delivery_order_violations=dv, ack_order_violations=av,
                      lane_order_violations=ldv + lav)
             if dv or av:
@@ -921,6 +1042,8 @@ def main():
             if ldv or lav:
                 problems.append('ordered: %d per-lane order violations (one lease per lane), e.g. %s'
                                 % (ldv + lav, lex))
+        r['delay_during'], r['delay_other'], r['delay_long'] = delay_report(
+            [(d[0], d[6]) for d in dels], commit_t, windows, long_own)
         results[sub] = r
 
     total_errors = len(run.errors)
@@ -971,6 +1094,12 @@ def main():
                r['delivered'], r['redeliveries'], r['max_attempt'], s['fails'], s['crashes'],
                s['txn_batches'], s['txn_rollbacks'], s['claims'], s['zombies'], s['waiting_claims'], s['ack_not_in_flight'],
                s['fail_not_in_flight']))
+    log('long transactions: %d (open %.1f s in all) | delivery delay, COMMIT returned -> first claim, ms '
+        '(n p50 p99 max):' % (len(windows), sum(e - b for (b, e) in windows)))
+    for name, r in (('unordered', u), ('ordered', o)):
+        log('  %-9s committed while one was open: %d %.1f %.1f %.1f | otherwise: %d %.1f %.1f %.1f'
+            ' | the long transactions\' own: %d %.1f %.1f %.1f'
+            % ((name,) + tuple(r['delay_during']) + tuple(r['delay_other']) + tuple(r['delay_long'])))
     log('maintenance thread: runs=%d expired_leases=%d retried=%d dead_lettered=%d retention_runs=%d '
         'partitions_dropped=%d pauses=%d (the worker does the same work too)'
         % (ms['runs'], ms['expired_leases'], ms['retried'], ms['dead_lettered'], ms['retention_runs'],

@@ -204,6 +204,25 @@ ok($node->poll_query_until('bus',
 		"SELECT holds_retention AND partitions_held >= 2 FROM event_bus.retention_status WHERE subscription = 'stalled'"),
 	'a stalled subscription shows up as what holds retention');
 
+# A transaction open too long after emitting: listed in open_emitters, and
+# the worker warns about it once in the server log.
+$node->safe_psql('postgres', "ALTER SYSTEM SET event_bus.long_emit_warning = '1s'");
+$node->reload;
+my $long = $node->background_psql('bus');
+$long->query_safe("BEGIN; SELECT event_bus.emit('t', 'Slow', '{}')");
+my $pid = $long->query_safe("SELECT pg_backend_pid()");
+is($node->safe_psql('bus', "SELECT pid = $pid AND topics = '{t}' FROM event_bus.open_emitters"),
+	't', 'open_emitters shows the open emitting transaction and its topic');
+my $offset = -s $node->logfile;
+ok($node->wait_for_log(qr/transaction \d+ of process $pid has been open for \d+ s since its first emit/, $offset),
+	'the worker warns about a transaction open longer than event_bus.long_emit_warning');
+$long->query_safe("COMMIT");
+$long->quit;
+is($node->safe_psql('bus', "SELECT count(*) FROM event_bus.open_emitters"), '0',
+	'a committed transaction is no open emitter');
+$node->safe_psql('postgres', "ALTER SYSTEM RESET event_bus.long_emit_warning");
+$node->reload;
+
 is($node->safe_psql('bus', "SELECT count(*) FROM event_bus.worker_status WHERE last_error IS NOT NULL"),
 	'0', 'no round of the worker failed');
 
