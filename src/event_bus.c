@@ -351,7 +351,8 @@ eb_topic_bit_sql(PG_FUNCTION_ARGS)
 /*
  * event_bus._lane_next(position, high, xids xid8[], afters bigint[],
  *						max_seq, emitters xid8[], floors bigint[],
- *						full boolean, last bigint, snap pg_snapshot)
+ *						full boolean, last bigint, snap pg_snapshot,
+ *						pending_read boolean)
  * returns (position, high, xids, afters): a lane cursor's next state after a
  * claim read the lane with snapshot snap (see _claim_once, and the
  * architecture notes).  A cursor means: every event of the lane up to
@@ -359,7 +360,9 @@ eb_topic_bit_sql(PG_FUNCTION_ARGS)
  * transactions in xids above their entry in afters; nothing above high was.
  * The read took, in seq order, the events above position and up to max_seq
  * that were not handed out yet; last is the highest it took (NULL: none),
- * full says it stopped at its limit.  emitters and floors are the open
+ * full says it stopped at its limit; pending_read false says it did not
+ * look below high (every transaction in xids was still open just before):
+ * they stay as they are.  emitters and floors are the open
  * emitting transactions of the lane's topic as _emitters() saw them before
  * the read took its snapshot.
  */
@@ -377,6 +380,7 @@ eb_lane_next(PG_FUNCTION_ARGS)
 	bool		has_last = !PG_ARGISNULL(8);
 	int64		last = has_last ? PG_GETARG_INT64(8) : 0;
 	Datum		snap = PG_GETARG_DATUM(9);
+	bool		pending_read = PG_GETARG_BOOL(10);
 	FullTransactionId next_fxid = ReadNextFullTransactionId();
 	Datum	   *wx,
 			   *wf,
@@ -431,7 +435,7 @@ eb_lane_next(PG_FUNCTION_ARGS)
 	{
 		int64		after = DatumGetInt64(wf[i]);
 
-		if (EB_OPEN_AT_READ(wx[i]))
+		if (!pending_read || EB_OPEN_AT_READ(wx[i]))
 		{
 			/* Nothing of it was visible: all of it is still to come. */
 			ox[n] = wx[i];

@@ -48,6 +48,6 @@ CREATE FUNCTION event_bus._topic_bit(topic text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'eb_topic_bit_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
 CREATE FUNCTION event_bus._lane_next(p_position bigint, p_high bigint, p_xids xid8[], p_afters bigint[],
                                      max_seq bigint, emitters xid8[], floors bigint[],
-                                     full_ boolean, last bigint, snap pg_snapshot,
+                                     full_ boolean, last bigint, snap pg_snapshot, pending_read boolean,
                                      OUT next_position bigint, OUT next_high bigint, OUT next_xids xid8[], OUT next_afters bigint[])
     AS 'MODULE_PATHNAME', 'eb_lane_next' LANGUAGE C VOLATILE;

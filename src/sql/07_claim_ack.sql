@@ -19,6 +19,8 @@ DECLARE
     em       record;
     exs      xid8[];
     efl      bigint[];
+    rescan   boolean;
+    lo       bigint;
     got      bigint[];
     lid      bigint;
     n        integer;
@@ -89,17 +91,11 @@ BEGIN
                                   WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
                                     AND e.lane OPERATOR(pg_catalog.=) cu.lane
                                     AND e.seq OPERATOR(pg_catalog.>) cu.high)
-                         -- or one of a transaction that was open when claims
-                         -- passed it; or such a transaction ended (forget it)
+                         -- or a transaction that was open when claims passed
+                         -- it has ended since: its events are due (or, rolled
+                         -- back, to be forgotten)
                          OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
-                             AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) em.xids)
-                         OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
-                             AND EXISTS (SELECT FROM event_bus.events e
-                                          WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
-                                            AND e.lane OPERATOR(pg_catalog.=) cu.lane
-                                            AND e.seq OPERATOR(pg_catalog.>) cu.position
-                                            AND e.seq OPERATOR(pg_catalog.<=) cu.high
-                                            AND e.txid OPERATOR(pg_catalog.=) ANY (cu.pending_xids))))))
+                             AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) em.xids))))
          ORDER BY pg_catalog.random()
     LOOP
         SELECT cu.position, cu.high, cu.pending_xids, cu.pending_after INTO cur FROM event_bus.cursors cu
@@ -159,6 +155,12 @@ BEGIN
             exs := '{}';
             efl := '{}';
         END IF;
+        -- Below high, only events of stepped-over transactions remain, and
+        -- only those of transactions that have ended since can be visible:
+        -- look there only then.
+        rescan := cur.pending_xids OPERATOR(pg_catalog.<>) '{}'
+                  AND NOT cur.pending_xids OPERATOR(pg_catalog.<@) em.xids;
+        lo := CASE WHEN rescan THEN cur.position ELSE cur.high END;
         -- Events of the lane not handed out yet and visible now, up to
         -- em.max_seq, in seq order; the cursor moves on in the same
         -- statement, with the same snapshot (see _lane_next).  A type-filtered
@@ -168,7 +170,7 @@ BEGIN
         WITH ev AS (
             SELECT e.* FROM event_bus.events e
              WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-               AND e.seq OPERATOR(pg_catalog.>) cur.position AND e.seq OPERATOR(pg_catalog.<=) em.max_seq
+               AND e.seq OPERATOR(pg_catalog.>) lo AND e.seq OPERATOR(pg_catalog.<=) em.max_seq
                AND NOT event_bus._handed_out(e.seq, e.txid, cur.high, cur.pending_xids, cur.pending_after)
                AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))
              ORDER BY e.seq
@@ -182,7 +184,7 @@ BEGIN
             SELECT x.* FROM (SELECT pg_catalog.count(*) AS n, max(ev.seq) AS last FROM ev) b,
                    event_bus._lane_next(cur.position, cur.high, cur.pending_xids, cur.pending_after,
                                         em.max_seq, exs, efl, b.n OPERATOR(pg_catalog.>=) left_, b.last,
-                                        pg_catalog.pg_current_snapshot()) x
+                                        pg_catalog.pg_current_snapshot(), rescan) x
              -- Nothing taken, nothing pending, no events of other types passed:
              -- leave the row alone (a competing claim emptied the lane).
              WHERE b.n OPERATOR(pg_catalog.>) 0 OR s.types IS NOT NULL
