@@ -263,7 +263,8 @@ eb_emitters_sql(PG_FUNCTION_ARGS)
 	int			nem;
 	int			i,
 				j,
-				n = 0;
+				n = 0,
+				cap;
 	Datum	   *tv,
 			   *xv,
 			   *fv;
@@ -284,10 +285,11 @@ eb_emitters_sql(PG_FUNCTION_ARGS)
 
 	nem = eb_emitters(eb_db_state(), &max_seq, &em);
 
-	tv = palloc(sizeof(Datum) * Max(nem * Max(nnames, 1), 1));
-	tnulls = palloc(sizeof(bool) * Max(nem * Max(nnames, 1), 1));
-	xv = palloc(sizeof(Datum) * Max(nem * Max(nnames, 1), 1));
-	fv = palloc(sizeof(Datum) * Max(nem * Max(nnames, 1), 1));
+	cap = Max(nem * Max(nnames, 1), 1);
+	tv = palloc(sizeof(Datum) * cap);
+	tnulls = palloc(sizeof(bool) * cap);
+	xv = palloc(sizeof(Datum) * cap);
+	fv = palloc(sizeof(Datum) * cap);
 	for (i = 0; i < nem; i++)
 		for (j = 0; j < Max(nnames, 1); j++)
 			if (nnames == 0 || (em[i].topics & bits[j]))

@@ -483,27 +483,23 @@ eb_note_seq(EventBusDb *db, uint64 seq)
 }
 
 /*
- * The highest seq a claimer may hand out now: every event at or below it has
- * a transaction that has already committed or aborted.  The caller must take
- * its snapshot after this returns.
+ * The horizon: every event at or below it belongs to a transaction that has
+ * already committed or aborted (max_seq, or below the lowest floor of an
+ * open emitter).  The caller must take its snapshot after this returns.
  */
 uint64
 eb_horizon(EventBusDb *db)
 {
 	uint64		h;
+	EventBusEmitter *em;
+	int			n = eb_emitters(db, &h, &em);
 	int			i;
 
-	eb_read_seq(db);
-	h = pg_atomic_read_u64(&db->max_seq);
-	pg_memory_barrier();
-	for (i = 0; i < eb_shared->nslots; i++)
-	{
-		EventBusSlot *slot = &eb_shared->slots[i];
-		uint64		f = pg_atomic_read_u64(&slot->floor);
-
-		if (f != 0 && slot->dboid == MyDatabaseId && f - 1 < h)
-			h = f - 1;
-	}
+	for (i = 0; i < n; i++)
+		if (em[i].floor - 1 < h)
+			h = em[i].floor - 1;
+	if (em != NULL)
+		pfree(em);
 	return h;
 }
 

@@ -26,10 +26,11 @@ DECLARE
     em        record;
     ended     xid8[];
 BEGIN
-    -- Both before the statements below take their snapshots.
-    horizon := event_bus._horizon();
+    -- Before the statements below take their snapshots.  The horizon is
+    -- what _horizon() computes, from the same read.
     em := event_bus._emitters('{}');
     top := em.max_seq;
+    horizon := LEAST(top, (SELECT min(f) - 1 FROM pg_catalog.unnest(em.floors) f));
     ended := ARRAY(SELECT x FROM pg_catalog.unnest(prev_open) x
                     WHERE x OPERATOR(pg_catalog.<>) ALL (em.xids));
     notified := 0;
