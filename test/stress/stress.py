@@ -197,14 +197,23 @@ class Producer(threading.Thread):
             if rnd.random() < 0.05:
                 time.sleep(rnd.uniform(0.02, 0.25))
         except Exception:
-            try:
-                cur.execute('ROLLBACK')
-            except Exception:
-                pass
-            for (eid, seq, topic, key) in live:
-                self.aborted[eid] = (seq, topic, key, 'error')
+            self.failed(cur, live)
             raise
-        if rnd.random() < 0.2:
+        self.finish(cur, live, 0.2)
+
+    def failed(self, cur, live):
+        """The transaction raised: roll it back, its events did not commit."""
+        try:
+            cur.execute('ROLLBACK')
+        except Exception:
+            pass
+        for (eid, seq, topic, key) in live:
+            self.aborted[eid] = (seq, topic, key, 'error')
+
+    def finish(self, cur, live, rollback_rate):
+        """Roll the transaction back (with probability rollback_rate) or
+        commit it, and record what became of its events."""
+        if self.rnd.random() < rollback_rate:
             cur.execute('ROLLBACK')
             for (eid, seq, topic, key) in live:
                 self.aborted[eid] = (seq, topic, key, 'rollback')
@@ -274,32 +283,12 @@ class LongProducer(Producer):
             time.sleep(rnd.uniform(1.0, 3.0))
             live.extend(self.emit_some(cur))
         except Exception:
-            try:
-                cur.execute('ROLLBACK')
-            except Exception:
-                pass
-            for (eid, seq, topic, key) in live:
-                self.aborted[eid] = (seq, topic, key, 'error')
+            self.failed(cur, live)
             raise
-        if rnd.random() < 0.3:
-            cur.execute('ROLLBACK')
-            self.windows.append((t_begin, now()))
-            for (eid, seq, topic, key) in live:
-                self.aborted[eid] = (seq, topic, key, 'rollback')
-            self.txns['rollbacks'] += 1
-            return
         try:
-            cur.execute('COMMIT')
-        except Exception:
-            for (eid, seq, topic, key) in live:
-                self.uncertain[eid] = (seq, topic, key)
-            raise
-        t = now()
-        self.windows.append((t_begin, t))
-        for (eid, seq, topic, key) in live:
-            self.committed[eid] = (seq, topic, key)
-            self.commit_t[eid] = t
-        self.txns['commits'] += 1
+            self.finish(cur, live, 0.3)
+        finally:
+            self.windows.append((t_begin, now()))
 
 
 # ---------------------------------------------------------------------------
