@@ -363,8 +363,9 @@ eb_topic_bit_sql(PG_FUNCTION_ARGS)
  * The read took, in seq order, the events above position and up to max_seq
  * that were not handed out yet; last is the highest it took (NULL: none),
  * full says it stopped at its limit; pending_read false says it did not
- * look below high (every transaction in xids was still open just before):
- * they stay as they are.  emitters and floors are the open
+ * look below high, nor at any event of the transactions in xids (every one
+ * was still open just before, but may have ended since): they stay as they
+ * are.  emitters and floors are the open
  * emitting transactions of the lane's topic as _emitters() saw them before
  * the read took its snapshot.
  */
@@ -439,7 +440,7 @@ eb_lane_next(PG_FUNCTION_ARGS)
 
 		if (!pending_read || EB_OPEN_AT_READ(wx[i]))
 		{
-			/* Nothing of it was visible: all of it is still to come. */
+			/* Nothing of it was read: all of it is still to come. */
 			ox[n] = wx[i];
 			of[n++] = wf[i];
 		}

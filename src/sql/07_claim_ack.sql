@@ -163,15 +163,19 @@ BEGIN
         lo := CASE WHEN rescan THEN cur.position ELSE cur.high END;
         -- Events of the lane not handed out yet and visible now, up to
         -- em.max_seq, in seq order; the cursor moves on in the same
-        -- statement, with the same snapshot (see _lane_next).  A type-filtered
-        -- subscription's cursor moves past the events of other types too, so
-        -- no claim scans them again.
+        -- statement, with the same snapshot (see _lane_next).  A read that
+        -- does not look below high leaves the stepped-over transactions'
+        -- events above it alone too: one of them may have ended after em was
+        -- read, and the cursor could not record which of its events this
+        -- read took.  A type-filtered subscription's cursor moves past the
+        -- events of other types too, so no claim scans them again.
         RETURN QUERY
         WITH ev AS (
             SELECT e.* FROM event_bus.events e
              WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
                AND e.seq OPERATOR(pg_catalog.>) lo AND e.seq OPERATOR(pg_catalog.<=) em.max_seq
                AND NOT event_bus._handed_out(e.seq, e.txid, cur.high, cur.pending_xids, cur.pending_after)
+               AND (rescan OR pg_catalog.array_position(cur.pending_xids, e.txid) IS NULL)
                AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))
              ORDER BY e.seq
              LIMIT left_),
