@@ -26,7 +26,11 @@ both subscriptions, then the checker verifies:
             seq/id/key between emit and claim, an ordered lane held by
             two leases at once (sampled every 200 ms)                  (must be 0)
   drained   nothing pending, in flight, retrying or dead at the end
-  duplicates an event acked twice (reported; at-least-once allows it)
+  duplicates an event whose delivery was acked twice: each ack counted
+            only the seqs its lease token still held, so a second one means
+            the event was handed out again after an ack of it committed
+            (delivery is at least once, but only a lease expiry, a failure
+            or a rollback may repeat it)                                (must be 0)
 
 A long producer (--long-txns) keeps transactions open for seconds after
 emitting, committing some and rolling back others, while the others go on;
@@ -1008,6 +1012,16 @@ def main():
                             % (sub, mismatch, mismatch_ex))
         if acked_not_committed:
             problems.append('%s: acks of seqs that never committed: %s' % (sub, acked_not_committed[:10]))
+        if dup:
+            ex = []
+            for s in sorted(x for x, c in ack_count.items() if c > 1)[:3]:
+                hist = ['delivered to %s batch %s attempt %s at %.3f%s' % (d[7][0], d[7][1], d[5], d[6] - run.t0,
+                                                                          ' (in txn)' if d[8] else '')
+                        for d in dels if d[0] == s]
+                hist += ['acked by %s sent %.3f done %.3f' % (c.name, a[1] - run.t0, a[2] - run.t0)
+                         for c in cs for a in c.acks if a[0] == s]
+                ex.append('seq %s: %s' % (s, '; '.join(hist)))
+            failures.append('%s: %d acks of events already acked, e.g. %s' % (sub, dup, ' | '.join(ex)))
 
         if sub == 'ordered':
             keyed = collections.defaultdict(list)

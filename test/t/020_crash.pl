@@ -11,6 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
+use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('crash');
 $node->init;
@@ -30,7 +31,9 @@ $node->safe_psql('postgres', q{
 	                           backoff_max => '50 ms', max_attempts => 1000, start => 'earliest');
 	CREATE SEQUENCE ids;
 	CREATE TABLE produced (id bigint PRIMARY KEY);
-	CREATE TABLE consumed (id bigint NOT NULL, attempt int NOT NULL);
+	CREATE TABLE consumed (id bigint NOT NULL, seq bigint NOT NULL, attempt int NOT NULL,
+	                       token uuid NOT NULL, xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+	                       at timestamptz NOT NULL DEFAULT clock_timestamp());
 });
 
 my $dir = PostgreSQL::Test::Utils::tempdir;
@@ -53,11 +56,11 @@ close $fh;
 open $fh, '>', $consumer or die;
 print $fh <<'EOF';
 BEGIN;
-CREATE TEMP TABLE IF NOT EXISTS batch (seq bigint, id bigint, attempt int);
+CREATE TEMP TABLE IF NOT EXISTS batch (seq bigint, id bigint, attempt int, token uuid);
 TRUNCATE batch;
-INSERT INTO batch SELECT seq, (payload->>'id')::bigint, attempt FROM event_bus.claim('s', 20);
+INSERT INTO batch SELECT seq, (payload->>'id')::bigint, attempt, lease_token FROM event_bus.claim('s', 20);
 SELECT event_bus.ack('s', ARRAY(SELECT seq FROM batch));
-INSERT INTO consumed SELECT id, attempt FROM batch;
+INSERT INTO consumed SELECT id, seq, attempt, token FROM batch;
 COMMIT;
 EOF
 close $fh;
@@ -72,7 +75,8 @@ sub load
 	my @common = ('pgbench', '-n', '-T', $seconds);
 	my $db = $node->connstr('postgres');
 	my @h;
-	push @h, IPC::Run::start([ @common, '-c', '3', '-f', $producer, $db ], '>', \my $o1, '2>', \my $e1);
+	push @h, IPC::Run::start([ @common, '-c', '3', '-f', $producer, "$db application_name=producer" ],
+		'>', \my $o1, '2>', \my $e1);
 	push @h, IPC::Run::start([ @common, '-c', '2', '-f', $consumer, $db ], '>', \my $o2, '2>', \my $e2);
 	push @h, IPC::Run::start([ @common, '-c', '1', '-R', '5', '-f', $abandoner, $db ], '>', \my $o3, '2>', \my $e3);
 	return @h;
@@ -87,11 +91,11 @@ sub drain
 	{
 		$node->safe_psql('postgres', q{
 			BEGIN;
-			CREATE TEMP TABLE batch (seq bigint, id bigint, attempt int);
-			INSERT INTO batch SELECT seq, (payload->>'id')::bigint, attempt
+			CREATE TEMP TABLE batch (seq bigint, id bigint, attempt int, token uuid);
+			INSERT INTO batch SELECT seq, (payload->>'id')::bigint, attempt, lease_token
 			  FROM event_bus.claim('s', 1000, wait => '1 second');
 			SELECT event_bus.ack('s', ARRAY(SELECT seq FROM batch));
-			INSERT INTO consumed SELECT id, attempt FROM batch;
+			INSERT INTO consumed SELECT id, seq, attempt, token FROM batch;
 			COMMIT;
 		});
 		last if $node->safe_psql('postgres', q{
@@ -114,7 +118,11 @@ sub check
 	ok($produced > 100, "$what: events were committed under load");
 	is($lost, '0', "$what: every committed event was delivered");
 	is($phantom, '0', "$what: no event of an aborted transaction was delivered");
-	is($dups, '0', "$what: claim and ack in one transaction processed nothing twice");
+	is($dups, '0', "$what: claim and ack in one transaction processed nothing twice")
+	  or diag($node->safe_psql('postgres', q{
+		SELECT string_agg(format('id %s seq %s attempt %s token %s xid %s at %s', id, seq, attempt, token, xid, at),
+		                  E'\n' ORDER BY id, at)
+		  FROM consumed WHERE id IN (SELECT id FROM consumed GROUP BY id HAVING count(*) > 1)}));
 	return $redelivered;
 }
 
@@ -122,11 +130,14 @@ sub check
 my @h = load(8);
 sleep 4;
 # A producer's backend, in the middle of its work.
-my $victim = $node->safe_psql('postgres', q{
-	SELECT pid FROM pg_stat_activity
-	 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-	   AND (query LIKE '%produced%' OR query LIKE '%emit%')
-	 LIMIT 1});
+my $victim = '';
+for (my $i = 0; $i < 300 && $victim eq ''; $i++)
+{
+	$victim = $node->safe_psql('postgres', q{
+		SELECT pid FROM pg_stat_activity
+		 WHERE application_name = 'producer' AND state <> 'idle' LIMIT 1});
+	usleep(20_000) if $victim eq '';
+}
 ok($victim ne '', 'found a producer backend to kill');
 kill 'KILL', $victim;
 $_->finish for @h;
