@@ -7,7 +7,9 @@ transaction on another topic stays open.
               drains them with claim(100) + ack (token), autocommit.  Runs:
               nothing open; one transaction open that emitted to hol before
               the load (its lanes are stepped over for the whole drain); one
-              open that emitted to another topic.
+              open that emitted to another topic; one open that emitted
+              nothing (the cost of any long transaction: dead row versions
+              of cursors and leases cannot be cleaned up meanwhile).
   wait        a transaction emits to topic a and stays open 6 s; another
               emits to topic b and commits; a consumer of b waiting in
               claim(wait => '10 s') reports how long it waited.
@@ -69,7 +71,12 @@ def throughput(a, label, open_topic):
         holder = connect(a)
         holder.autocommit = False
         hc = holder.cursor()
-        hc.execute("SELECT event_bus.emit(%s, 'Open', '{}', 'k1')", (open_topic,))
+        if open_topic == '-':
+            # A transaction that emits nothing: what any long transaction
+            # costs (it holds back the cleanup of dead row versions).
+            hc.execute("SELECT pg_current_xact_id()")
+        else:
+            hc.execute("SELECT event_bus.emit(%s, 'Open', '{}', 'k1')", (open_topic,))
     load(cur, a.events)
     got, secs = drain(cur, a.events)
     if holder is not None:
@@ -120,21 +127,37 @@ def main():
     ap.add_argument('--user', default=os.environ.get('PGUSER'))
     ap.add_argument('--events', type=int, default=100000)
     ap.add_argument('--reps', type=int, default=3)
+    ap.add_argument('--cases', default='throughput,wait',
+                    help='comma-separated: throughput, wait (default both)')
+    ap.add_argument('--open', default='none,same,other,plain',
+                    help='throughput runs, comma-separated: none, same, other, plain (a transaction '
+                         'that emits nothing) (default all)')
     a = ap.parse_args()
+    cases = a.cases.split(',')
+    runs = [r for r in (('none', 'nothing open', None), ('same', 'one open on the same topic', 'hol'),
+                        ('other', 'one open on another topic', 'hol_other'),
+                        ('plain', 'one open, emitting nothing', '-'))
+            if r[0] in a.open.split(',')]
     c = connect(a)
     setup(c.cursor(), a.events)
     c.close()
     print('load average: %.2f %.2f %.2f' % os.getloadavg())
     rows = []
-    for r in range(a.reps):
-        for label, topic in (('nothing open', None), ('one open on the same topic', 'hol'),
-                             ('one open on another topic', 'hol_other')):
+    for r in range(a.reps if 'throughput' in cases else 0):
+        # Each rep starts with another case: the log grows run after run.
+        k = r % len(runs)
+        for _, label, topic in runs[k:] + runs[:k]:
             rows.append(throughput(a, label, topic))
-            print('%-28s %7d events in %6.2f s: %8.0f ev/s' % (rows[-1][0], rows[-1][1], rows[-1][2],
+            print('%-30s %7d events in %6.2f s: %8.0f ev/s' % (rows[-1][0], rows[-1][1], rows[-1][2],
                                                               rows[-1][1] / rows[-1][2]), flush=True)
-    n, ms = wait_case(a)
-    print('claim(wait) on topic b while a transaction on topic a stays open 6 s: got %s event(s) '
-          '%.1f ms after the emit on b committed' % (n, ms))
+    if a.reps > 1 and rows:
+        for _, label, _ in runs:
+            rates = sorted(n / t for (l, n, t) in rows if l == label)
+            print('median %-23s %8.0f ev/s of %d runs' % (label, rates[len(rates) // 2], len(rates)))
+    if 'wait' in cases:
+        n, ms = wait_case(a)
+        print('claim(wait) on topic b while a transaction on topic a stays open 6 s: got %s event(s) '
+              '%.1f ms after the emit on b committed' % (n, ms))
     print('load average: %.2f %.2f %.2f' % os.getloadavg())
 
 
