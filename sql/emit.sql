@@ -72,3 +72,29 @@ SELECT count(event_bus.emit('reshaped', 'E', '{}', key => 'k' || g)) FROM genera
 SELECT max(lane) > 0 AS uses_new_lanes FROM event_bus.events WHERE topic = 'reshaped';
 SELECT event_bus.drop_topic('reshaped');
 SELECT try($$SELECT event_bus.emit('reshaped', 'E', '{}')$$);
+-- ids are time-ordered UUIDs (version 7) carrying the emit's time
+SELECT bool_and(substr(id::text, 15, 1) = '7') AS version_7,
+       bool_and(abs(extract(epoch FROM emitted_at) * 1000
+                    - ('x' || substr(replace(id::text, '-', ''), 1, 12))::bit(48)::bigint) < 2) AS time_in_id,
+       count(DISTINCT id) = count(*) AS distinct_ids
+  FROM event_bus.events WHERE type IN ('Many', 'Both');
+-- Rows go into the log without the executor only where nothing else must
+-- happen on insert; a trigger or an expression index someone added to the
+-- log still sees every event, of both forms (they take the INSERT path).
+CREATE TABLE seen_by_trigger (seq bigint);
+CREATE FUNCTION note_event() RETURNS trigger LANGUAGE plpgsql
+AS $$BEGIN INSERT INTO public.seen_by_trigger VALUES (NEW.seq); RETURN NEW; END$$;
+CREATE TRIGGER note_event AFTER INSERT ON event_bus.events FOR EACH ROW EXECUTE FUNCTION note_event();
+SELECT event_bus.emit('orders', 'Triggered', '{"n": 1}') > 0 AS emitted;
+SELECT cardinality(event_bus.emit_many('orders', 'Triggered', ARRAY['{"n": 2}', '{"n": 3}']::jsonb[]));
+SELECT count(*) FROM seen_by_trigger s JOIN event_bus.events e USING (seq) WHERE e.type = 'Triggered';
+DROP TRIGGER note_event ON event_bus.events;
+DROP TABLE seen_by_trigger;
+DROP FUNCTION note_event();
+CREATE INDEX events_n ON event_bus.events (((payload->>'n')::int));
+SELECT event_bus.emit('orders', 'Indexed', '{"n": 42}') > 0 AS emitted;
+SELECT cardinality(event_bus.emit_many('orders', 'Indexed', ARRAY['{"n": 43}']::jsonb[]));
+SET enable_seqscan = off;
+SELECT type, payload FROM event_bus.events WHERE (payload->>'n')::int IN (42, 43) ORDER BY seq;
+RESET enable_seqscan;
+DROP INDEX event_bus.events_n;

@@ -3,9 +3,11 @@
  * emit.c
  *	  event_bus.emit() and event_bus.emit_many(): publish events.
  *
- * An emit is one INSERT into the partitioned, append-only log, in the
- * caller's transaction.  Fan-out to subscriptions happens by reading, so the
- * cost of an emit does not depend on how many subscriptions read the topic.
+ * An emit writes one row into the partitioned, append-only log, in the
+ * caller's transaction: straight into the partition that covers its seq
+ * (log.c), not through an INSERT statement.  Fan-out to subscriptions
+ * happens by reading, so the cost of an emit does not depend on how many
+ * subscriptions read the topic.
  *
  * Before the first seq of a transaction is taken, the backend publishes its
  * horizon floor (horizon.c); afterwards it raises the database's max_seq.
@@ -41,64 +43,51 @@
 PG_FUNCTION_INFO_V1(eb_emit);
 PG_FUNCTION_INFO_V1(eb_emit_many);
 
-/* [0]: the 1.0 install script's table; [1]: since 1.1, with txid. */
+/*
+ * The fallback INSERT, for a log partition eb_log_insert() cannot write
+ * itself (see log.c).  [0]: the 1.0 install script's table; [1]: since 1.1,
+ * with txid: claims compare it with the open emitters they step over.
+ */
 static SPIPlanPtr emit_plan[2] = {NULL, NULL};
-static SPIPlanPtr emit_many_plan[2] = {NULL, NULL};
 
-/*
- * Column expressions shared by both INSERTs: $1 topic, $2 type, $3 payload,
- * $4 key, $5 headers, $6 version.  The lane is hash(key) mod lanes, or
- * seq mod lanes for events without a key.
- */
-#define EB_LANE_EXPR(keyexpr) \
-	"CASE WHEN " keyexpr " IS NULL " \
-	"THEN (s.seq OPERATOR(pg_catalog.%) t.lanes)::pg_catalog.int2 " \
-	"ELSE ((pg_catalog.hashtext(" keyexpr ") OPERATOR(pg_catalog.&) 2147483647) " \
-	"OPERATOR(pg_catalog.%) t.lanes)::pg_catalog.int2 END"
-
-/*
- * Since 1.1 every row also carries its transaction's top-level xid (txid):
- * claims compare it with the open emitters they step over (_claim_once).
- */
-#define EB_TXID_COL ", txid"
 #define EB_EMIT_SQL(txcol, txval) \
 	"INSERT INTO event_bus.events " \
 	"(seq, id, topic, type, version, key, lane, payload, headers, emitted_at" txcol ") " \
 	"VALUES ($7, $8, $1, $2, $6, $4, $9, $3, $5, $10" txval ")"
-#define EB_EMIT_MANY_SQL(txcol, txval) \
-	"INSERT INTO event_bus.events " \
-	"(seq, id, topic, type, version, key, lane, payload, headers, emitted_at" txcol ") " \
-	"SELECT s.seq, pg_catalog.gen_random_uuid(), t.topic, $2, $6, s.k, " \
-	EB_LANE_EXPR("s.k") ", s.p, $5, pg_catalog.clock_timestamp()" txval " " \
-	"FROM event_bus.topics t, " \
-	"     ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($7)) AS s(p, k, seq) " \
-	"WHERE t.topic OPERATOR(pg_catalog.=) $1"
 
-static const char *emit_sql[2] = {EB_EMIT_SQL("", ""), EB_EMIT_SQL(EB_TXID_COL, ", $11")};
-static const char *emit_many_sql[2] = {EB_EMIT_MANY_SQL("", ""), EB_EMIT_MANY_SQL(EB_TXID_COL, ", $8")};
+static const char *emit_sql[2] = {EB_EMIT_SQL("", ""), EB_EMIT_SQL(", txid", ", $11")};
 
 static Oid	emit_argtypes[11] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, JSONBOID, INT4OID,
 	INT8OID, UUIDOID, INT2OID, TIMESTAMPTZOID, XID8OID};
-static Oid	emit_many_argtypes[8] = {TEXTOID, TEXTOID, JSONBARRAYOID, TEXTARRAYOID, JSONBOID, INT4OID,
-	INT8ARRAYOID, XID8OID};
 
-static SPIPlanPtr
-eb_prepare(SPIPlanPtr *cache, const char *sql, int nargs, Oid *argtypes)
+/*
+ * Since 1.1 emit and emit_many run as their caller: they check the caller's
+ * produce grant and write the log's rows themselves (log.c).  What they do
+ * through SPI (a topic lookup, extending the log, the fallback INSERT) runs
+ * as the extension's owner: the caller has no rights on those tables.  The
+ * 1.0 definitions are SECURITY DEFINER functions, and there the caller is the
+ * owner already.
+ */
+typedef struct EmitUser
 {
-	if (*cache == NULL)
-	{
-		/*
-		 * Always the generic plan: a custom plan would fold the parameters
-		 * in as constants, copying emit_many's whole arrays while planning.
-		 */
-		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	Oid			save_userid;
+	int			save_sec;
+} EmitUser;
 
-		if (plan == NULL)
-			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		*cache = plan;
-	}
-	return *cache;
+static void
+eb_spi_begin(EmitUser *u, bool as_owner)
+{
+	GetUserIdAndSecContext(&u->save_userid, &u->save_sec);
+	if (as_owner)
+		SetUserIdAndSecContext(eb_extension_owner(), u->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+}
+
+static void
+eb_spi_end(EmitUser *u)
+{
+	SPI_finish();
+	SetUserIdAndSecContext(u->save_userid, u->save_sec);
 }
 
 /*
@@ -153,8 +142,8 @@ eb_topic_cache_role_inval(Datum arg, int cacheid, uint32 hashvalue)
 
 /*
  * Lanes of a topic, or 0 if it does not exist; *allowed says whether 'role'
- * may produce to it (always true for InvalidOid).  Must be called inside
- * SPI, as the extension's owner.
+ * may produce to it (always true for InvalidOid).  A cache miss looks the
+ * topic up through SPI, as the extension's owner.
  */
 static int32
 eb_topic_lanes(text *topic, Oid role, bool *allowed)
@@ -168,6 +157,7 @@ eb_topic_lanes(text *topic, Oid role, bool *allowed)
 	int			ret;
 	int32		lanes = 0;
 	bool		isnull;
+	EmitUser	user;
 
 	/* eb_check_name() bounded the length */
 	memset(&key, 0, sizeof(key));
@@ -200,6 +190,7 @@ eb_topic_lanes(text *topic, Oid role, bool *allowed)
 		return entry->lanes;
 	}
 
+	eb_spi_begin(&user, OidIsValid(role));
 	args[0] = PointerGetDatum(topic);
 	args[1] = ObjectIdGetDatum(role);
 	if (OidIsValid(role))
@@ -213,9 +204,13 @@ eb_topic_lanes(text *topic, Oid role, bool *allowed)
 		elog(ERROR, "event_bus: topic lookup failed: %s", SPI_result_code_string(ret));
 	*allowed = false;
 	if (SPI_processed == 0)
+	{
+		eb_spi_end(&user);
 		return 0;				/* not cached: it may be created soon */
+	}
 	lanes = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	*allowed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	eb_spi_end(&user);
 	/* The lookup may have processed an invalidation that dropped the cache. */
 	if (topic_cache != NULL)
 	{
@@ -253,34 +248,6 @@ eb_producible_topic(text *topic, Oid role)
 }
 
 /*
- * Since 1.1 emit and emit_many run as their caller: the caller's produce
- * grant is checked, then the insert runs as the extension's owner (the
- * caller has no rights on the log).  The 1.0 definitions are SECURITY
- * DEFINER functions, and there the caller is the owner already.
- */
-typedef struct EmitUser
-{
-	Oid			caller;			/* InvalidOid: 1.0, check no grant */
-	Oid			save_userid;
-	int			save_sec;
-} EmitUser;
-
-static void
-eb_emit_as_owner(EmitUser *u, bool check_grants)
-{
-	GetUserIdAndSecContext(&u->save_userid, &u->save_sec);
-	u->caller = check_grants ? u->save_userid : InvalidOid;
-	if (check_grants)
-		SetUserIdAndSecContext(eb_extension_owner(), u->save_sec | SECURITY_LOCAL_USERID_CHANGE);
-}
-
-static void
-eb_emit_as_caller(EmitUser *u)
-{
-	SetUserIdAndSecContext(u->save_userid, u->save_sec);
-}
-
-/*
  * The lane of an event: hash of its key (the same hash as SQL's hashtext(),
  * which emit_many uses), or its seq for events without a key.
  */
@@ -294,23 +261,6 @@ eb_lane(text *key, int64 seq, int32 lanes)
 	h = (uint32) DatumGetInt32(DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID,
 													   PointerGetDatum(key)));
 	return (int16) ((h & 0x7fffffff) % lanes);
-}
-
-/*
- * The parameters both INSERTs share: $1 topic, $2 type, $3 payload(s),
- * $4 key(s) (0 for NULL), $5 headers (NULL means {}), $6 version.
- */
-static void
-eb_common_params(Datum *values, char *nulls, text *topic, text *type, Datum payload,
-				 Datum key, Jsonb *headers, int32 version)
-{
-	values[0] = PointerGetDatum(topic);
-	values[1] = PointerGetDatum(type);
-	values[2] = payload;
-	values[3] = key;
-	nulls[3] = key ? ' ' : 'n';
-	values[4] = headers ? PointerGetDatum(headers) : DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
-	values[5] = Int32GetDatum(version);
 }
 
 /*
@@ -363,14 +313,14 @@ eb_check_common(FunctionCallInfo fcinfo, text **topic, text **type,
 }
 
 static void
-eb_check_payload(const char *topic, Jsonb *payload, Size hsize)
+eb_check_payload(text *topic, Jsonb *payload, Size hsize)
 {
 	Size		size = VARSIZE(payload) + hsize;
 
 	if (size > (Size) eb_max_payload_size)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("event for topic \"%s\" is too large", topic),
+				 errmsg("event for topic \"%s\" is too large", text_to_cstring(topic)),
 				 errdetail("Payload and headers take %zu bytes; event_bus.max_payload_size is %d bytes.",
 						   size, eb_max_payload_size),
 				 errhint("Store large documents in a table and emit a reference to them.")));
@@ -396,26 +346,89 @@ eb_check_key(text *key)
  * Extending starts half a partition ahead (normally maintenance keeps two
  * partitions of room and this never runs); the caller only waits for another
  * extending transaction when its own seqs would otherwise have no partition.
- * Must be called inside SPI.
  */
 static void
-eb_ensure_coverage(EventBusDb *db, int64 maxseq)
+eb_ensure_coverage(EventBusDb *db, int64 maxseq, bool as_owner)
 {
 	uint64		next = (uint64) maxseq;
 	uint64		want = next + eb_partition_size / 2;
 	Datum		args[2];
 	Oid			argtypes[2] = {INT8OID, INT8OID};
 	int			ret;
+	EmitUser	user;
 
 	if (want < eb_known_coverage(db))
 		return;
 
+	eb_spi_begin(&user, as_owner);
 	args[0] = Int64GetDatum((int64) want);
 	args[1] = Int64GetDatum((int64) next);
 	ret = SPI_execute_with_args("SELECT event_bus._ensure_partitions($1, $2)",
 								2, argtypes, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "event_bus: could not extend the event log");
+	eb_spi_end(&user);
+}
+
+/* '{}', the headers of an event emitted without them. */
+static Jsonb *
+eb_empty_headers(void)
+{
+	static Jsonb *empty = NULL;
+
+	if (empty == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		empty = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+		MemoryContextSwitchTo(old);
+	}
+	return empty;
+}
+
+/*
+ * Write one event row: straight into its log partition, or - if that
+ * partition is not a plain one (see log.c) - with an INSERT through SPI.
+ */
+static void
+eb_write_event(EventBusLog *log, const EventBusRow *row, bool as_owner)
+{
+	Datum		values[11];
+	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int			v = row->with_txid ? 1 : 0;
+	int			ret;
+	EmitUser	user;
+
+	if (eb_log_insert(log, row))
+		return;
+
+	values[0] = PointerGetDatum(row->topic);
+	values[1] = PointerGetDatum(row->type);
+	values[2] = PointerGetDatum(row->payload);
+	values[3] = PointerGetDatum(row->key);
+	nulls[3] = row->key ? ' ' : 'n';
+	values[4] = PointerGetDatum(row->headers);
+	values[5] = Int32GetDatum(row->version);
+	values[6] = Int64GetDatum(row->seq);
+	values[7] = UUIDPGetDatum(row->id);
+	values[8] = Int16GetDatum(row->lane);
+	values[9] = TimestampTzGetDatum(row->emitted_at);
+	values[10] = FullTransactionIdGetDatum(row->txid);
+
+	eb_spi_begin(&user, as_owner);
+	if (emit_plan[v] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(emit_sql[v], 10 + v, emit_argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		emit_plan[v] = plan;
+	}
+	ret = SPI_execute_plan(emit_plan[v], values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "event_bus: emit failed: %s", SPI_result_code_string(ret));
+	eb_spi_end(&user);
 }
 
 /*
@@ -425,94 +438,77 @@ eb_ensure_coverage(EventBusDb *db, int64 maxseq)
 static Datum
 eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 {
-	EmitUser	user;
-	text	   *topic;
-	text	   *type;
-	Jsonb	   *payload;
-	text	   *key;
+	EventBusRow row;
+	EventBusLog log;
+	pg_uuid_t	id;
 	Jsonb	   *headers;
-	int32		version;
 	Size		hsize;
 	EventBusDb *db;
-	Datum		values[11];
-	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int			ret;
 	int32		lanes;
-	int64		seq;
-	int			v = check_grants ? 1 : 0;	/* 1.1 or later: with txid */
 
-	hsize = eb_check_common(fcinfo, &topic, &type, &headers, &version);
+	hsize = eb_check_common(fcinfo, &row.topic, &row.type, &headers, &row.version);
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("event payload must not be null"),
 				 errhint("Use '{}'::jsonb or 'null'::jsonb for an event without data.")));
-	payload = PG_GETARG_JSONB_P(2);
-	eb_check_payload(text_to_cstring(topic), payload, hsize);
-	key = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
-	eb_check_key(key);
+	row.payload = PG_GETARG_JSONB_P(2);
+	eb_check_payload(row.topic, row.payload, hsize);
+	row.key = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
+	eb_check_key(row.key);
+	row.headers = headers ? headers : eb_empty_headers();
 
 	db = eb_db_state();
-
-	eb_emit_as_owner(&user, check_grants);
-	SPI_connect();
-	lanes = eb_producible_topic(topic, user.caller);
+	lanes = eb_producible_topic(row.topic, check_grants ? GetUserId() : InvalidOid);
 
 	eb_begin_emit(db);
-	eb_note_emit_topic(topic);
-	eb_ensure_coverage(db, pg_atomic_read_u64(&db->max_seq) + 1);
-	seq = nextval_internal(db->seqoid, false);
-	eb_ensure_coverage(db, seq);
+	eb_note_emit_topic(row.topic);
+	eb_ensure_coverage(db, pg_atomic_read_u64(&db->max_seq) + 1, check_grants);
+	row.seq = nextval_internal(db->seqoid, false);
+	eb_ensure_coverage(db, row.seq, check_grants);
 
-	eb_common_params(values, nulls, topic, type, PointerGetDatum(payload),
-					 key ? PointerGetDatum(key) : (Datum) 0, headers, version);
-	values[6] = Int64GetDatum(seq);
-	values[7] = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
-	values[8] = Int16GetDatum(eb_lane(key, seq, lanes));
-	values[9] = TimestampTzGetDatum(GetCurrentTimestamp());
-	values[10] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	row.lane = eb_lane(row.key, row.seq, lanes);
+	row.emitted_at = GetCurrentTimestamp();
+	eb_uuid_v7(&id, row.emitted_at);
+	row.id = &id;
+	row.with_txid = check_grants;	/* 1.1 or later: with txid */
+	row.txid = check_grants ? GetTopFullTransactionId() : InvalidFullTransactionId;
 
-	ret = SPI_execute_plan(eb_prepare(&emit_plan[v], emit_sql[v], 10 + v, emit_argtypes),
-						   values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "event_bus: emit failed: %s", SPI_result_code_string(ret));
-	SPI_finish();
-	eb_emit_as_caller(&user);
+	eb_log_open(&log);
+	eb_write_event(&log, &row, check_grants);
+	eb_log_close(&log);
 
-	eb_note_seq(db, (uint64) seq);
-	PG_RETURN_INT64(seq);
+	eb_note_seq(db, (uint64) row.seq);
+	PG_RETURN_INT64(row.seq);
 }
 
 /*
  * emit_many(topic text, type text, payloads jsonb[], keys text[],
  *			 headers jsonb, version int) returns bigint[]: the seqs of the new
- * events, in the order of 'payloads'.  One INSERT for the whole set.
+ * events, in the order of 'payloads'.  All seqs are taken first, then the
+ * log is made to cover them, then the rows are written.
  */
 static Datum
 eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 {
-	EmitUser	user;
-	text	   *topic;
-	text	   *type;
+	EventBusRow row;
+	EventBusLog log;
+	pg_uuid_t	id;
 	Jsonb	   *headers;
-	int32		version;
 	Size		hsize;
 	ArrayType  *payloads;
-	ArrayType  *keys = NULL;
 	Datum	   *elems;
 	bool	   *elnulls;
+	Datum	   *kelems = NULL;
+	bool	   *knulls = NULL;
 	int			n;
 	int			i;
 	EventBusDb *db;
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int			ret;
-	int			v = check_grants ? 1 : 0;	/* 1.1 or later: with txid */
+	int32		lanes = 0;
 	Datum	   *seqs;
 	int64		maxseq = 0;
-	ArrayType  *result;
 
-	hsize = eb_check_common(fcinfo, &topic, &type, &headers, &version);
+	hsize = eb_check_common(fcinfo, &row.topic, &row.type, &headers, &row.version);
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -530,16 +526,14 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("payload %d of %d is null", i + 1, n),
 					 errhint("Use '{}'::jsonb or 'null'::jsonb for an event without data.")));
-		eb_check_payload(text_to_cstring(topic), DatumGetJsonbP(elems[i]), hsize);
+		eb_check_payload(row.topic, DatumGetJsonbP(elems[i]), hsize);
 	}
 
 	if (!PG_ARGISNULL(3))
 	{
-		Datum	   *kelems;
-		bool	   *knulls;
+		ArrayType  *keys = PG_GETARG_ARRAYTYPE_P(3);
 		int			nk;
 
-		keys = PG_GETARG_ARRAYTYPE_P(3);
 		if (ARR_NDIM(keys) > 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
@@ -554,31 +548,19 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 			if (!knulls[i])
 				eb_check_key(DatumGetTextPP(kelems[i]));
 	}
+	row.headers = headers ? headers : eb_empty_headers();
 
-	eb_emit_as_owner(&user, check_grants);
 	if (check_grants || n > 0)
-	{
-		SPI_connect();
-		(void) eb_producible_topic(topic, user.caller);
-		SPI_finish();
-	}
+		lanes = eb_producible_topic(row.topic, check_grants ? GetUserId() : InvalidOid);
 	if (n == 0)
-	{
-		eb_emit_as_caller(&user);
 		PG_RETURN_ARRAYTYPE_P(construct_empty_array(INT8OID));
-	}
 
 	db = eb_db_state();
 	eb_begin_emit(db);
-	eb_note_emit_topic(topic);
-
-	eb_common_params(values, nulls, topic, type, PointerGetDatum(payloads),
-					 keys ? PointerGetDatum(keys) : (Datum) 0, headers, version);
+	eb_note_emit_topic(row.topic);
 
 	/* The seqs first, then partitions for them, then the rows. */
-	SPI_connect();
-	eb_ensure_coverage(db, pg_atomic_read_u64(&db->max_seq) + n);
-	SPI_finish();
+	eb_ensure_coverage(db, pg_atomic_read_u64(&db->max_seq) + n, check_grants);
 	seqs = palloc(sizeof(Datum) * n);
 	for (i = 0; i < n; i++)
 	{
@@ -588,23 +570,26 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 		if (s > maxseq)
 			maxseq = s;
 	}
-	result = construct_array(seqs, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-	values[6] = PointerGetDatum(result);
-	values[7] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	eb_ensure_coverage(db, maxseq, check_grants);
 
-	SPI_connect();
-	eb_ensure_coverage(db, maxseq);
-	ret = SPI_execute_plan(eb_prepare(&emit_many_plan[v], emit_many_sql[v], 7 + v, emit_many_argtypes),
-						   values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "event_bus: emit_many failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed != (uint64) n)
-		elog(ERROR, "event_bus: emit_many inserted " UINT64_FORMAT " of %d events", SPI_processed, n);
-	SPI_finish();
-	eb_emit_as_caller(&user);
+	row.with_txid = check_grants;	/* 1.1 or later: with txid */
+	row.txid = check_grants ? GetTopFullTransactionId() : InvalidFullTransactionId;
+	row.id = &id;
+	eb_log_open(&log);
+	for (i = 0; i < n; i++)
+	{
+		row.seq = DatumGetInt64(seqs[i]);
+		row.payload = DatumGetJsonbP(elems[i]);
+		row.key = kelems == NULL || knulls[i] ? NULL : DatumGetTextPP(kelems[i]);
+		row.lane = eb_lane(row.key, row.seq, lanes);
+		row.emitted_at = GetCurrentTimestamp();
+		eb_uuid_v7(&id, row.emitted_at);
+		eb_write_event(&log, &row, check_grants);
+	}
+	eb_log_close(&log);
 
 	eb_note_seq(db, (uint64) maxseq);
-	PG_RETURN_ARRAYTYPE_P(result);
+	PG_RETURN_ARRAYTYPE_P(construct_array(seqs, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 PG_FUNCTION_INFO_V1(eb_emit_1_1);
