@@ -654,7 +654,7 @@ CREATE OR REPLACE FUNCTION event_bus.emit(topic text, type text, payload jsonb, 
                                headers jsonb DEFAULT NULL, version integer DEFAULT 1)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'eb_emit_1_1'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer) IS
 'Publish one event in the current transaction; returns its seq.  The topic must exist and the caller needs its produce grant.';
 
@@ -662,9 +662,9 @@ CREATE OR REPLACE FUNCTION event_bus.emit_many(topic text, type text, payloads j
                                     headers jsonb DEFAULT NULL, version integer DEFAULT 1)
 RETURNS bigint[]
 AS 'MODULE_PATHNAME', 'eb_emit_many_1_1'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer) IS
-'Publish one event per payload (with the matching key) in one INSERT; returns their seqs in order.';
+'Publish one event per payload (with the matching key); returns their seqs in order.';
 
 -----------------------------------------------------------------------------
 -- The API functions become C entry points (eb_api) that record the caller

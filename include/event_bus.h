@@ -82,6 +82,7 @@ typedef struct EventBusSlot
 	pg_atomic_uint64 floor;		/* 0: no open transaction has emitted */
 	Oid			dboid;			/* database of the backend owning the slot */
 	pg_atomic_uint64 wait_mask;	/* topic bits a claim(wait) of it waits for */
+	pg_atomic_uint32 listening;	/* it ran LISTEN "event_bus.*" this session */
 	/* Of the open emitting transaction, written before floor: */
 	pg_atomic_uint64 xid;		/* its FullTransactionId */
 	pg_atomic_uint64 topics;	/* bits of the topics it emitted to */
@@ -140,7 +141,7 @@ extern EventBusWorker *eb_find_worker(Oid dboid);
 struct BackgroundWorkerHandle;
 extern bool eb_register_database_process(const char *function, const char *type, Oid dboid,
 										 struct BackgroundWorkerHandle **handle);
-extern void eb_wake_database(EventBusDb *db, uint64 topics);
+extern void eb_wake_database(EventBusDb *db, uint64 topics, bool worker);
 extern uint64 eb_topic_bit(const char *name, int len);
 extern void eb_pause_worker(Oid dboid, int seconds);
 extern void eb_wake_launcher(void);
@@ -205,5 +206,6 @@ extern void eb_wake_at_commit(void);
 extern void eb_note_emit_topic(text *topic);
 extern EventBusSlot *eb_my_slot(void);
 extern void eb_wake_launcher_at_commit(void);
+extern void eb_note_listen(void);
 
 #endif							/* EVENT_BUS_H */

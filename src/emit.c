@@ -29,6 +29,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
@@ -72,14 +73,23 @@ typedef struct EmitUser
 {
 	Oid			save_userid;
 	int			save_sec;
+	int			nestlevel;
 } EmitUser;
 
+/*
+ * The functions carry no SET search_path (applying one costs more than the
+ * rest of an emit): the SQL they run is pinned here instead, only when they
+ * run any.
+ */
 static void
 eb_spi_begin(EmitUser *u, bool as_owner)
 {
 	GetUserIdAndSecContext(&u->save_userid, &u->save_sec);
 	if (as_owner)
 		SetUserIdAndSecContext(eb_extension_owner(), u->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	u->nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	SPI_connect();
 }
 
@@ -87,6 +97,7 @@ static void
 eb_spi_end(EmitUser *u)
 {
 	SPI_finish();
+	AtEOXact_GUC(true, u->nestlevel);
 	SetUserIdAndSecContext(u->save_userid, u->save_sec);
 }
 

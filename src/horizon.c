@@ -72,6 +72,7 @@ static bool xact_wake = false;
 static bool xact_wake_launcher = false;
 static bool wake_pending = false;	/* wake claimers once the commit is complete */
 static uint64 wake_topics = 0;	/* which: bits of the topics concerned */
+static bool wake_worker = false;	/* and the worker, listeners or not */
 static uint64 xact_topics = 0;	/* bits of the topics this transaction emitted to */
 static uint64 xact_coverage = 0;
 
@@ -141,6 +142,7 @@ eb_shmem_init(void)
 		{
 			pg_atomic_init_u64(&eb_shared->slots[i].floor, 0);
 			pg_atomic_init_u64(&eb_shared->slots[i].wait_mask, 0);
+			pg_atomic_init_u32(&eb_shared->slots[i].listening, 0);
 			pg_atomic_init_u64(&eb_shared->slots[i].xid, 0);
 			pg_atomic_init_u64(&eb_shared->slots[i].topics, 0);
 			pg_atomic_init_u64(&eb_shared->slots[i].since, 0);
@@ -192,8 +194,9 @@ eb_xact_callback(XactEvent event, void *arg)
 								  event != XACT_EVENT_PARALLEL_ABORT)) && my_db != NULL)
 			{
 				wake_pending = true;	/* see eb_release_callback */
-				wake_topics = (xact_wake && event != XACT_EVENT_ABORT &&
-							   event != XACT_EVENT_PARALLEL_ABORT) ? ~UINT64CONST(0) : xact_topics;
+				wake_worker = (xact_wake && event != XACT_EVENT_ABORT &&
+							   event != XACT_EVENT_PARALLEL_ABORT);
+				wake_topics = wake_worker ? ~UINT64CONST(0) : xact_topics;
 			}
 			xact_topics = 0;
 			if (xact_wake_launcher && event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
@@ -232,7 +235,7 @@ eb_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					pg_atomic_write_u64(&my_slot->floor, 0);
 				xact_emitted = false;
 				if (my_db != NULL)
-					eb_wake_database(my_db, xact_topics);
+					eb_wake_database(my_db, xact_topics, false);
 			}
 			if (xact_coverage != 0 && coverage_subxid == mySubid)
 				xact_coverage = 0;	/* its partitions are gone; look again */
@@ -256,7 +259,7 @@ eb_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, 
 	{
 		wake_pending = false;
 		if (my_db != NULL)
-			eb_wake_database(my_db, wake_topics);
+			eb_wake_database(my_db, wake_topics, wake_worker);
 	}
 }
 
@@ -268,6 +271,7 @@ eb_before_shmem_exit(int code, Datum arg)
 	{
 		pg_atomic_write_u64(&my_slot->floor, 0);
 		pg_atomic_write_u64(&my_slot->wait_mask, 0);
+		pg_atomic_write_u32(&my_slot->listening, 0);
 	}
 }
 
@@ -423,9 +427,23 @@ eb_my_slot(void)
 		my_slot->dboid = MyDatabaseId;
 		pg_atomic_write_u64(&my_slot->floor, 0);
 		pg_atomic_write_u64(&my_slot->wait_mask, 0);
+		pg_atomic_write_u32(&my_slot->listening, 0);
 		before_shmem_exit(eb_before_shmem_exit, (Datum) 0);
 	}
 	return my_slot;
+}
+
+/*
+ * This session ran LISTEN on an event_bus channel: emitting commits in its
+ * database wake the worker from now on, to notify it.  Not undone by
+ * UNLISTEN (which may yet roll back); the slot forgets it when the session
+ * ends.
+ */
+void
+eb_note_listen(void)
+{
+	if (pg_atomic_read_u32(&eb_my_slot()->listening) == 0)
+		pg_atomic_write_u32(&my_slot->listening, 1);
 }
 
 /* The bit of a topic in the masks of waiting claims (64 buckets). */

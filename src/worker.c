@@ -14,9 +14,12 @@
  * second later.
  *
  * A worker sleeps on its latch.  Emitting transactions set it when they end
- * (horizon.c), so a round follows every burst of commits; otherwise it wakes
- * after event_bus.naptime, or sooner when a retry becomes due or a lease
- * expires.  A round, in one transaction:
+ * (horizon.c) if a session of the database has LISTENed on an event_bus
+ * channel (the utility hook notes it), so a round follows every burst of
+ * commits while somebody may want its NOTIFYs; ack, fail and the like set it
+ * when they change what the worker plans.  Otherwise it wakes after
+ * event_bus.naptime, or sooner when a retry becomes due or a lease expires.
+ * A round, in one transaction:
  *	- event_bus._dispatch(): one coalesced NOTIFY per subscription with new
  *	  claimable events (channel "event_bus.<subscription>"), one on
  *	  "event_bus.dead_letters" per subscription with new dead letters, and a
@@ -146,12 +149,15 @@ eb_worker_alive(EventBusWorker *w)
 /*
  * Wake who waits for claimable events in this database: the claim(wait)
  * sleepers whose subscriptions read one of the given topics (bits from
- * eb_topic_bit; all ones for everybody) and the database's worker.  The
+ * eb_topic_bit; all ones for everybody), and the database's worker - if
+ * 'worker' says it has work to plan (a retry, a lease), or if a session of
+ * the database has LISTENed on an event_bus channel and may want a NOTIFY.
+ * Otherwise the worker's timers do: nobody needs a round per commit.  The
  * generation is bumped first: a sleeper that publishes its topics after
  * the scan below sees the new generation and does not sleep.
  */
 void
-eb_wake_database(EventBusDb *db, uint64 topics)
+eb_wake_database(EventBusDb *db, uint64 topics, bool worker)
 {
 	uint32		procno = pg_atomic_read_u32(&db->worker_procno);
 	int			i;
@@ -162,10 +168,14 @@ eb_wake_database(EventBusDb *db, uint64 topics)
 	{
 		EventBusSlot *slot = &eb_shared->slots[i];
 
-		if ((pg_atomic_read_u64(&slot->wait_mask) & topics) != 0 && slot->dboid == db->dboid)
+		if (slot->dboid != db->dboid)
+			continue;
+		if ((pg_atomic_read_u64(&slot->wait_mask) & topics) != 0)
 			SetLatch(&ProcGlobal->allProcs[i].procLatch);
+		if (pg_atomic_read_u32(&slot->listening) != 0)
+			worker = true;
 	}
-	if (procno != 0 && (MyProc == NULL || (int) procno - 1 != MyProc->pgprocno))
+	if (worker && procno != 0 && (MyProc == NULL || (int) procno - 1 != MyProc->pgprocno))
 		SetLatch(&ProcGlobal->allProcs[procno - 1].procLatch);
 }
 
@@ -330,6 +340,11 @@ eb_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		dboid = eb_database_needing_exclusivity(pstmt->utilityStmt, context);
 	if (OidIsValid(dboid))
 		eb_pause_worker(dboid, EB_PAUSE_SECONDS);
+
+	/* A LISTEN for our NOTIFYs: emitting commits must wake the worker. */
+	if (eb_shared != NULL && IsA(pstmt->utilityStmt, ListenStmt) &&
+		strncmp(((ListenStmt *) pstmt->utilityStmt)->conditionname, "event_bus.", 10) == 0)
+		eb_note_listen();
 
 	PG_TRY();
 	{

@@ -5,7 +5,7 @@ CREATE FUNCTION event_bus.emit(topic text, type text, payload jsonb, key text DE
                                headers jsonb DEFAULT NULL, version integer DEFAULT 1)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'eb_emit_1_1'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer) IS
 'Publish one event in the current transaction; returns its seq.  The topic must exist and the caller needs its produce grant.';
 
@@ -13,7 +13,7 @@ CREATE FUNCTION event_bus.emit_many(topic text, type text, payloads jsonb[], key
                                     headers jsonb DEFAULT NULL, version integer DEFAULT 1)
 RETURNS bigint[]
 AS 'MODULE_PATHNAME', 'eb_emit_many_1_1'
-LANGUAGE C VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer) IS
-'Publish one event per payload (with the matching key) in one INSERT; returns their seqs in order.';
+'Publish one event per payload (with the matching key); returns their seqs in order.';
 

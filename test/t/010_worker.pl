@@ -99,14 +99,31 @@ is($node->safe_psql('bus', q{
 $node->safe_psql('bus', "SELECT event_bus.ack('s', ARRAY(SELECT unnest(seqs) FROM event_bus.leases))");
 
 # --- LISTEN/NOTIFY -----------------------------------------------------------
+# While nobody LISTENs, emitting commits do not wake the worker: it runs on
+# its timers only.
+my $rounds = $node->safe_psql('bus', "SELECT rounds FROM event_bus.worker_status WHERE datname = 'bus'");
+$node->pgbench('--no-vacuum --transactions=200', 0, [qr{processed: 200/200}], [qr{^$}],
+	'two hundred emitting commits', { '010_emit' => "SELECT event_bus.emit('t', 'Quiet', '{}');\n" }, 'bus');
+my $more = $node->safe_psql('bus', "SELECT rounds - $rounds FROM event_bus.worker_status WHERE datname = 'bus'");
+ok($more < 50, "without a listener, 200 emitting commits cost the worker $more rounds, not one each");
+$node->safe_psql('bus', q{
+	SELECT event_bus.ack('s', ARRAY(SELECT seq FROM event_bus.claim('s', 1000)))});
+
 my $listener = $node->background_psql('bus');
 $listener->query_safe('LISTEN "event_bus.s"');
 $node->safe_psql('bus', "SELECT event_bus.emit('t', 'Ping', '{}')");
 my $notified = $listener->query_until(qr/Asynchronous notification/,
 	"SELECT pg_sleep(0.5);\n");
 like($notified . $listener->{stderr},
-	qr/"event_bus.s" with payload "\{"subscription" : "s", "seq" : \d+, "events" : 1\}"/,
+	qr/"event_bus.s" with payload "\{"subscription" : "s", "seq" : \d+, "events" : \d+\}"/,
 	'a LISTENing session is notified after an emit commits');
+# From now on every commit wakes the worker: one notification per emit here.
+$listener->{stderr} = '';
+$node->safe_psql('bus', "SELECT event_bus.emit('t', 'Ping', '{}')");
+$notified = $listener->query_until(qr/Asynchronous notification/, "SELECT pg_sleep(0.5);\n");
+like($notified . $listener->{stderr},
+	qr/"event_bus.s" with payload "\{"subscription" : "s", "seq" : \d+, "events" : 1\}"/,
+	'and for the next emit, with exactly its one event');
 $listener->quit;
 $node->safe_psql('bus', q{
 	SELECT event_bus.ack('s', ARRAY(SELECT seq FROM event_bus.claim('s', 100)))});
