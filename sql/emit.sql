@@ -98,3 +98,30 @@ SET enable_seqscan = off;
 SELECT type, payload FROM event_bus.events WHERE (payload->>'n')::int IN (42, 43) ORDER BY seq;
 RESET enable_seqscan;
 DROP INDEX event_bus.events_n;
+-- emit_many across a partition boundary, where only the next partition has a
+-- trigger: the rows before it go in directly, the rest through INSERT
+CREATE TABLE seen_next (seq bigint);
+CREATE FUNCTION note_next() RETURNS trigger LANGUAGE plpgsql
+AS $$BEGIN INSERT INTO public.seen_next VALUES (NEW.seq); RETURN NEW; END$$;
+SELECT log_covered_upto > (SELECT last_value + 1000 FROM event_bus.event_seq) AS room_ahead
+  FROM event_bus.run_maintenance();
+CREATE TEMP TABLE next_part AS
+SELECT lo, relname FROM event_bus.log_partitions
+ WHERE lo > (SELECT last_value FROM event_bus.event_seq) ORDER BY lo LIMIT 1;
+DO $$BEGIN
+    EXECUTE (SELECT format('CREATE TRIGGER note_next AFTER INSERT ON event_bus.%I '
+                           'FOR EACH ROW EXECUTE FUNCTION public.note_next()', relname) FROM next_part);
+END$$;
+SELECT cardinality(event_bus.emit_many('orders', 'Split', (SELECT array_agg(jsonb_build_object('i', g)) FROM generate_series(1, 1500) g)));
+SELECT count(*) AS events,
+       count(*) FILTER (WHERE e.seq < n.lo) > 0 AS some_before,
+       count(s.seq) = count(*) FILTER (WHERE e.seq >= n.lo) AS trigger_saw_the_rest,
+       count(DISTINCT e.seq) = count(*) AS distinct_seqs,
+       bool_and((e.payload->>'i')::int = e.seq - (SELECT min(seq) FROM event_bus.events WHERE type = 'Split') + 1) AS in_order
+  FROM event_bus.events e CROSS JOIN next_part n LEFT JOIN seen_next s USING (seq)
+ WHERE e.type = 'Split';
+DO $$BEGIN
+    EXECUTE (SELECT format('DROP TRIGGER note_next ON event_bus.%I', relname) FROM next_part);
+END$$;
+DROP TABLE seen_next;
+DROP FUNCTION note_next();

@@ -114,25 +114,35 @@ eb_log_open(EventBusLog *log)
 	log->part = NULL;
 	log->lo = log->hi = 0;
 	log->slot = NULL;
+	log->nindexes = 0;
+	log->plain = false;
+}
+
+/* Close the partition open now, if any, with its indexes. */
+static void
+eb_log_close_part(EventBusLog *log)
+{
+	int			i;
+
+	if (log->slot != NULL)
+		ExecDropSingleTupleTableSlot(log->slot);
+	log->slot = NULL;
+	if (log->part != NULL)
+	{
+		for (i = 0; i < log->nindexes; i++)
+			index_close(log->indexes[i], RowExclusiveLock);
+		table_close(log->part, RowExclusiveLock);
+	}
+	log->part = NULL;
+	log->nindexes = 0;
 	log->plain = false;
 }
 
 void
 eb_log_close(EventBusLog *log)
 {
-	if (log->slot != NULL)
-		ExecDropSingleTupleTableSlot(log->slot);
-	if (log->part != NULL)
-	{
-		int			i;
-
-		for (i = 0; i < log->nindexes; i++)
-			index_close(log->indexes[i], RowExclusiveLock);
-		table_close(log->part, RowExclusiveLock);
-	}
+	eb_log_close_part(log);
 	table_close(log->parent, RowExclusiveLock);
-	log->part = NULL;
-	log->slot = NULL;
 }
 
 /*
@@ -199,20 +209,8 @@ eb_log_route(EventBusLog *log, int64 seq)
 	bool		equal;
 	int			off;
 	int			idx;
-	int			i;
 
-	if (log->part != NULL)
-	{
-		if (log->slot != NULL)
-			ExecDropSingleTupleTableSlot(log->slot);
-		log->slot = NULL;
-		for (i = 0; i < log->nindexes; i++)
-			index_close(log->indexes[i], RowExclusiveLock);
-		table_close(log->part, RowExclusiveLock);
-		log->part = NULL;
-	}
-	log->plain = false;
-	log->nindexes = 0;
+	eb_log_close_part(log);
 	if (pd->nparts == 0 || key->strategy != PARTITION_STRATEGY_RANGE || key->partnatts != 1)
 		return;
 	off = partition_range_datum_bsearch(key->partsupfunc, key->partcollation, pd->boundinfo,

@@ -227,11 +227,11 @@ $node->safe_psql('postgres', "ALTER SYSTEM SET event_bus.long_emit_warning = '1s
 $node->reload;
 my $long = $node->background_psql('bus');
 $long->query_safe("BEGIN; SELECT event_bus.emit('t', 'Slow', '{}')");
-my $pid = $long->query_safe("SELECT pg_backend_pid()");
-is($node->safe_psql('bus', "SELECT pid = $pid AND topics = '{t}' FROM event_bus.open_emitters"),
+my $long_pid = $long->query_safe("SELECT pg_backend_pid()");
+is($node->safe_psql('bus', "SELECT pid = $long_pid AND topics = '{t}' FROM event_bus.open_emitters"),
 	't', 'open_emitters shows the open emitting transaction and its topic');
 my $offset = -s $node->logfile;
-ok($node->wait_for_log(qr/transaction \d+ of process $pid has been open for \d+ s since its first emit/, $offset),
+ok($node->wait_for_log(qr/transaction \d+ of process $long_pid has been open for \d+ s since its first emit/, $offset),
 	'the worker warns about a transaction open longer than event_bus.long_emit_warning');
 $long->query_safe("COMMIT");
 $long->quit;
