@@ -111,7 +111,11 @@ typedef struct EventBusShared
 	pid_t		launcher_pid;
 	int			launcher_procno;	/* -1 if no launcher */
 	bool		rescan;			/* launcher: forget "no extension" marks */
-	TimestampTz life_started;	/* when shared memory was (re)initialised */
+	TimestampTz life_started;	/* when shared memory was (re)initialised, or
+								 * when a server that started from a backup or
+								 * as a standby first wrote (eb_check_writable) */
+	bool		from_recovery;	/* started with standby.signal or recovery.signal */
+	bool		recovery_noted; /* ... and life_started says when it ended */
 } EventBusShared;
 
 /* event_bus.c */

@@ -84,6 +84,23 @@ eb_check_writable(void)
 				 errmsg("event_bus is read-only on a standby"),
 				 errdetail("This server is in recovery: events are emitted, claimed and acknowledged on the primary only."),
 				 errhint("Connect to the primary, for example with target_session_attrs=read-write in the connection string.")));
+
+	/*
+	 * The first write after a promotion (or the end of archive recovery)
+	 * starts the life whose leases count: every lease claimed before it was
+	 * claimed on another server (see _life_started).  Any lease of this
+	 * server is claimed after its caller got here.
+	 */
+	if (eb_shared != NULL && eb_shared->from_recovery && !eb_shared->recovery_noted)
+	{
+		LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+		if (!eb_shared->recovery_noted)
+		{
+			eb_shared->life_started = GetCurrentTimestamp();
+			eb_shared->recovery_noted = true;
+		}
+		LWLockRelease(eb_shared->lock);
+	}
 }
 
 /* event_bus._check_writable(): the same check for PL/pgSQL functions. */

@@ -44,6 +44,7 @@
 
 #include "access/transam.h"
 #include "access/twophase.h"
+#include "access/xlog.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_database.h"
@@ -125,6 +126,16 @@ eb_shmem_init(void)
 		eb_shared->launcher_procno = -1;
 		eb_shared->rescan = false;
 		eb_shared->life_started = GetCurrentTimestamp();
+
+		/*
+		 * Archive recovery or standby mode: the leases in the log came from
+		 * another server, whose sessions are gone.  The life that counts
+		 * starts when this one begins to write (eb_check_writable).  The
+		 * postmaster runs in the data directory.
+		 */
+		eb_shared->from_recovery = access(STANDBY_SIGNAL_FILE, F_OK) == 0 ||
+			access(RECOVERY_SIGNAL_FILE, F_OK) == 0;
+		eb_shared->recovery_noted = false;
 		for (i = 0; i < eb_shared->max_databases; i++)
 		{
 			EventBusDb *db = &eb_shared->dbs[i];
