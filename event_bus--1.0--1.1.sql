@@ -1467,6 +1467,60 @@ $$;
 COMMENT ON FUNCTION event_bus.alter_subscription_owner(text, regrole) IS
 'Give a subscription to another role: its members (and admins) may then work it.';
 
+CREATE FUNCTION event_bus._wait_check(subscription text, OUT topics text[], OUT ready boolean)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s  event_bus.subscriptions;
+    em record;
+    t  timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    s := event_bus._subscription(_wait_check.subscription);
+    topics := s.topics;
+    IF s.paused THEN
+        ready := false;
+        RETURN;
+    END IF;
+    em := event_bus._emitters(s.topics);
+    ready := (NOT s.ordered
+              AND EXISTS (SELECT FROM event_bus.retries r
+                           WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+                             AND r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.<=) t))
+          OR EXISTS (
+             SELECT FROM event_bus.cursors cu
+              WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
+                AND (NOT s.ordered
+                     OR NOT EXISTS (SELECT FROM event_bus.leases l
+                                     WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
+                                       AND l.topic OPERATOR(pg_catalog.=) cu.topic
+                                       AND l.lane OPERATOR(pg_catalog.=) cu.lane))
+                AND CASE WHEN s.ordered AND EXISTS (SELECT FROM event_bus.retries r
+                                                      WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
+                                                        AND r.topic OPERATOR(pg_catalog.=) cu.topic
+                                                        AND r.lane OPERATOR(pg_catalog.=) cu.lane)
+                    -- an ordered lane's retries come first, in seq order
+                    THEN (SELECT r.due_at OPERATOR(pg_catalog.<=) t FROM event_bus.retries r
+                           WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
+                             AND r.topic OPERATOR(pg_catalog.=) cu.topic
+                             AND r.lane OPERATOR(pg_catalog.=) cu.lane
+                           ORDER BY r.seq LIMIT 1)
+                    ELSE EXISTS (SELECT FROM event_bus.events e
+                                  WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
+                                    AND e.lane OPERATOR(pg_catalog.=) cu.lane
+                                    AND e.seq OPERATOR(pg_catalog.>) cu.high
+                                    AND e.seq OPERATOR(pg_catalog.<=) em.max_seq)
+                         OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
+                             AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) em.xids)
+                    END);
+END
+$$;
+
+CREATE PROCEDURE event_bus.wait(subscription text, timeout interval, OUT ready boolean)
+AS 'MODULE_PATHNAME', 'eb_wait_proc'
+LANGUAGE C;
+COMMENT ON PROCEDURE event_bus.wait(text, interval) IS
+'CALL event_bus.wait(subscription, timeout, NULL): return ready = true as soon as a claim of the subscription would get something, false when the timeout (0 to 1 hour) passes. Outside a transaction block it commits before sleeping, so a waiting consumer holds no snapshot and does not hold back VACUUM (claim(wait => ...) keeps its query''s snapshot while it sleeps).';
+
 -----------------------------------------------------------------------------
 -- Capture: conditions compiled as the table's owner, generated code that no
 -- column name can shadow, trigger functions that DROP EXTENSION sees.
@@ -1952,7 +2006,7 @@ BEGIN
                                                         WHERE e.extname OPERATOR(pg_catalog.=) 'event_bus')
                 AND d.deptype OPERATOR(pg_catalog.=) 'e'
     LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
     END LOOP;
 END
 $upgrade$;
@@ -1966,6 +2020,7 @@ REVOKE EXECUTE ON FUNCTION event_bus.unsubscribe(text), event_bus.pause(text), e
 GRANT SELECT ON event_bus.topic_grants, event_bus.dead_letter_queue TO event_bus_admin;
 GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;
 GRANT SELECT ON event_bus.open_emitters TO event_bus_admin;
+GRANT EXECUTE ON PROCEDURE event_bus.wait(text, interval) TO event_bus_consumer;
 GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer),
                           event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer),
                           event_bus.capture(regclass, text, text[], jsonb, text[], text[], text[], text, text),

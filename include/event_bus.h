@@ -136,6 +136,8 @@ extern int	eb_long_emit_warning;
 /* api.c */
 extern Oid	eb_extension_owner(void);
 extern Oid	eb_current_caller(void);
+extern void eb_push_caller(Oid caller);
+extern void eb_pop_caller(void);
 extern void eb_check_writable(void);
 extern Datum eb_call_impl(FunctionCallInfo fcinfo, const char *impl_name, Oid caller);
 

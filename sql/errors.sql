@@ -81,6 +81,13 @@ SELECT event_bus.ack('s', ARRAY[:mine]);
 SELECT try(format($$SELECT event_bus.fail('s', %s)$$, :mine));
 SELECT try(format($$SELECT event_bus.dead_letter('s', %s, 'x')$$, :mine));
 
+-- waiting without a snapshot
+SELECT try($$CALL event_bus.wait('nobody', '1 s', NULL)$$);
+SELECT try($$CALL event_bus.wait(NULL, '1 s', NULL)$$);
+SELECT try($$CALL event_bus.wait('s', NULL, NULL)$$);
+SELECT try($$CALL event_bus.wait('s', '-1 s', NULL)$$);
+SELECT try($$CALL event_bus.wait('s', '2 hours', NULL)$$);
+
 -- admin functions
 SELECT try($$SELECT event_bus.pause('nobody')$$);
 SELECT try($$SELECT event_bus.resume(NULL)$$);

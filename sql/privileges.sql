@@ -57,6 +57,7 @@ WITH calls(what, stmt) AS (VALUES
     ('subscribe private',     $$SELECT event_bus.subscribe('priv_new', ARRAY['priv.closed'])$$),
     ('subscribe over priv_s', $$SELECT event_bus.subscribe('priv_s', ARRAY['priv'], max_attempts => 1)$$),
     ('claim',                 $$SELECT event_bus.claim('priv_s')$$),
+    ('wait',                  $$CALL event_bus.wait('priv_s', '0', NULL)$$),
     ('ack',                   $$SELECT event_bus.ack('priv_s', ARRAY(SELECT unnest(seqs) FROM event_bus.in_flight))$$),
     ('fail',                  $$SELECT event_bus.fail('priv_s', (SELECT min(s) FROM event_bus.in_flight, unnest(seqs) s), 'x')$$),
     ('dead_letter',           $$SELECT event_bus.dead_letter('priv_s', (SELECT min(s) FROM event_bus.in_flight, unnest(seqs) s), 'x')$$),
@@ -89,6 +90,7 @@ WITH calls(what, stmt) AS (VALUES
     ('update cursors',        $$UPDATE event_bus.cursors SET position = 0$$),
     ('internal _claim_impl',  $$SELECT event_bus._claim_impl('priv_s', 10, NULL, NULL)$$),
     ('internal _subscription', $$SELECT event_bus._subscription('priv_s')$$),
+    ('internal _wait_check',  $$SELECT event_bus._wait_check('priv_s')$$),
     ('internal _caller',      $$SELECT event_bus._caller()$$),
     ('internal _capture_generate', $$SELECT event_bus._capture_generate('priv_prod')$$))
 SELECT what, try_as('eb_none', stmt) AS "none", try_as('eb_prod', stmt) AS producer,

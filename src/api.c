@@ -118,7 +118,7 @@ eb_current_caller(void)
 	return caller_depth > 0 ? caller_stack[caller_depth - 1] : InvalidOid;
 }
 
-static void
+void
 eb_push_caller(Oid caller)
 {
 	if (caller_depth == caller_space)
@@ -132,6 +132,13 @@ eb_push_caller(Oid caller)
 		caller_space = space;
 	}
 	caller_stack[caller_depth++] = caller;
+}
+
+void
+eb_pop_caller(void)
+{
+	Assert(caller_depth > 0);
+	caller_depth--;
 }
 
 /*

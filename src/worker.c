@@ -1235,6 +1235,126 @@ eb_wait_topics(PG_FUNCTION_ARGS)
 									 mask == 0 ? ~UINT64CONST(0) : mask));
 }
 
+PG_FUNCTION_INFO_V1(eb_wait_proc);
+
+/*
+ * CALL event_bus.wait(subscription text, timeout interval, OUT ready boolean):
+ * return as soon as the subscription has something a claim would take
+ * (ready), or when the timeout passes (not ready).  Called outside a
+ * transaction block, it commits before each sleep: while it sleeps it holds
+ * no snapshot and no transaction, so it holds back no VACUUM - unlike
+ * claim(wait => ...), whose query keeps its snapshot.  Inside a transaction
+ * block it sleeps like claim(wait) does.
+ */
+Datum
+eb_wait_proc(PG_FUNCTION_ARGS)
+{
+	bool		nonatomic = fcinfo->context != NULL && IsA(fcinfo->context, CallContext) &&
+		!castNode(CallContext, fcinfo->context)->atomic;
+	Oid			caller = GetUserId();
+	Datum		sub;
+	TimestampTz deadline;
+	bool		ready = false;
+	TupleDesc	tupdesc;
+
+	eb_check_writable();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("subscription must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("timeout must not be null"),
+				 errhint("Pass an interval between 0 and 1 hour.")));
+	{
+		Interval   *iv = PG_GETARG_INTERVAL_P(1);
+		int64		us = iv->time + (int64) iv->day * USECS_PER_DAY +
+			(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+
+		if (us < 0 || us > USECS_PER_HOUR)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("timeout must be between 0 and 1 hour, not %s",
+							DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv))))));
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), us / 1000);
+	}
+	/* In the procedure's own memory: it outlives the commits below. */
+	sub = PointerGetDatum(PG_GETARG_TEXT_P_COPY(0));
+
+	for (;;)
+	{
+		uint64		gen = pg_atomic_read_u64(&eb_db_state()->wake_gen);
+		uint64		mask = 0;
+		Oid			argtypes[1] = {TEXTOID};
+		bool		isnull;
+		long		secs;
+		int			usecs;
+		int			ret;
+		Oid			save_userid;
+		int			save_sec;
+
+		/*
+		 * The check runs as the extension's owner (the caller may not call
+		 * internal functions), with the caller recorded for its permission
+		 * check, as the API functions do.
+		 */
+		SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0);
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		SetUserIdAndSecContext(eb_extension_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		eb_push_caller(caller);
+		PG_TRY();
+		{
+			ret = SPI_execute_with_args("SELECT topics, ready FROM event_bus._wait_check($1)",
+										1, argtypes, &sub, NULL, false, 1);
+		}
+		PG_FINALLY();
+		{
+			eb_pop_caller();
+			SetUserIdAndSecContext(save_userid, save_sec);
+		}
+		PG_END_TRY();
+		if (ret != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "event_bus: _wait_check() failed");
+		ready = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		{
+			ArrayType  *topics = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0],
+																 SPI_tuptable->tupdesc, 1, &isnull));
+			Datum	   *elems;
+			bool	   *nulls;
+			int			n;
+			int			i;
+
+			deconstruct_array(topics, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+			for (i = 0; i < n; i++)
+				if (!nulls[i])
+					mask |= eb_topic_bit(VARDATA_ANY(DatumGetTextPP(elems[i])),
+										 VARSIZE_ANY_EXHDR(DatumGetTextPP(elems[i])));
+		}
+		TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
+		if (ready || (secs == 0 && usecs == 0))
+		{
+			SPI_finish();
+			break;
+		}
+		/* End the transaction: no snapshot, no xmin while we sleep. */
+		if (nonatomic)
+			SPI_commit();
+		SPI_finish();
+		(void) eb_wait_internal(gen, (int32) Min(secs * 1000 + usecs / 1000 + 1, PG_INT32_MAX),
+								mask == 0 ? ~UINT64CONST(0) : mask);
+	}
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) == TYPEFUNC_COMPOSITE)
+	{
+		Datum		values[1] = {BoolGetDatum(ready)};
+		bool		nulls[1] = {false};
+
+		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+	}
+	PG_RETURN_BOOL(ready);
+}
+
 /* event_bus._wake(): wake claimers of this database when this transaction commits. */
 Datum
 eb_wake(PG_FUNCTION_ARGS)

@@ -282,6 +282,66 @@ COMMENT ON FUNCTION event_bus.claim(text, integer, interval, interval) IS
 'Lease up to max_events events of a subscription: due retries first, then new events lane by lane. With wait, sleep in the server until events arrive or the wait ends. Every row carries the lease_token of this claim: pass it to ack, fail, dead_letter and extend so that a call made after the lease expired cannot touch a newer delivery. Requires READ COMMITTED.';
 
 
+-- Would a claim of the subscription take something now?  The lanes
+-- _claim_once would look at (retries due; on an ordered subscription only
+-- lanes without a lease, and their retries first), read without leasing.
+-- It may say yes for a lane whose new events are all of other types or
+-- rolled back: the claim then moves the cursor past them, and the next
+-- check says no.
+CREATE FUNCTION event_bus._wait_check(subscription text, OUT topics text[], OUT ready boolean)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s  event_bus.subscriptions;
+    em record;
+    t  timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    s := event_bus._subscription(_wait_check.subscription);
+    topics := s.topics;
+    IF s.paused THEN
+        ready := false;
+        RETURN;
+    END IF;
+    em := event_bus._emitters(s.topics);
+    ready := (NOT s.ordered
+              AND EXISTS (SELECT FROM event_bus.retries r
+                           WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+                             AND r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.<=) t))
+          OR EXISTS (
+             SELECT FROM event_bus.cursors cu
+              WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
+                AND (NOT s.ordered
+                     OR NOT EXISTS (SELECT FROM event_bus.leases l
+                                     WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
+                                       AND l.topic OPERATOR(pg_catalog.=) cu.topic
+                                       AND l.lane OPERATOR(pg_catalog.=) cu.lane))
+                AND CASE WHEN s.ordered AND EXISTS (SELECT FROM event_bus.retries r
+                                                      WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
+                                                        AND r.topic OPERATOR(pg_catalog.=) cu.topic
+                                                        AND r.lane OPERATOR(pg_catalog.=) cu.lane)
+                    -- an ordered lane's retries come first, in seq order
+                    THEN (SELECT r.due_at OPERATOR(pg_catalog.<=) t FROM event_bus.retries r
+                           WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
+                             AND r.topic OPERATOR(pg_catalog.=) cu.topic
+                             AND r.lane OPERATOR(pg_catalog.=) cu.lane
+                           ORDER BY r.seq LIMIT 1)
+                    ELSE EXISTS (SELECT FROM event_bus.events e
+                                  WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
+                                    AND e.lane OPERATOR(pg_catalog.=) cu.lane
+                                    AND e.seq OPERATOR(pg_catalog.>) cu.high
+                                    AND e.seq OPERATOR(pg_catalog.<=) em.max_seq)
+                         OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
+                             AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) em.xids)
+                    END);
+END
+$$;
+
+CREATE PROCEDURE event_bus.wait(subscription text, timeout interval, OUT ready boolean)
+AS 'MODULE_PATHNAME', 'eb_wait_proc'
+LANGUAGE C;
+COMMENT ON PROCEDURE event_bus.wait(text, interval) IS
+'CALL event_bus.wait(subscription, timeout, NULL): return ready = true as soon as a claim of the subscription would get something, false when the timeout (0 to 1 hour) passes. Outside a transaction block it commits before sleeping, so a waiting consumer holds no snapshot and does not hold back VACUUM (claim(wait => ...) keeps its query''s snapshot while it sleeps).';
+
 CREATE FUNCTION event_bus._ack_impl(subscription text, seqs bigint[], token uuid) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan

@@ -5,6 +5,8 @@
 -- seeing only those in the views; admins do everything and see everything.
 -----------------------------------------------------------------------------
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA event_bus FROM PUBLIC;
+REVOKE ALL ON PROCEDURE event_bus.wait(text, interval) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE event_bus.wait(text, interval) TO event_bus_consumer;
 GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer),
                           event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer),
                           event_bus.capture(regclass, text, text[], jsonb, text[], text[], text[], text, text),

@@ -104,5 +104,50 @@ ok($took > 1.5, sprintf('ten commits on another topic do not wake it (it slept o
 $took = timed_wait(q{SELECT event_bus.emit('quiet', 'E', '{}')});
 ok($took < 1.5, sprintf('a commit on its topic does (%.2f s)', $took));
 
+# CALL event_bus.wait(): ready as soon as a claim would get something.
+# Outside a transaction block it commits before it sleeps: no snapshot, no
+# xmin held back meanwhile - where a waiting claim keeps its query's.
+$node->safe_psql('postgres', q{SELECT event_bus.subscribe('w', ARRAY['quiet'])});
+my $waiting = "SELECT backend_xmin IS NULL AND backend_xid IS NULL FROM pg_stat_activity
+                WHERE wait_event_type = 'Extension' AND backend_type = 'client backend'";
+sub call_wait
+{
+	my ($sql, $during) = @_;
+	my $w = $node->background_psql('postgres');
+	$w->query_until(qr/waiting/, "\\echo waiting\n$sql;\n\\echo done\n");
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND backend_type = 'client backend'");
+	my $free = $node->safe_psql('postgres', $waiting);
+	my $t0 = time();
+	$node->safe_psql('postgres', $during);
+	my $out = $w->query_until(qr/done/, '');
+	my $took = time() - $t0;
+	$w->quit;
+	return ($free, $out, $took);
+}
+my $free;
+($free, my $out, $took) = call_wait(q{CALL event_bus.wait('w', '30 s', NULL)},
+	q{SELECT event_bus.emit('quiet', 'E', '{}')});
+is($free, 't', 'a waiting CALL event_bus.wait() holds no snapshot and no transaction id');
+like($out, qr/^t$/m, 'it returns ready once an event arrives');
+ok($took < 10, sprintf('at once (%.2f s)', $took));
+is($node->safe_psql('postgres', q{CALL event_bus.wait('w', '30 s', NULL)}), 't',
+	'with something to claim already, it returns ready at once');
+$node->safe_psql('postgres', q{SELECT event_bus.ack('w', ARRAY(SELECT seq FROM event_bus.claim('w', 100)))});
+($free, $out, $took) = call_wait(q{SELECT 'got ' || count(*) FROM event_bus.claim('w', 10, wait => '30 s')},
+	q{SELECT event_bus.emit('quiet', 'E', '{}')});
+is($free, 'f', 'a waiting claim, by contrast, keeps its snapshot');
+$node->safe_psql('postgres',
+	q{SELECT event_bus.ack('w', ARRAY(SELECT unnest(seqs) FROM event_bus.in_flight WHERE subscription = 'w'))});
+# An ordered lane held by a lease has nothing to claim: no ready, no busy loop.
+$node->safe_psql('postgres', q{
+	SELECT event_bus.subscribe('wo', ARRAY['quiet'], ordered => true, start => 'earliest');
+	SELECT count(*) FROM event_bus.claim('wo', 1);
+});
+my $t0 = time();
+is($node->safe_psql('postgres', q{CALL event_bus.wait('wo', '1 s', NULL)}), 'f',
+	'an ordered subscription whose only lane is leased is not ready');
+ok(time() - $t0 >= 0.9, 'and the call slept out its timeout');
+
 $node->stop;
 done_testing();
