@@ -528,7 +528,8 @@ COMMENT ON FUNCTION event_bus.run_maintenance() IS
 
 CREATE OR REPLACE FUNCTION event_bus._dispatch(p_from bigint, p_state jsonb,
                                     OUT horizon bigint, OUT state jsonb, OUT notified integer)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     r         record;

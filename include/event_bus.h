@@ -47,6 +47,8 @@ typedef struct EventBusDb
 	pg_atomic_uint64 covered;	/* log partitions exist for seqs below this */
 	pg_atomic_uint32 worker_procno; /* pgprocno of the worker + 1, 0 if none */
 	pg_atomic_uint64 wake_gen;	/* bumped whenever claimable events may appear */
+	pg_atomic_uint32 replan;	/* set by commits that changed retries or
+								 * leases: the worker reads its next due time */
 } EventBusDb;
 
 /* What a per-database worker is doing; see worker.c. */

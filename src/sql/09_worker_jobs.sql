@@ -10,9 +10,13 @@
 -- max_seq and the transactions then open.  New are the events above that
 -- max_seq, and those above p_from of the transactions that have ended since.
 -- Pass the returned horizon and state to the next call.
+-- Generic plans: with the log's partitions, the plan cache keeps choosing
+-- custom plans (they prune partitions at plan time), and planning was most
+-- of a round's cost; generic plans prune when they start.
 CREATE FUNCTION event_bus._dispatch(p_from bigint, p_state jsonb,
                                     OUT horizon bigint, OUT state jsonb, OUT notified integer)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     r         record;
