@@ -140,6 +140,16 @@ extern Oid	eb_extension_owner(void);
 extern Oid	eb_current_caller(void);
 extern void eb_push_caller(Oid caller);
 extern void eb_pop_caller(void);
+
+/* SQL run from C as the extension's owner, with search_path pinned. */
+typedef struct EventBusAsOwner
+{
+	Oid			save_userid;
+	int			save_sec;
+	int			nestlevel;
+} EventBusAsOwner;
+extern void eb_as_owner_begin(EventBusAsOwner *o, bool switch_user);
+extern void eb_as_owner_end(EventBusAsOwner *o);
 extern void eb_check_writable(void);
 extern Datum eb_call_impl(FunctionCallInfo fcinfo, const char *impl_name, Oid caller);
 

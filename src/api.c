@@ -33,6 +33,7 @@
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
@@ -101,6 +102,33 @@ eb_check_writable(void)
 		}
 		LWLockRelease(eb_shared->lock);
 	}
+}
+
+/*
+ * Run SQL from the C code of a function that runs as its caller (no
+ * SECURITY DEFINER, no SET clause: applying one costs more than the rest of
+ * an emit) as the extension's owner - the caller has no rights on our
+ * tables and internal functions - with search_path pinned, so that nothing
+ * of the caller's can resolve in it.  switch_user false: the 1.0 entry
+ * points, SECURITY DEFINER functions that run as the owner already.  End
+ * with eb_as_owner_end(); an error undoes both with the transaction.
+ */
+void
+eb_as_owner_begin(EventBusAsOwner *o, bool switch_user)
+{
+	GetUserIdAndSecContext(&o->save_userid, &o->save_sec);
+	if (switch_user)
+		SetUserIdAndSecContext(eb_extension_owner(), o->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	o->nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+void
+eb_as_owner_end(EventBusAsOwner *o)
+{
+	AtEOXact_GUC(true, o->nestlevel);
+	SetUserIdAndSecContext(o->save_userid, o->save_sec);
 }
 
 /* event_bus._check_writable(): the same check for PL/pgSQL functions. */

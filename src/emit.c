@@ -29,7 +29,6 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
-#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
@@ -65,40 +64,22 @@ static Oid	emit_argtypes[11] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, JSONBOID, I
  * Since 1.1 emit and emit_many run as their caller: they check the caller's
  * produce grant and write the log's rows themselves (log.c).  What they do
  * through SPI (a topic lookup, extending the log, the fallback INSERT) runs
- * as the extension's owner: the caller has no rights on those tables.  The
+ * as the extension's owner with search_path pinned (eb_as_owner_begin).  The
  * 1.0 definitions are SECURITY DEFINER functions, and there the caller is the
  * owner already.
  */
-typedef struct EmitUser
-{
-	Oid			save_userid;
-	int			save_sec;
-	int			nestlevel;
-} EmitUser;
-
-/*
- * The functions carry no SET search_path (applying one costs more than the
- * rest of an emit): the SQL they run is pinned here instead, only when they
- * run any.
- */
 static void
-eb_spi_begin(EmitUser *u, bool as_owner)
+eb_spi_begin(EventBusAsOwner *u, bool as_owner)
 {
-	GetUserIdAndSecContext(&u->save_userid, &u->save_sec);
-	if (as_owner)
-		SetUserIdAndSecContext(eb_extension_owner(), u->save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	u->nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	eb_as_owner_begin(u, as_owner);
 	SPI_connect();
 }
 
 static void
-eb_spi_end(EmitUser *u)
+eb_spi_end(EventBusAsOwner *u)
 {
 	SPI_finish();
-	AtEOXact_GUC(true, u->nestlevel);
-	SetUserIdAndSecContext(u->save_userid, u->save_sec);
+	eb_as_owner_end(u);
 }
 
 /*
@@ -168,7 +149,7 @@ eb_topic_lanes(text *topic, Oid role, bool *allowed)
 	int			ret;
 	int32		lanes = 0;
 	bool		isnull;
-	EmitUser	user;
+	EventBusAsOwner user;
 
 	/* eb_check_name() bounded the length */
 	memset(&key, 0, sizeof(key));
@@ -366,7 +347,7 @@ eb_ensure_coverage(EventBusDb *db, int64 maxseq, bool as_owner)
 	Datum		args[2];
 	Oid			argtypes[2] = {INT8OID, INT8OID};
 	int			ret;
-	EmitUser	user;
+	EventBusAsOwner user;
 
 	if (want < eb_known_coverage(db))
 		return;
@@ -408,7 +389,7 @@ eb_write_event(EventBusLog *log, const EventBusRow *row, bool as_owner)
 	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			v = row->with_txid ? 1 : 0;
 	int			ret;
-	EmitUser	user;
+	EventBusAsOwner user;
 
 	if (eb_log_insert(log, row))
 		return;

@@ -757,7 +757,6 @@ typedef struct WorkerRound
 	bool		gone;			/* the extension was dropped */
 	BackgroundWorkerHandle *retention_handle;	/* the last retention process */
 	uint64		notified;		/* notifications sent this round */
-	uint64		rounds_read_due;	/* times it read the next due time */
 } WorkerRound;
 
 static Datum
@@ -813,11 +812,8 @@ eb_part_dispatch(WorkerRound *r, MemoryContext keep)
 	 * that claims take are seen by the next maintenance round.  Listeners
 	 * make rounds frequent: reading it every round was a tenth of their cost.
 	 */
-	if (pg_atomic_exchange_u32(&my_worker_db->replan, 0) != 0 || r->rounds_read_due == 0)
-	{
+	if (pg_atomic_exchange_u32(&my_worker_db->replan, 0) != 0)
 		eb_read_next_due(r);
-		r->rounds_read_due++;
-	}
 }
 
 static void
@@ -888,6 +884,7 @@ eb_run_part(WorkerRound *r, WorkerPart part, MemoryContext keep,
 			{
 				my_worker_db = eb_db_state();
 				pg_atomic_write_u32(&my_worker_db->worker_procno, MyProc->pgprocno + 1);
+				pg_atomic_write_u32(&my_worker_db->replan, 1);	/* first round */
 			}
 			fn(r, keep);
 		}
@@ -1162,6 +1159,24 @@ eb_wake_gen(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64((int64) pg_atomic_read_u64(&eb_db_state()->wake_gen));
 }
 
+/* The wait mask of a list of topics: their bits, or all ones for none. */
+static uint64
+eb_topics_mask(ArrayType *topics)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+	uint64		mask = 0;
+
+	deconstruct_array(topics, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+		if (!nulls[i])
+			mask |= eb_topic_bit(VARDATA_ANY(DatumGetTextPP(elems[i])),
+								 VARSIZE_ANY_EXHDR(DatumGetTextPP(elems[i])));
+	return mask == 0 ? ~UINT64CONST(0) : mask;
+}
+
 /*
  * Sleep until the database's wake-up generation differs from gen or the
  * timeout passes, woken only by commits that concern the topics in mask;
@@ -1233,20 +1248,8 @@ eb_wait(PG_FUNCTION_ARGS)
 Datum
 eb_wait_topics(PG_FUNCTION_ARGS)
 {
-	ArrayType  *topics = PG_GETARG_ARRAYTYPE_P(2);
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	int			i;
-	uint64		mask = 0;
-
-	deconstruct_array(topics, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (i = 0; i < n; i++)
-		if (!nulls[i])
-			mask |= eb_topic_bit(VARDATA_ANY(DatumGetTextPP(elems[i])),
-								 VARSIZE_ANY_EXHDR(DatumGetTextPP(elems[i])));
 	PG_RETURN_INT64(eb_wait_internal((uint64) PG_GETARG_INT64(0), PG_GETARG_INT32(1),
-									 mask == 0 ? ~UINT64CONST(0) : mask));
+									 eb_topics_mask(PG_GETARG_ARRAYTYPE_P(2))));
 }
 
 PG_FUNCTION_INFO_V1(eb_wait_proc);
@@ -1299,14 +1302,13 @@ eb_wait_proc(PG_FUNCTION_ARGS)
 	for (;;)
 	{
 		uint64		gen = pg_atomic_read_u64(&eb_db_state()->wake_gen);
-		uint64		mask = 0;
+		uint64		mask;
 		Oid			argtypes[1] = {TEXTOID};
 		bool		isnull;
 		long		secs;
 		int			usecs;
 		int			ret;
-		Oid			save_userid;
-		int			save_sec;
+		EventBusAsOwner owner;
 
 		/*
 		 * The check runs as the extension's owner (the caller may not call
@@ -1314,8 +1316,7 @@ eb_wait_proc(PG_FUNCTION_ARGS)
 		 * check, as the API functions do.
 		 */
 		SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0);
-		GetUserIdAndSecContext(&save_userid, &save_sec);
-		SetUserIdAndSecContext(eb_extension_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		eb_as_owner_begin(&owner, true);
 		eb_push_caller(caller);
 		PG_TRY();
 		{
@@ -1325,26 +1326,14 @@ eb_wait_proc(PG_FUNCTION_ARGS)
 		PG_FINALLY();
 		{
 			eb_pop_caller();
-			SetUserIdAndSecContext(save_userid, save_sec);
 		}
 		PG_END_TRY();
+		eb_as_owner_end(&owner);
 		if (ret != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "event_bus: _wait_check() failed");
 		ready = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		{
-			ArrayType  *topics = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0],
-																 SPI_tuptable->tupdesc, 1, &isnull));
-			Datum	   *elems;
-			bool	   *nulls;
-			int			n;
-			int			i;
-
-			deconstruct_array(topics, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-			for (i = 0; i < n; i++)
-				if (!nulls[i])
-					mask |= eb_topic_bit(VARDATA_ANY(DatumGetTextPP(elems[i])),
-										 VARSIZE_ANY_EXHDR(DatumGetTextPP(elems[i])));
-		}
+		mask = eb_topics_mask(DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0],
+																SPI_tuptable->tupdesc, 1, &isnull)));
 		TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
 		if (ready || (secs == 0 && usecs == 0))
 		{
@@ -1355,8 +1344,7 @@ eb_wait_proc(PG_FUNCTION_ARGS)
 		if (nonatomic)
 			SPI_commit();
 		SPI_finish();
-		(void) eb_wait_internal(gen, (int32) Min(secs * 1000 + usecs / 1000 + 1, PG_INT32_MAX),
-								mask == 0 ? ~UINT64CONST(0) : mask);
+		(void) eb_wait_internal(gen, (int32) Min(secs * 1000 + usecs / 1000 + 1, PG_INT32_MAX), mask);
 	}
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) == TYPEFUNC_COMPOSITE)
