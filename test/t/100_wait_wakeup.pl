@@ -24,21 +24,32 @@ $node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', 'SELECT count(*) FROM event_bus.log_partitions'), '0',
 	'a new database has no log partition yet');
 
-# Run a query that prints "got <n>" in a session of its own until it sleeps
-# in the server, then wake it up ($wake: SQL, or code to run); return the
-# number it printed and how long after the wake-up it returned.
-sub waited
+# Run a query in a session of its own until it sleeps in the server, then
+# wake it up ($wake: SQL, or code to run).  Returns what it printed, how long
+# after the wake-up it returned, and whether, while it slept, its session
+# held neither a snapshot (backend_xmin) nor a transaction id.
+sub wait_and_wake
 {
 	my ($query, $wake) = @_;
 	my $w = $node->background_psql('postgres');
-	$w->query_until(qr/waiting/, "\\echo waiting\n$query;\n");
+	$w->query_until(qr/waiting/, "\\echo waiting\n$query;\n\\echo done\n");
 	$node->poll_query_until('postgres',
 		"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND backend_type = 'client backend'");
+	my $free = $node->safe_psql('postgres', q{
+		SELECT backend_xmin IS NULL AND backend_xid IS NULL FROM pg_stat_activity
+		 WHERE wait_event_type = 'Extension' AND backend_type = 'client backend'});
 	my $t0 = time();
 	ref $wake ? $wake->() : $node->safe_psql('postgres', $wake);
-	my $out = $w->query_until(qr/got \d+/, '');
+	my $out = $w->query_until(qr/done/, '');
 	my $took = time() - $t0;
 	$w->quit;
+	return ($out, $took, $free);
+}
+
+# The same for a query that prints "got <n>": returns n and how long it took.
+sub waited
+{
+	my ($out, $took) = wait_and_wake(@_);
 	return ($out =~ /got (\d+)/ ? $1 : -1, $took);
 }
 
@@ -108,25 +119,7 @@ ok($took < 1.5, sprintf('a commit on its topic does (%.2f s)', $took));
 # Outside a transaction block it commits before it sleeps: no snapshot, no
 # xmin held back meanwhile - where a waiting claim keeps its query's.
 $node->safe_psql('postgres', q{SELECT event_bus.subscribe('w', ARRAY['quiet'])});
-my $waiting = "SELECT backend_xmin IS NULL AND backend_xid IS NULL FROM pg_stat_activity
-                WHERE wait_event_type = 'Extension' AND backend_type = 'client backend'";
-sub call_wait
-{
-	my ($sql, $during) = @_;
-	my $w = $node->background_psql('postgres');
-	$w->query_until(qr/waiting/, "\\echo waiting\n$sql;\n\\echo done\n");
-	$node->poll_query_until('postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND backend_type = 'client backend'");
-	my $free = $node->safe_psql('postgres', $waiting);
-	my $t0 = time();
-	$node->safe_psql('postgres', $during);
-	my $out = $w->query_until(qr/done/, '');
-	my $took = time() - $t0;
-	$w->quit;
-	return ($free, $out, $took);
-}
-my $free;
-($free, my $out, $took) = call_wait(q{CALL event_bus.wait('w', '30 s', NULL)},
+(my $out, $took, my $free) = wait_and_wake(q{CALL event_bus.wait('w', '30 s', NULL)},
 	q{SELECT event_bus.emit('quiet', 'E', '{}')});
 is($free, 't', 'a waiting CALL event_bus.wait() holds no snapshot and no transaction id');
 like($out, qr/^t$/m, 'it returns ready once an event arrives');
@@ -134,7 +127,7 @@ ok($took < 10, sprintf('at once (%.2f s)', $took));
 is($node->safe_psql('postgres', q{CALL event_bus.wait('w', '30 s', NULL)}), 't',
 	'with something to claim already, it returns ready at once');
 $node->safe_psql('postgres', q{SELECT event_bus.ack('w', ARRAY(SELECT seq FROM event_bus.claim('w', 100)))});
-($free, $out, $took) = call_wait(q{SELECT 'got ' || count(*) FROM event_bus.claim('w', 10, wait => '30 s')},
+(undef, undef, $free) = wait_and_wake(q{SELECT 'got ' || count(*) FROM event_bus.claim('w', 10, wait => '30 s')},
 	q{SELECT event_bus.emit('quiet', 'E', '{}')});
 is($free, 'f', 'a waiting claim, by contrast, keeps its snapshot');
 $node->safe_psql('postgres',
