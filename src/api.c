@@ -39,6 +39,7 @@
 #include "utils/syscache.h"
 
 #include "event_bus.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(eb_api);
 PG_FUNCTION_INFO_V1(eb_caller_sql);
@@ -247,4 +248,44 @@ eb_caller_sql(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("event_bus internal functions may only be called through the event_bus API")));
 	PG_RETURN_OID(caller);
+}
+
+/*
+ * Validate a topic or subscription name: [a-z0-9][a-z0-9._-]*, at most
+ * EB_NAME_MAXLEN bytes.  'kind' is "topic" or "subscription".
+ */
+void
+eb_check_name(const char *kind, text *name)
+{
+	const char *s;
+	int			len;
+	int			i;
+
+	if (name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s name must not be null", kind)));
+	s = VARDATA_ANY(name);
+	len = VARSIZE_ANY_EXHDR(name);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("%s name must not be empty", kind)));
+	if (len > EB_NAME_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("%s name \"%.*s...\" is too long", kind, 20, s),
+				 errdetail("Names are at most %d bytes long.", EB_NAME_MAXLEN)));
+	for (i = 0; i < len; i++)
+	{
+		char		c = s[i];
+		bool		ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+			(i > 0 && (c == '.' || c == '_' || c == '-'));
+
+		if (!ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_NAME),
+					 errmsg("invalid %s name \"%.*s\"", kind, len, s),
+					 errdetail("Names start with a lower-case letter or digit and contain only lower-case letters, digits, \".\", \"_\" and \"-\".")));
+	}
 }

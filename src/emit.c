@@ -39,6 +39,9 @@
 #include "utils/xid8.h"
 
 #include "event_bus.h"
+#include "horizon.h"
+#include "log.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(eb_emit);
 PG_FUNCTION_INFO_V1(eb_emit_many);

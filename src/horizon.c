@@ -60,12 +60,11 @@
 #include "utils/syscache.h"
 
 #include "event_bus.h"
+#include "horizon.h"
+#include "worker.h"
 
-EventBusShared *eb_shared = NULL;
 
 /* Backend-local state. */
-static EventBusDb *my_db = NULL;
-static EventBusSlot *my_slot = NULL;
 static bool xact_emitted = false;
 static SubTransactionId emitted_subxid = InvalidSubTransactionId;
 static SubTransactionId coverage_subxid = InvalidSubTransactionId;
@@ -76,93 +75,6 @@ static uint64 wake_topics = 0;	/* which: bits of the topics concerned */
 static bool wake_worker = false;	/* and the worker, listeners or not */
 static uint64 xact_topics = 0;	/* bits of the topics this transaction emitted to */
 static uint64 xact_coverage = 0;
-
-static int
-eb_nslots(void)
-{
-	/* Same size as ProcGlobal->allProcs: every PGPROC gets a slot. */
-	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
-}
-
-Size
-eb_shmem_size(void)
-{
-	Size		size;
-
-	size = MAXALIGN(sizeof(EventBusShared));
-	size = add_size(size, MAXALIGN(mul_size(eb_max_databases, sizeof(EventBusDb))));
-	size = add_size(size, MAXALIGN(mul_size(eb_nslots(), sizeof(EventBusSlot))));
-	size = add_size(size, MAXALIGN(mul_size(eb_max_databases, sizeof(EventBusWorker))));
-	return size;
-}
-
-/*
- * Attach to (and on first use initialise) the shared state.  Called from the
- * shmem_startup_hook with AddinShmemInitLock held by the caller.
- */
-void
-eb_shmem_init(void)
-{
-	bool		found;
-	char	   *base;
-
-	base = ShmemInitStruct("event_bus", eb_shmem_size(), &found);
-	eb_shared = (EventBusShared *) base;
-	/* Pointers are process-local (EXEC_BACKEND may map shmem elsewhere). */
-	base += MAXALIGN(sizeof(EventBusShared));
-	eb_shared->dbs = (EventBusDb *) base;
-	base += MAXALIGN(mul_size(eb_max_databases, sizeof(EventBusDb)));
-	eb_shared->slots = (EventBusSlot *) base;
-	base += MAXALIGN(mul_size(eb_nslots(), sizeof(EventBusSlot)));
-	eb_shared->workers = (EventBusWorker *) base;
-	if (!found)
-	{
-		int			i;
-
-		eb_shared->lock = &(GetNamedLWLockTranche("event_bus"))->lock;
-		eb_shared->max_databases = eb_max_databases;
-		eb_shared->nslots = eb_nslots();
-		eb_shared->launcher_pid = 0;
-		eb_shared->launcher_procno = -1;
-		eb_shared->rescan = false;
-		eb_shared->life_started = GetCurrentTimestamp();
-
-		/*
-		 * Archive recovery or standby mode: the leases in the log came from
-		 * another server, whose sessions are gone.  The life that counts
-		 * starts when this one begins to write (eb_check_writable).  The
-		 * postmaster runs in the data directory.
-		 */
-		eb_shared->from_recovery = access(STANDBY_SIGNAL_FILE, F_OK) == 0 ||
-			access(RECOVERY_SIGNAL_FILE, F_OK) == 0;
-		eb_shared->recovery_noted = false;
-		for (i = 0; i < eb_shared->max_databases; i++)
-		{
-			EventBusDb *db = &eb_shared->dbs[i];
-
-			db->dboid = InvalidOid;
-			db->seqoid = InvalidOid;
-			pg_atomic_init_u32(&db->seq_loaded, 0);
-			pg_atomic_init_u64(&db->max_seq, 0);
-			pg_atomic_init_u64(&db->covered, 0);
-			pg_atomic_init_u32(&db->worker_procno, 0);
-			pg_atomic_init_u64(&db->wake_gen, 0);
-			pg_atomic_init_u32(&db->replan, 0);
-			memset(&eb_shared->workers[i], 0, sizeof(EventBusWorker));
-		}
-		for (i = 0; i < eb_shared->nslots; i++)
-		{
-			pg_atomic_init_u64(&eb_shared->slots[i].floor, 0);
-			pg_atomic_init_u64(&eb_shared->slots[i].wait_mask, 0);
-			pg_atomic_init_u32(&eb_shared->slots[i].listening, 0);
-			pg_atomic_init_u64(&eb_shared->slots[i].xid, 0);
-			pg_atomic_init_u64(&eb_shared->slots[i].topics, 0);
-			pg_atomic_init_u64(&eb_shared->slots[i].since, 0);
-			pg_atomic_init_u64(&eb_shared->slots[i].warned, 0);
-			eb_shared->slots[i].dboid = InvalidOid;
-		}
-	}
-}
 
 /*
  * Clear this backend's slot however the transaction ends, and publish any log
@@ -183,19 +95,19 @@ eb_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (xact_coverage != 0 && my_db != NULL)
+			if (xact_coverage != 0 && eb_current_db != NULL)
 			{
-				uint64		old = pg_atomic_read_u64(&my_db->covered);
+				uint64		old = pg_atomic_read_u64(&eb_current_db->covered);
 
 				while (old < xact_coverage &&
-					   !pg_atomic_compare_exchange_u64(&my_db->covered, &old, xact_coverage))
+					   !pg_atomic_compare_exchange_u64(&eb_current_db->covered, &old, xact_coverage))
 					;
 			}
 			/* FALLTHROUGH */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			if (xact_emitted && my_slot != NULL)
-				pg_atomic_write_u64(&my_slot->floor, 0);
+			if (xact_emitted && eb_current_slot != NULL)
+				pg_atomic_write_u64(&eb_current_slot->floor, 0);
 
 			/*
 			 * The horizon may have moved (commit or abort alike), or the
@@ -203,7 +115,7 @@ eb_xact_callback(XactEvent event, void *arg)
 			 * in this database and its worker.
 			 */
 			if ((xact_emitted || (xact_wake && event != XACT_EVENT_ABORT &&
-								  event != XACT_EVENT_PARALLEL_ABORT)) && my_db != NULL)
+								  event != XACT_EVENT_PARALLEL_ABORT)) && eb_current_db != NULL)
 			{
 				wake_pending = true;	/* see eb_release_callback */
 				wake_worker = (xact_wake && event != XACT_EVENT_ABORT &&
@@ -243,11 +155,11 @@ eb_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			if (xact_emitted && emitted_subxid == mySubid)
 			{
 				/* Every event of this transaction was rolled back. */
-				if (my_slot != NULL)
-					pg_atomic_write_u64(&my_slot->floor, 0);
+				if (eb_current_slot != NULL)
+					pg_atomic_write_u64(&eb_current_slot->floor, 0);
 				xact_emitted = false;
-				if (my_db != NULL)
-					eb_wake_database(my_db, xact_topics, false);
+				if (eb_current_db != NULL)
+					eb_wake_database(eb_current_db, xact_topics, false);
 			}
 			if (xact_coverage != 0 && coverage_subxid == mySubid)
 				xact_coverage = 0;	/* its partitions are gone; look again */
@@ -270,22 +182,11 @@ eb_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, 
 	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && wake_pending)
 	{
 		wake_pending = false;
-		if (my_db != NULL)
-			eb_wake_database(my_db, wake_topics, wake_worker);
+		if (eb_current_db != NULL)
+			eb_wake_database(eb_current_db, wake_topics, wake_worker);
 	}
 }
 
-/* A backend exiting in the middle of a transaction must not pin the horizon. */
-static void
-eb_before_shmem_exit(int code, Datum arg)
-{
-	if (my_slot != NULL)
-	{
-		pg_atomic_write_u64(&my_slot->floor, 0);
-		pg_atomic_write_u64(&my_slot->wait_mask, 0);
-		pg_atomic_write_u32(&my_slot->listening, 0);
-	}
-}
 
 void
 eb_horizon_init(void)
@@ -293,92 +194,6 @@ eb_horizon_init(void)
 	RegisterXactCallback(eb_xact_callback, NULL);
 	RegisterSubXactCallback(eb_subxact_callback, NULL);
 	RegisterResourceReleaseCallback(eb_release_callback, NULL);
-}
-
-/* Does the database with this OID still exist? */
-static bool
-eb_database_exists(Oid dboid)
-{
-	HeapTuple	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
-
-	if (!HeapTupleIsValid(tup))
-		return false;
-	ReleaseSysCache(tup);
-	return true;
-}
-
-/*
- * Return this database's shared state, assigning an entry on first use.  The
- * entry is tied to the OID of event_bus.event_seq, so DROP EXTENSION followed
- * by CREATE EXTENSION starts from a clean state.
- */
-EventBusDb *
-eb_db_state(void)
-{
-	Oid			nsp;
-	Oid			seqoid;
-	EventBusDb *db = NULL;
-	int			i;
-
-	eb_require_preload();
-
-	nsp = get_namespace_oid(EB_SCHEMA, true);
-	seqoid = OidIsValid(nsp) ? get_relname_relid(EB_SEQUENCE, nsp) : InvalidOid;
-	if (!OidIsValid(seqoid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"event_bus\" is not installed in database \"%s\"",
-						get_database_name(MyDatabaseId)),
-				 errhint("Run CREATE EXTENSION event_bus.")));
-
-	if (my_db != NULL && my_db->dboid == MyDatabaseId && my_db->seqoid == seqoid)
-		return my_db;
-
-	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
-	for (i = 0; i < eb_shared->max_databases; i++)
-	{
-		if (eb_shared->dbs[i].dboid == MyDatabaseId)
-		{
-			db = &eb_shared->dbs[i];
-			break;
-		}
-	}
-	if (db == NULL)
-	{
-		/* A free entry, or one left behind by a dropped database. */
-		for (i = 0; i < eb_shared->max_databases; i++)
-		{
-			EventBusDb *e = &eb_shared->dbs[i];
-
-			if (!OidIsValid(e->dboid) || !eb_database_exists(e->dboid))
-			{
-				db = e;
-				db->dboid = MyDatabaseId;
-				db->seqoid = InvalidOid;
-				break;
-			}
-		}
-	}
-	if (db == NULL)
-	{
-		LWLockRelease(eb_shared->lock);
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("too many databases use event_bus"),
-				 errdetail("event_bus.max_databases is %d.", eb_shared->max_databases),
-				 errhint("Raise event_bus.max_databases and restart the server.")));
-	}
-	if (db->seqoid != seqoid)
-	{
-		db->seqoid = seqoid;
-		pg_atomic_write_u32(&db->seq_loaded, 0);
-		pg_atomic_write_u64(&db->max_seq, 0);
-		pg_atomic_write_u64(&db->covered, 0);
-	}
-	LWLockRelease(eb_shared->lock);
-
-	my_db = db;
-	return db;
 }
 
 /* Raise db->max_seq to at least seq. */
@@ -425,25 +240,6 @@ eb_load_max_seq(EventBusDb *db)
 		eb_read_seq(db);
 }
 
-/* This backend's slot, set up on first use. */
-EventBusSlot *
-eb_my_slot(void)
-{
-	if (my_slot == NULL)
-	{
-		int			procno = MyProc->pgprocno;
-
-		if (procno < 0 || procno >= eb_shared->nslots)
-			elog(ERROR, "event_bus: pgprocno %d out of range", procno);
-		my_slot = &eb_shared->slots[procno];
-		my_slot->dboid = MyDatabaseId;
-		pg_atomic_write_u64(&my_slot->floor, 0);
-		pg_atomic_write_u64(&my_slot->wait_mask, 0);
-		pg_atomic_write_u32(&my_slot->listening, 0);
-		before_shmem_exit(eb_before_shmem_exit, (Datum) 0);
-	}
-	return my_slot;
-}
 
 /*
  * This session ran LISTEN on an event_bus channel: emitting commits in its
@@ -455,15 +251,9 @@ void
 eb_note_listen(void)
 {
 	if (pg_atomic_read_u32(&eb_my_slot()->listening) == 0)
-		pg_atomic_write_u32(&my_slot->listening, 1);
+		pg_atomic_write_u32(&eb_current_slot->listening, 1);
 }
 
-/* The bit of a topic in the masks of waiting claims (64 buckets). */
-uint64
-eb_topic_bit(const char *name, int len)
-{
-	return UINT64CONST(1) << (hash_bytes((const unsigned char *) name, len) % 64);
-}
 
 /*
  * Remember that this transaction emits to a topic: its waiters are woken at
@@ -478,8 +268,8 @@ eb_note_emit_topic(text *topic)
 	uint64		bit = eb_topic_bit(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
 
 	xact_topics |= bit;
-	if ((pg_atomic_read_u64(&my_slot->topics) & bit) == 0)
-		(void) pg_atomic_fetch_or_u64(&my_slot->topics, bit);
+	if ((pg_atomic_read_u64(&eb_current_slot->topics) & bit) == 0)
+		(void) pg_atomic_fetch_or_u64(&eb_current_slot->topics, bit);
 }
 
 /*
@@ -497,11 +287,11 @@ eb_begin_emit(EventBusDb *db)
 	eb_load_max_seq(db);
 	xact_emitted = true;
 	emitted_subxid = GetCurrentSubTransactionId();
-	pg_atomic_write_u64(&my_slot->xid, U64FromFullTransactionId(GetTopFullTransactionId()));
-	pg_atomic_write_u64(&my_slot->topics, 0);
-	pg_atomic_write_u64(&my_slot->since, (uint64) GetCurrentTimestamp());
+	pg_atomic_write_u64(&eb_current_slot->xid, U64FromFullTransactionId(GetTopFullTransactionId()));
+	pg_atomic_write_u64(&eb_current_slot->topics, 0);
+	pg_atomic_write_u64(&eb_current_slot->since, (uint64) GetCurrentTimestamp());
 	pg_write_barrier();
-	pg_atomic_write_u64(&my_slot->floor, pg_atomic_read_u64(&db->max_seq) + 1);
+	pg_atomic_write_u64(&eb_current_slot->floor, pg_atomic_read_u64(&db->max_seq) + 1);
 	pg_memory_barrier();
 }
 

@@ -46,6 +46,7 @@
 #include "utils/xid8.h"
 
 #include "event_bus.h"
+#include "log.h"
 
 /* The log's columns, by name; an index into EventBusRow's fields. */
 typedef enum

@@ -51,6 +51,8 @@
 #include "utils/snapmgr.h"
 
 #include "event_bus.h"
+#include "shmem.h"
+#include "worker.h"
 
 /* The candidates of one run; state: 'attached', 'pending', 'detached', 'gone'. */
 typedef struct RetentionCandidate

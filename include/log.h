@@ -1,0 +1,54 @@
+/*-------------------------------------------------------------------------
+ *
+ * log.h
+ *	  Writing event rows into the log without the executor (log.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EVENT_BUS_LOG_H
+#define EVENT_BUS_LOG_H
+
+#include "access/transam.h"
+#include "utils/jsonb.h"
+#include "utils/relcache.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#define EB_LOG_MAX_INDEXES 8
+#define EB_LOG_MAX_COLUMNS 32
+typedef struct EventBusRow
+{
+	int64		seq;
+	pg_uuid_t  *id;
+	text	   *topic;
+	text	   *type;
+	int32		version;
+	text	   *key;			/* NULL: none */
+	int16		lane;
+	Jsonb	   *payload;
+	Jsonb	   *headers;
+	TimestampTz emitted_at;
+	FullTransactionId txid;
+	bool		with_txid;		/* false: NULL (the 1.0 entry points) */
+} EventBusRow;
+
+typedef struct EventBusLog
+{
+	Relation	parent;			/* event_bus.events */
+	Relation	part;			/* the partition open now, or NULL */
+	int64		lo;				/* its bounds */
+	int64		hi;
+	bool		plain;			/* rows can go in without the executor */
+	struct TupleTableSlot *slot;
+	int			colmap[EB_LOG_MAX_COLUMNS];	/* per attribute: a LogColumn */
+	int			nindexes;
+	Relation	indexes[EB_LOG_MAX_INDEXES];
+	struct IndexInfo *indexinfo[EB_LOG_MAX_INDEXES];
+} EventBusLog;
+
+extern void eb_uuid_v7(pg_uuid_t *uuid, TimestampTz ts);
+extern void eb_log_open(EventBusLog *log);
+extern bool eb_log_insert(EventBusLog *log, const EventBusRow *row);
+extern void eb_log_close(EventBusLog *log);
+
+#endif							/* EVENT_BUS_LOG_H */

@@ -1,0 +1,289 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  The shared memory of event_bus: its layout (shmem.h), its set-up, and
+ *	  lookups of the entries of this backend and its database.
+ *
+ * The extension must be loaded through shared_preload_libraries: the
+ * visibility horizon lives here.  Loaded any other way, every function that
+ * needs the shared state fails with a clear error (eb_require_preload).
+ *
+ * Locking: slots and the per-database counters are lock-free atomics;
+ * EventBusShared.lock guards assignment of EventBusDb entries to databases
+ * and the workers[] entries.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/twophase.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "event_bus.h"
+#include "shmem.h"
+
+EventBusShared *eb_shared = NULL;
+EventBusDb *eb_current_db = NULL;
+EventBusSlot *eb_current_slot = NULL;
+
+static int
+eb_nslots(void)
+{
+	/* Same size as ProcGlobal->allProcs: every PGPROC gets a slot. */
+	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+}
+
+Size
+eb_shmem_size(void)
+{
+	Size		size;
+
+	size = MAXALIGN(sizeof(EventBusShared));
+	size = add_size(size, MAXALIGN(mul_size(eb_max_databases, sizeof(EventBusDb))));
+	size = add_size(size, MAXALIGN(mul_size(eb_nslots(), sizeof(EventBusSlot))));
+	size = add_size(size, MAXALIGN(mul_size(eb_max_databases, sizeof(EventBusWorker))));
+	return size;
+}
+
+/*
+ * Attach to (and on first use initialise) the shared state.  Called from the
+ * shmem_startup_hook with AddinShmemInitLock held by the caller.
+ */
+void
+eb_shmem_init(void)
+{
+	bool		found;
+	char	   *base;
+
+	base = ShmemInitStruct("event_bus", eb_shmem_size(), &found);
+	eb_shared = (EventBusShared *) base;
+	/* Pointers are process-local (EXEC_BACKEND may map shmem elsewhere). */
+	base += MAXALIGN(sizeof(EventBusShared));
+	eb_shared->dbs = (EventBusDb *) base;
+	base += MAXALIGN(mul_size(eb_max_databases, sizeof(EventBusDb)));
+	eb_shared->slots = (EventBusSlot *) base;
+	base += MAXALIGN(mul_size(eb_nslots(), sizeof(EventBusSlot)));
+	eb_shared->workers = (EventBusWorker *) base;
+	if (!found)
+	{
+		int			i;
+
+		eb_shared->lock = &(GetNamedLWLockTranche("event_bus"))->lock;
+		eb_shared->max_databases = eb_max_databases;
+		eb_shared->nslots = eb_nslots();
+		eb_shared->launcher_pid = 0;
+		eb_shared->launcher_procno = -1;
+		eb_shared->rescan = false;
+		eb_shared->life_started = GetCurrentTimestamp();
+
+		/*
+		 * Archive recovery or standby mode: the leases in the log came from
+		 * another server, whose sessions are gone.  The life that counts
+		 * starts when this one begins to write (eb_check_writable).  The
+		 * postmaster runs in the data directory.
+		 */
+		eb_shared->from_recovery = access(STANDBY_SIGNAL_FILE, F_OK) == 0 ||
+			access(RECOVERY_SIGNAL_FILE, F_OK) == 0;
+		eb_shared->recovery_noted = false;
+		for (i = 0; i < eb_shared->max_databases; i++)
+		{
+			EventBusDb *db = &eb_shared->dbs[i];
+
+			db->dboid = InvalidOid;
+			db->seqoid = InvalidOid;
+			pg_atomic_init_u32(&db->seq_loaded, 0);
+			pg_atomic_init_u64(&db->max_seq, 0);
+			pg_atomic_init_u64(&db->covered, 0);
+			pg_atomic_init_u32(&db->worker_procno, 0);
+			pg_atomic_init_u64(&db->wake_gen, 0);
+			pg_atomic_init_u32(&db->replan, 0);
+			memset(&eb_shared->workers[i], 0, sizeof(EventBusWorker));
+		}
+		for (i = 0; i < eb_shared->nslots; i++)
+		{
+			pg_atomic_init_u64(&eb_shared->slots[i].floor, 0);
+			pg_atomic_init_u64(&eb_shared->slots[i].wait_mask, 0);
+			pg_atomic_init_u32(&eb_shared->slots[i].listening, 0);
+			pg_atomic_init_u64(&eb_shared->slots[i].xid, 0);
+			pg_atomic_init_u64(&eb_shared->slots[i].topics, 0);
+			pg_atomic_init_u64(&eb_shared->slots[i].since, 0);
+			pg_atomic_init_u64(&eb_shared->slots[i].warned, 0);
+			eb_shared->slots[i].dboid = InvalidOid;
+		}
+	}
+}
+
+/*
+ * A backend exiting in the middle of a transaction must not pin the horizon,
+ * nor leave its waits and LISTEN marks to the next user of its slot.
+ */
+static void
+eb_before_shmem_exit(int code, Datum arg)
+{
+	if (eb_current_slot != NULL)
+	{
+		pg_atomic_write_u64(&eb_current_slot->floor, 0);
+		pg_atomic_write_u64(&eb_current_slot->wait_mask, 0);
+		pg_atomic_write_u32(&eb_current_slot->listening, 0);
+	}
+}
+
+/* Does the database with this OID still exist? */
+static bool
+eb_database_exists(Oid dboid)
+{
+	HeapTuple	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	ReleaseSysCache(tup);
+	return true;
+}
+
+/*
+ * Return this database's shared state, assigning an entry on first use.  The
+ * entry is tied to the OID of event_bus.event_seq, so DROP EXTENSION followed
+ * by CREATE EXTENSION starts from a clean state.
+ */
+EventBusDb *
+eb_db_state(void)
+{
+	Oid			nsp;
+	Oid			seqoid;
+	EventBusDb *db = NULL;
+	int			i;
+
+	eb_require_preload();
+
+	nsp = get_namespace_oid(EB_SCHEMA, true);
+	seqoid = OidIsValid(nsp) ? get_relname_relid(EB_SEQUENCE, nsp) : InvalidOid;
+	if (!OidIsValid(seqoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"event_bus\" is not installed in database \"%s\"",
+						get_database_name(MyDatabaseId)),
+				 errhint("Run CREATE EXTENSION event_bus.")));
+
+	if (eb_current_db != NULL && eb_current_db->dboid == MyDatabaseId && eb_current_db->seqoid == seqoid)
+		return eb_current_db;
+
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < eb_shared->max_databases; i++)
+	{
+		if (eb_shared->dbs[i].dboid == MyDatabaseId)
+		{
+			db = &eb_shared->dbs[i];
+			break;
+		}
+	}
+	if (db == NULL)
+	{
+		/* A free entry, or one left behind by a dropped database. */
+		for (i = 0; i < eb_shared->max_databases; i++)
+		{
+			EventBusDb *e = &eb_shared->dbs[i];
+
+			if (!OidIsValid(e->dboid) || !eb_database_exists(e->dboid))
+			{
+				db = e;
+				db->dboid = MyDatabaseId;
+				db->seqoid = InvalidOid;
+				break;
+			}
+		}
+	}
+	if (db == NULL)
+	{
+		LWLockRelease(eb_shared->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many databases use event_bus"),
+				 errdetail("event_bus.max_databases is %d.", eb_shared->max_databases),
+				 errhint("Raise event_bus.max_databases and restart the server.")));
+	}
+	if (db->seqoid != seqoid)
+	{
+		db->seqoid = seqoid;
+		pg_atomic_write_u32(&db->seq_loaded, 0);
+		pg_atomic_write_u64(&db->max_seq, 0);
+		pg_atomic_write_u64(&db->covered, 0);
+	}
+	LWLockRelease(eb_shared->lock);
+
+	eb_current_db = db;
+	return db;
+}
+
+/* This backend's slot, set up on first use. */
+EventBusSlot *
+eb_my_slot(void)
+{
+	if (eb_current_slot == NULL)
+	{
+		int			procno = MyProc->pgprocno;
+
+		if (procno < 0 || procno >= eb_shared->nslots)
+			elog(ERROR, "event_bus: pgprocno %d out of range", procno);
+		eb_current_slot = &eb_shared->slots[procno];
+		eb_current_slot->dboid = MyDatabaseId;
+		pg_atomic_write_u64(&eb_current_slot->floor, 0);
+		pg_atomic_write_u64(&eb_current_slot->wait_mask, 0);
+		pg_atomic_write_u32(&eb_current_slot->listening, 0);
+		before_shmem_exit(eb_before_shmem_exit, (Datum) 0);
+	}
+	return eb_current_slot;
+}
+
+/* The bit of a topic in the masks of waiting claims (64 buckets). */
+uint64
+eb_topic_bit(const char *name, int len)
+{
+	return UINT64CONST(1) << (hash_bytes((const unsigned char *) name, len) % 64);
+}
+
+/*
+ * Fail clearly when the library was not preloaded: without the shared
+ * horizon, consumers could skip events for ever.
+ */
+void
+eb_require_preload(void)
+{
+	if (eb_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("event_bus must be loaded via shared_preload_libraries"),
+				 errhint("Add event_bus to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/* The worker slot of a database, or NULL.  Caller holds eb_shared->lock. */
+EventBusWorker *
+eb_find_worker(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < eb_shared->max_databases; i++)
+		if (eb_shared->workers[i].state != EBW_FREE && eb_shared->workers[i].dboid == dboid)
+			return &eb_shared->workers[i];
+	return NULL;
+}
+
+/*
+ * Is the worker recorded in a slot still running?  Its PGPROC still carries
+ * its pid while it lives.  Caller holds eb_shared->lock.
+ */
+bool
+eb_worker_alive(EventBusWorker *w)
+{
+	return w->pid != 0 && w->procno >= 0 &&
+		ProcGlobal->allProcs[w->procno].pid == w->pid;
+}
