@@ -104,6 +104,48 @@ AS $$
        AND coalesce(seq OPERATOR(pg_catalog.<=) afters[pg_catalog.array_position(xids, txid)], true)
 $$;
 
+CREATE FUNCTION event_bus._claimable_lanes(s event_bus.subscriptions, max_seq bigint, xids xid8[],
+                                           t timestamptz)
+RETURNS TABLE (topic text, lane smallint)
+LANGUAGE sql STABLE
+AS $$
+    SELECT cu.topic, cu.lane FROM event_bus.cursors cu
+     WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
+       AND (NOT s.ordered
+            OR NOT EXISTS (SELECT FROM event_bus.leases l
+                            WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
+                              AND l.topic OPERATOR(pg_catalog.=) cu.topic
+                              AND l.lane OPERATOR(pg_catalog.=) cu.lane))
+       AND CASE WHEN s.ordered AND EXISTS (SELECT FROM event_bus.retries r
+                                             WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
+                                               AND r.topic OPERATOR(pg_catalog.=) cu.topic
+                                               AND r.lane OPERATOR(pg_catalog.=) cu.lane)
+           THEN (SELECT r.due_at OPERATOR(pg_catalog.<=) t FROM event_bus.retries r
+                  WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
+                    AND r.topic OPERATOR(pg_catalog.=) cu.topic
+                    AND r.lane OPERATOR(pg_catalog.=) cu.lane
+                  ORDER BY r.seq LIMIT 1)
+           ELSE EXISTS (SELECT FROM event_bus.events e
+                         WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
+                           AND e.lane OPERATOR(pg_catalog.=) cu.lane
+                           AND e.seq OPERATOR(pg_catalog.>) cu.high
+                           AND e.seq OPERATOR(pg_catalog.<=) max_seq)
+                OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
+                    AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) xids)
+           END
+$$;
+
+CREATE FUNCTION event_bus._check_seqs(seqs bigint[]) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF seqs IS NULL OR pg_catalog.array_position(seqs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION event_bus._ensure_partitions(want bigint, need bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -144,9 +186,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION event_bus._retention_candidates(take boolean, OUT relname text, OUT state text)
-RETURNS SETOF record
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+CREATE FUNCTION event_bus._droppable_partitions() RETURNS SETOF event_bus.log_partitions
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     h        bigint := event_bus._horizon();
@@ -158,17 +199,51 @@ BEGIN
     keep := event_bus._oldest_needed(NULL, h);
     SELECT pg_catalog.make_interval(secs => x.setting::float8) INTO keep_for
       FROM pg_catalog.pg_settings x WHERE x.name OPERATOR(pg_catalog.=) 'event_bus.retention';
+    RETURN QUERY
+    SELECT lp.* FROM event_bus.log_partitions lp
+     WHERE lp.hi OPERATOR(pg_catalog.<=) keep
+       AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days')
+     ORDER BY lp.lo;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus._retention() RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'
+AS $$
+DECLARE
+    p       record;
+    dropped integer := 0;
+BEGIN
+    FOR p IN SELECT d.lo, d.relname FROM event_bus._droppable_partitions() d
+    LOOP
+        BEGIN
+            EXECUTE pg_catalog.format('DROP TABLE event_bus.%I', p.relname);
+            DELETE FROM event_bus.log_partitions lp WHERE lp.lo OPERATOR(pg_catalog.=) p.lo;
+            dropped := dropped + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            EXIT;   -- busy right now: next time
+        END;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+
+CREATE FUNCTION event_bus._retention_candidates(take boolean, OUT relname text, OUT state text)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    los bigint[] := ARRAY(SELECT d.lo FROM event_bus._droppable_partitions() d);
+BEGIN
     IF NOT take THEN
         RETURN QUERY
         SELECT lp.relname, 'attached'::text FROM event_bus.log_partitions lp
-         WHERE lp.detaching_at IS NOT NULL
-            OR (lp.hi OPERATOR(pg_catalog.<=) keep
-                AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days'));
+         WHERE lp.detaching_at IS NOT NULL OR lp.lo OPERATOR(pg_catalog.=) ANY (los);
         RETURN;
     END IF;
     UPDATE event_bus.log_partitions lp SET detaching_at = pg_catalog.now()
-     WHERE lp.detaching_at IS NULL AND lp.hi OPERATOR(pg_catalog.<=) keep
-       AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days');
+     WHERE lp.detaching_at IS NULL AND lp.lo OPERATOR(pg_catalog.=) ANY (los);
     RETURN QUERY
     SELECT lp.relname,
            CASE WHEN c.oid IS NULL THEN 'gone'
@@ -679,6 +754,35 @@ DROP FUNCTION event_bus.ack(text, bigint[]);
 DROP FUNCTION event_bus.fail(text, bigint, text, interval);
 DROP FUNCTION event_bus.dead_letter(text, bigint, text);
 DROP FUNCTION event_bus._leased(event_bus.subscriptions, bigint);
+CREATE FUNCTION event_bus._lease_retries(s event_bus.subscriptions, p_topic text, p_lane smallint, p_seqs bigint[],
+                                         t timestamptz, len interval, tok uuid)
+RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    lid bigint;
+BEGIN
+    INSERT INTO event_bus.leases AS l (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
+    VALUES (s.subscription, p_topic, p_lane, p_seqs, t, t + len,
+            pg_catalog.pg_backend_pid(), tok)
+    RETURNING l.lease_id INTO lid;
+    RETURN QUERY
+    WITH u AS (
+        UPDATE event_bus.retries r SET lease_id = lid
+         WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND r.seq OPERATOR(pg_catalog.=) ANY (p_seqs)
+        RETURNING r.seq, r.attempt)
+    SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
+           e.emitted_at, u.attempt, e.lane::integer, tok
+      FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
+     WHERE e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
+       AND e.seq OPERATOR(pg_catalog.=) ANY (p_seqs)
+     ORDER BY e.seq;
+END
+$$;
+
 CREATE FUNCTION event_bus._claim_once(s event_bus.subscriptions, max_events integer, len interval, tok uuid)
 RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
                headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid)
@@ -697,7 +801,6 @@ DECLARE
     rescan   boolean;
     lo       bigint;
     got      bigint[];
-    lid      bigint;
     n        integer;
 BEGIN
     -- 1. Due retries first (unordered subscriptions; ordered ones retry
@@ -714,21 +817,7 @@ BEGIN
             SELECT p.topic, p.lane, pg_catalog.array_agg(p.seq ORDER BY p.seq) AS seqs
               FROM picked p GROUP BY p.topic, p.lane
         LOOP
-            INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
-            VALUES (s.subscription, c.topic, c.lane, c.seqs, t, t + len, pg_catalog.pg_backend_pid(), tok)
-            RETURNING lease_id INTO lid;
-            RETURN QUERY
-            WITH u AS (
-                UPDATE event_bus.retries r SET lease_id = lid
-                 WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
-                   AND r.seq OPERATOR(pg_catalog.=) ANY (c.seqs)
-                RETURNING r.seq, r.attempt)
-            SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
-                   e.emitted_at, u.attempt, e.lane::integer, tok
-              FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
-             WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-               AND e.seq OPERATOR(pg_catalog.=) ANY (c.seqs)
-             ORDER BY e.seq;
+            RETURN QUERY SELECT * FROM event_bus._lease_retries(s, c.topic, c.lane, c.seqs, t, len, tok);
             left_ := left_ - pg_catalog.cardinality(c.seqs);
         END LOOP;
         IF left_ <= 0 THEN
@@ -743,34 +832,7 @@ BEGIN
     --    the ones still open, and later claims come back for their events.
     em := event_bus._emitters(s.topics);
     FOR c IN
-        SELECT cu.topic, cu.lane FROM event_bus.cursors cu
-         WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
-           AND (CASE WHEN s.ordered THEN
-                    NOT EXISTS (SELECT FROM event_bus.leases l
-                                 WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
-                                   AND l.topic OPERATOR(pg_catalog.=) cu.topic
-                                   AND l.lane OPERATOR(pg_catalog.=) cu.lane)
-                    AND EXISTS (SELECT FROM event_bus.retries r
-                                 WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
-                                   AND r.topic OPERATOR(pg_catalog.=) cu.topic
-                                   AND r.lane OPERATOR(pg_catalog.=) cu.lane)
-                ELSE false END
-                OR ((NOT s.ordered
-                     OR NOT EXISTS (SELECT FROM event_bus.leases l
-                                     WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
-                                       AND l.topic OPERATOR(pg_catalog.=) cu.topic
-                                       AND l.lane OPERATOR(pg_catalog.=) cu.lane))
-                    -- Any new event, of a type it reads or not: the cursor of a
-                    -- type-filtered subscription moves past the others below.
-                    AND (EXISTS (SELECT FROM event_bus.events e
-                                  WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
-                                    AND e.lane OPERATOR(pg_catalog.=) cu.lane
-                                    AND e.seq OPERATOR(pg_catalog.>) cu.high)
-                         -- or a transaction that was open when claims passed
-                         -- it has ended since: its events are due (or, rolled
-                         -- back, to be forgotten)
-                         OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
-                             AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) em.xids))))
+        SELECT x.topic, x.lane FROM event_bus._claimable_lanes(s, em.max_seq, em.xids, t) x
          ORDER BY pg_catalog.random()
     LOOP
         SELECT cu.position, cu.high, cu.pending_xids, cu.pending_after INTO cur FROM event_bus.cursors cu
@@ -800,21 +862,7 @@ BEGIN
                          ORDER BY r.seq LIMIT left_) x
                  WHERE x.due;
                 CONTINUE WHEN got IS NULL;
-                INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
-                VALUES (s.subscription, c.topic, c.lane, got, t, t + len, pg_catalog.pg_backend_pid(), tok)
-                RETURNING lease_id INTO lid;
-                RETURN QUERY
-                WITH u AS (
-                    UPDATE event_bus.retries r SET lease_id = lid
-                     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
-                       AND r.seq OPERATOR(pg_catalog.=) ANY (got)
-                    RETURNING r.seq, r.attempt)
-                SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
-                       e.emitted_at, u.attempt, e.lane::integer, tok
-                  FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
-                 WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                   AND e.seq OPERATOR(pg_catalog.=) ANY (got)
-                 ORDER BY e.seq;
+                RETURN QUERY SELECT * FROM event_bus._lease_retries(s, c.topic, c.lane, got, t, len, tok);
                 left_ := left_ - pg_catalog.cardinality(got);
                 EXIT WHEN left_ <= 0;
                 CONTINUE;
@@ -1270,10 +1318,7 @@ DECLARE
     rest   bigint[];
 BEGIN
     s := event_bus._subscription(_ack_impl.subscription);
-    IF _ack_impl.seqs IS NULL OR pg_catalog.array_position(_ack_impl.seqs, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
+    PERFORM event_bus._check_seqs(_ack_impl.seqs);
     WITH l AS (
         SELECT x.lease_id, x.seqs FROM event_bus.leases x
          WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
@@ -1418,10 +1463,7 @@ DECLARE
     n integer;
 BEGIN
     s := event_bus._subscription(_extend_impl.subscription);
-    IF _extend_impl.seqs IS NULL OR pg_catalog.array_position(_extend_impl.seqs, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
+    PERFORM event_bus._check_seqs(_extend_impl.seqs);
     IF _extend_impl.lease IS NOT NULL AND _extend_impl.lease <= interval '0' THEN
         RAISE EXCEPTION 'lease must be a positive interval, not %', _extend_impl.lease
             USING ERRCODE = 'invalid_parameter_value';
@@ -1487,32 +1529,7 @@ BEGIN
               AND EXISTS (SELECT FROM event_bus.retries r
                            WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
                              AND r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.<=) t))
-          OR EXISTS (
-             SELECT FROM event_bus.cursors cu
-              WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
-                AND (NOT s.ordered
-                     OR NOT EXISTS (SELECT FROM event_bus.leases l
-                                     WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
-                                       AND l.topic OPERATOR(pg_catalog.=) cu.topic
-                                       AND l.lane OPERATOR(pg_catalog.=) cu.lane))
-                AND CASE WHEN s.ordered AND EXISTS (SELECT FROM event_bus.retries r
-                                                      WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
-                                                        AND r.topic OPERATOR(pg_catalog.=) cu.topic
-                                                        AND r.lane OPERATOR(pg_catalog.=) cu.lane)
-                    -- an ordered lane's retries come first, in seq order
-                    THEN (SELECT r.due_at OPERATOR(pg_catalog.<=) t FROM event_bus.retries r
-                           WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
-                             AND r.topic OPERATOR(pg_catalog.=) cu.topic
-                             AND r.lane OPERATOR(pg_catalog.=) cu.lane
-                           ORDER BY r.seq LIMIT 1)
-                    ELSE EXISTS (SELECT FROM event_bus.events e
-                                  WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
-                                    AND e.lane OPERATOR(pg_catalog.=) cu.lane
-                                    AND e.seq OPERATOR(pg_catalog.>) cu.high
-                                    AND e.seq OPERATOR(pg_catalog.<=) em.max_seq)
-                         OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
-                             AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) em.xids)
-                    END);
+          OR EXISTS (SELECT FROM event_bus._claimable_lanes(s, em.max_seq, em.xids, t));
 END
 $$;
 

@@ -22,7 +22,7 @@ sed -n '/^-- Storage: topic grants/,/^-- Internal SQL helpers/p' "$PREV" | sed '
 echo
 cat "$STORAGE"
 echo "DROP FUNCTION event_bus._release(event_bus.subscriptions, bigint, timestamptz);"
-$G =_handed_out _ensure_partitions =_retention_candidates =_retention_drop =_release _check_delivered _backoff =_topic_allowed =_check_topic_privilege =_check_interval =_visible _subscription
+$G =_handed_out =_claimable_lanes =_check_seqs _ensure_partitions =_droppable_partitions _retention =_retention_candidates =_retention_drop =_release _check_delivered _backoff =_topic_allowed =_check_topic_privilege =_check_interval =_visible _subscription
 sed -n '/^-- Topics and their grants/,/^DROP FUNCTION event_bus.create_topic/p' "$PREV" | sed '1i -----------------------------------------------------------------------------'
 $G =create_topic drop_topic =_check_grant =grant_topic =revoke_topic run_maintenance _dispatch
 cat <<'EOF'
@@ -47,7 +47,7 @@ DROP FUNCTION event_bus.fail(text, bigint, text, interval);
 DROP FUNCTION event_bus.dead_letter(text, bigint, text);
 DROP FUNCTION event_bus._leased(event_bus.subscriptions, bigint);
 EOF2
-$G =_claim_once =_leased
+$G =_lease_retries =_claim_once =_leased
 for f in subscribe unsubscribe pause resume replay redrive purge_dead_letters; do $G =_${f}_impl $f; done
 for f in claim ack fail dead_letter extend; do $G =_${f}_impl =$f; done
 $G =alter_subscription_owner

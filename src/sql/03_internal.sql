@@ -162,6 +162,60 @@ AS $$
        AND coalesce(seq OPERATOR(pg_catalog.<=) afters[pg_catalog.array_position(xids, txid)], true)
 $$;
 
+-- The lanes of a subscription a claim should look at now, after the open
+-- emitting transactions of its topics were read (max_seq, xids: see
+-- _emitters): on an ordered subscription only lanes without a lease, and
+-- of those with retries only the ones whose first retry is due (a lane's
+-- retries come first, in seq order); otherwise lanes with events above
+-- their cursor's high, or whose stepped-over transactions have ended since
+-- (their events are due, or, rolled back, to be forgotten).  Any new event
+-- counts, of a type the subscription reads or not: the cursor of a
+-- type-filtered subscription moves past the others.  _claim_once leases
+-- from these lanes, _wait_check asks whether there is one.  A plain SQL
+-- function, inlined where it is used.
+CREATE FUNCTION event_bus._claimable_lanes(s event_bus.subscriptions, max_seq bigint, xids xid8[],
+                                           t timestamptz)
+RETURNS TABLE (topic text, lane smallint)
+LANGUAGE sql STABLE
+AS $$
+    SELECT cu.topic, cu.lane FROM event_bus.cursors cu
+     WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
+       AND (NOT s.ordered
+            OR NOT EXISTS (SELECT FROM event_bus.leases l
+                            WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
+                              AND l.topic OPERATOR(pg_catalog.=) cu.topic
+                              AND l.lane OPERATOR(pg_catalog.=) cu.lane))
+       AND CASE WHEN s.ordered AND EXISTS (SELECT FROM event_bus.retries r
+                                             WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
+                                               AND r.topic OPERATOR(pg_catalog.=) cu.topic
+                                               AND r.lane OPERATOR(pg_catalog.=) cu.lane)
+           THEN (SELECT r.due_at OPERATOR(pg_catalog.<=) t FROM event_bus.retries r
+                  WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
+                    AND r.topic OPERATOR(pg_catalog.=) cu.topic
+                    AND r.lane OPERATOR(pg_catalog.=) cu.lane
+                  ORDER BY r.seq LIMIT 1)
+           ELSE EXISTS (SELECT FROM event_bus.events e
+                         WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
+                           AND e.lane OPERATOR(pg_catalog.=) cu.lane
+                           AND e.seq OPERATOR(pg_catalog.>) cu.high
+                           AND e.seq OPERATOR(pg_catalog.<=) max_seq)
+                OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
+                    AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) xids)
+           END
+$$;
+
+-- ack() and extend() take arrays of seqs without NULLs.
+CREATE FUNCTION event_bus._check_seqs(seqs bigint[]) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF seqs IS NULL OR pg_catalog.array_position(seqs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION event_bus._check_delivered(s event_bus.subscriptions, seqs bigint[]) RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$

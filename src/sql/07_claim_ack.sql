@@ -1,6 +1,38 @@
 -----------------------------------------------------------------------------
 -- Consuming
 -----------------------------------------------------------------------------
+-- Lease retries of one lane (p_seqs, in seq order) under token tok and
+-- return them with their attempt numbers: the due retries of an unordered
+-- subscription, or the leading due retries of an ordered lane.
+CREATE FUNCTION event_bus._lease_retries(s event_bus.subscriptions, p_topic text, p_lane smallint, p_seqs bigint[],
+                                         t timestamptz, len interval, tok uuid)
+RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
+               headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    lid bigint;
+BEGIN
+    INSERT INTO event_bus.leases AS l (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
+    VALUES (s.subscription, p_topic, p_lane, p_seqs, t, t + len,
+            pg_catalog.pg_backend_pid(), tok)
+    RETURNING l.lease_id INTO lid;
+    RETURN QUERY
+    WITH u AS (
+        UPDATE event_bus.retries r SET lease_id = lid
+         WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
+           AND r.seq OPERATOR(pg_catalog.=) ANY (p_seqs)
+        RETURNING r.seq, r.attempt)
+    SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
+           e.emitted_at, u.attempt, e.lane::integer, tok
+      FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
+     WHERE e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
+       AND e.seq OPERATOR(pg_catalog.=) ANY (p_seqs)
+     ORDER BY e.seq;
+END
+$$;
+
 -- One attempt at a claim for a validated, unpaused subscription.
 -- Generic plans: a claim runs the same few statements over and over, and
 -- planning them afresh each time (custom plans) was a tenth of its cost.
@@ -22,7 +54,6 @@ DECLARE
     rescan   boolean;
     lo       bigint;
     got      bigint[];
-    lid      bigint;
     n        integer;
 BEGIN
     -- 1. Due retries first (unordered subscriptions; ordered ones retry
@@ -39,21 +70,7 @@ BEGIN
             SELECT p.topic, p.lane, pg_catalog.array_agg(p.seq ORDER BY p.seq) AS seqs
               FROM picked p GROUP BY p.topic, p.lane
         LOOP
-            INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
-            VALUES (s.subscription, c.topic, c.lane, c.seqs, t, t + len, pg_catalog.pg_backend_pid(), tok)
-            RETURNING lease_id INTO lid;
-            RETURN QUERY
-            WITH u AS (
-                UPDATE event_bus.retries r SET lease_id = lid
-                 WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
-                   AND r.seq OPERATOR(pg_catalog.=) ANY (c.seqs)
-                RETURNING r.seq, r.attempt)
-            SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
-                   e.emitted_at, u.attempt, e.lane::integer, tok
-              FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
-             WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-               AND e.seq OPERATOR(pg_catalog.=) ANY (c.seqs)
-             ORDER BY e.seq;
+            RETURN QUERY SELECT * FROM event_bus._lease_retries(s, c.topic, c.lane, c.seqs, t, len, tok);
             left_ := left_ - pg_catalog.cardinality(c.seqs);
         END LOOP;
         IF left_ <= 0 THEN
@@ -68,34 +85,7 @@ BEGIN
     --    the ones still open, and later claims come back for their events.
     em := event_bus._emitters(s.topics);
     FOR c IN
-        SELECT cu.topic, cu.lane FROM event_bus.cursors cu
-         WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
-           AND (CASE WHEN s.ordered THEN
-                    NOT EXISTS (SELECT FROM event_bus.leases l
-                                 WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
-                                   AND l.topic OPERATOR(pg_catalog.=) cu.topic
-                                   AND l.lane OPERATOR(pg_catalog.=) cu.lane)
-                    AND EXISTS (SELECT FROM event_bus.retries r
-                                 WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
-                                   AND r.topic OPERATOR(pg_catalog.=) cu.topic
-                                   AND r.lane OPERATOR(pg_catalog.=) cu.lane)
-                ELSE false END
-                OR ((NOT s.ordered
-                     OR NOT EXISTS (SELECT FROM event_bus.leases l
-                                     WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
-                                       AND l.topic OPERATOR(pg_catalog.=) cu.topic
-                                       AND l.lane OPERATOR(pg_catalog.=) cu.lane))
-                    -- Any new event, of a type it reads or not: the cursor of a
-                    -- type-filtered subscription moves past the others below.
-                    AND (EXISTS (SELECT FROM event_bus.events e
-                                  WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
-                                    AND e.lane OPERATOR(pg_catalog.=) cu.lane
-                                    AND e.seq OPERATOR(pg_catalog.>) cu.high)
-                         -- or a transaction that was open when claims passed
-                         -- it has ended since: its events are due (or, rolled
-                         -- back, to be forgotten)
-                         OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
-                             AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) em.xids))))
+        SELECT x.topic, x.lane FROM event_bus._claimable_lanes(s, em.max_seq, em.xids, t) x
          ORDER BY pg_catalog.random()
     LOOP
         SELECT cu.position, cu.high, cu.pending_xids, cu.pending_after INTO cur FROM event_bus.cursors cu
@@ -125,21 +115,7 @@ BEGIN
                          ORDER BY r.seq LIMIT left_) x
                  WHERE x.due;
                 CONTINUE WHEN got IS NULL;
-                INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
-                VALUES (s.subscription, c.topic, c.lane, got, t, t + len, pg_catalog.pg_backend_pid(), tok)
-                RETURNING lease_id INTO lid;
-                RETURN QUERY
-                WITH u AS (
-                    UPDATE event_bus.retries r SET lease_id = lid
-                     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
-                       AND r.seq OPERATOR(pg_catalog.=) ANY (got)
-                    RETURNING r.seq, r.attempt)
-                SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
-                       e.emitted_at, u.attempt, e.lane::integer, tok
-                  FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
-                 WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                   AND e.seq OPERATOR(pg_catalog.=) ANY (got)
-                 ORDER BY e.seq;
+                RETURN QUERY SELECT * FROM event_bus._lease_retries(s, c.topic, c.lane, got, t, len, tok);
                 left_ := left_ - pg_catalog.cardinality(got);
                 EXIT WHEN left_ <= 0;
                 CONTINUE;
@@ -282,12 +258,10 @@ COMMENT ON FUNCTION event_bus.claim(text, integer, interval, interval) IS
 'Lease up to max_events events of a subscription: due retries first, then new events lane by lane. With wait, sleep in the server until events arrive or the wait ends. Every row carries the lease_token of this claim: pass it to ack, fail, dead_letter and extend so that a call made after the lease expired cannot touch a newer delivery. Requires READ COMMITTED.';
 
 
--- Would a claim of the subscription take something now?  The lanes
--- _claim_once would look at (retries due; on an ordered subscription only
--- lanes without a lease, and their retries first), read without leasing.
--- It may say yes for a lane whose new events are all of other types or
--- rolled back: the claim then moves the cursor past them, and the next
--- check says no.
+-- Would a claim of the subscription take something now?  Due retries, or
+-- a lane _claim_once would look at, read without leasing.  It may say yes
+-- for a lane whose new events are all of other types or rolled back: the
+-- claim then moves the cursor past them, and the next check says no.
 CREATE FUNCTION event_bus._wait_check(subscription text, OUT topics text[], OUT ready boolean)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -307,32 +281,7 @@ BEGIN
               AND EXISTS (SELECT FROM event_bus.retries r
                            WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
                              AND r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.<=) t))
-          OR EXISTS (
-             SELECT FROM event_bus.cursors cu
-              WHERE cu.subscription OPERATOR(pg_catalog.=) s.subscription
-                AND (NOT s.ordered
-                     OR NOT EXISTS (SELECT FROM event_bus.leases l
-                                     WHERE l.subscription OPERATOR(pg_catalog.=) cu.subscription
-                                       AND l.topic OPERATOR(pg_catalog.=) cu.topic
-                                       AND l.lane OPERATOR(pg_catalog.=) cu.lane))
-                AND CASE WHEN s.ordered AND EXISTS (SELECT FROM event_bus.retries r
-                                                      WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
-                                                        AND r.topic OPERATOR(pg_catalog.=) cu.topic
-                                                        AND r.lane OPERATOR(pg_catalog.=) cu.lane)
-                    -- an ordered lane's retries come first, in seq order
-                    THEN (SELECT r.due_at OPERATOR(pg_catalog.<=) t FROM event_bus.retries r
-                           WHERE r.subscription OPERATOR(pg_catalog.=) cu.subscription
-                             AND r.topic OPERATOR(pg_catalog.=) cu.topic
-                             AND r.lane OPERATOR(pg_catalog.=) cu.lane
-                           ORDER BY r.seq LIMIT 1)
-                    ELSE EXISTS (SELECT FROM event_bus.events e
-                                  WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
-                                    AND e.lane OPERATOR(pg_catalog.=) cu.lane
-                                    AND e.seq OPERATOR(pg_catalog.>) cu.high
-                                    AND e.seq OPERATOR(pg_catalog.<=) em.max_seq)
-                         OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
-                             AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) em.xids)
-                    END);
+          OR EXISTS (SELECT FROM event_bus._claimable_lanes(s, em.max_seq, em.xids, t));
 END
 $$;
 
@@ -353,10 +302,7 @@ DECLARE
     rest   bigint[];
 BEGIN
     s := event_bus._subscription(_ack_impl.subscription);
-    IF _ack_impl.seqs IS NULL OR pg_catalog.array_position(_ack_impl.seqs, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
+    PERFORM event_bus._check_seqs(_ack_impl.seqs);
     WITH l AS (
         SELECT x.lease_id, x.seqs FROM event_bus.leases x
          WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
@@ -525,10 +471,7 @@ DECLARE
     n integer;
 BEGIN
     s := event_bus._subscription(_extend_impl.subscription);
-    IF _extend_impl.seqs IS NULL OR pg_catalog.array_position(_extend_impl.seqs, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'seqs must be an array of event seqs without NULLs'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
+    PERFORM event_bus._check_seqs(_extend_impl.seqs);
     IF _extend_impl.lease IS NOT NULL AND _extend_impl.lease <= interval '0' THEN
         RAISE EXCEPTION 'lease must be a positive interval, not %', _extend_impl.lease
             USING ERRCODE = 'invalid_parameter_value';

@@ -174,31 +174,44 @@ AS $$
         h + 1)
 $$;
 
--- Retention: drop whole log partitions that every subscription has passed,
--- once event_bus.retention has elapsed since they were complete.  Never
--- DELETE on the log.  Returns the number of partitions dropped.
+-- The log partitions retention may drop now, in seq order: registered
+-- partitions that every subscription has passed and that have been complete
+-- for event_bus.retention.  Partitions that became complete get their
+-- closed_at first.
+CREATE FUNCTION event_bus._droppable_partitions() RETURNS SETOF event_bus.log_partitions
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    h        bigint := event_bus._horizon();
+    keep     bigint;
+    keep_for interval;
+BEGIN
+    UPDATE event_bus.log_partitions lp SET closed_at = pg_catalog.now()
+     WHERE lp.closed_at IS NULL AND lp.hi OPERATOR(pg_catalog.<=) h + 1;
+    keep := event_bus._oldest_needed(NULL, h);
+    SELECT pg_catalog.make_interval(secs => x.setting::float8) INTO keep_for
+      FROM pg_catalog.pg_settings x WHERE x.name OPERATOR(pg_catalog.=) 'event_bus.retention';
+    RETURN QUERY
+    SELECT lp.* FROM event_bus.log_partitions lp
+     WHERE lp.hi OPERATOR(pg_catalog.<=) keep
+       AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days')
+     ORDER BY lp.lo;
+END
+$$;
+
+-- Retention in one transaction, for hosts without the worker (which uses
+-- _retention_candidates instead): drop the droppable partitions with DROP
+-- TABLE under a short lock timeout.  Never DELETE on the log.  Returns the
+-- number of partitions dropped.
 CREATE FUNCTION event_bus._retention() RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET lock_timeout = '100ms'
 AS $$
 DECLARE
-    h       bigint := event_bus._horizon();
-    keep    bigint;
-    keep_for interval;
     p       record;
     dropped integer := 0;
 BEGIN
-    UPDATE event_bus.log_partitions lp SET closed_at = pg_catalog.now()
-     WHERE lp.closed_at IS NULL AND lp.hi OPERATOR(pg_catalog.<=) h + 1;
-
-    keep := event_bus._oldest_needed(NULL, h);
-    SELECT pg_catalog.make_interval(secs => x.setting::float8) INTO keep_for
-      FROM pg_catalog.pg_settings x WHERE x.name OPERATOR(pg_catalog.=) 'event_bus.retention';
-    FOR p IN
-        SELECT lp.* FROM event_bus.log_partitions lp
-         WHERE lp.hi OPERATOR(pg_catalog.<=) keep
-           AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days')
-         ORDER BY lp.lo
+    FOR p IN SELECT d.lo, d.relname FROM event_bus._droppable_partitions() d
     LOOP
         BEGIN
             EXECUTE pg_catalog.format('DROP TABLE event_bus.%I', p.relname);
@@ -215,38 +228,26 @@ $$;
 -- The log partitions retention may drop now, for the worker's retention
 -- process, which detaches them with DETACH PARTITION ... CONCURRENTLY (no
 -- ACCESS EXCLUSIVE lock on the log, so emits and claims never queue behind
--- it) and then drops them: registered partitions that every subscription
--- has passed and that have been complete for event_bus.retention.  With
--- take, they are marked (detaching_at) in this transaction, and every marked
--- partition is returned with how far its removal got - 'attached',
--- 'pending' (detach started), 'detached' or 'gone' - so that a run that was
--- interrupted is finished by the next one.  Partitions that become complete
--- get their closed_at either way.
+-- it) and then drops them.  With take, the droppable partitions are marked
+-- (detaching_at) in this transaction, and every marked partition is
+-- returned with how far its removal got - 'attached', 'pending' (detach
+-- started), 'detached' or 'gone' - so that a run that was interrupted is
+-- finished by the next one.
 CREATE FUNCTION event_bus._retention_candidates(take boolean, OUT relname text, OUT state text)
 RETURNS SETOF record
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    h        bigint := event_bus._horizon();
-    keep     bigint;
-    keep_for interval;
+    los bigint[] := ARRAY(SELECT d.lo FROM event_bus._droppable_partitions() d);
 BEGIN
-    UPDATE event_bus.log_partitions lp SET closed_at = pg_catalog.now()
-     WHERE lp.closed_at IS NULL AND lp.hi OPERATOR(pg_catalog.<=) h + 1;
-    keep := event_bus._oldest_needed(NULL, h);
-    SELECT pg_catalog.make_interval(secs => x.setting::float8) INTO keep_for
-      FROM pg_catalog.pg_settings x WHERE x.name OPERATOR(pg_catalog.=) 'event_bus.retention';
     IF NOT take THEN
         RETURN QUERY
         SELECT lp.relname, 'attached'::text FROM event_bus.log_partitions lp
-         WHERE lp.detaching_at IS NOT NULL
-            OR (lp.hi OPERATOR(pg_catalog.<=) keep
-                AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days'));
+         WHERE lp.detaching_at IS NOT NULL OR lp.lo OPERATOR(pg_catalog.=) ANY (los);
         RETURN;
     END IF;
     UPDATE event_bus.log_partitions lp SET detaching_at = pg_catalog.now()
-     WHERE lp.detaching_at IS NULL AND lp.hi OPERATOR(pg_catalog.<=) keep
-       AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days');
+     WHERE lp.detaching_at IS NULL AND lp.lo OPERATOR(pg_catalog.=) ANY (los);
     RETURN QUERY
     SELECT lp.relname,
            CASE WHEN c.oid IS NULL THEN 'gone'
