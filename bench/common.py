@@ -1,0 +1,213 @@
+"""Shared by the phases of bench/bench.py: the cluster it talks to, pgbench,
+process CPU, small statistics, and the constants of the phases."""
+import argparse
+import datetime
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import re
+import resource
+import select
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+PGBENCH = os.path.join(PG_BIN, "pgbench")
+
+# ~300 bytes of JSON, the same for every contender.
+PAYLOAD = ('{"order_id": 123456, "customer": {"id": 98765, "name": "Ada Lovelace", '
+           '"email": "ada@example.com"}, "items": [{"sku": "A-1", "qty": 2, "price": 19.99}, '
+           '{"sku": "B-22", "qty": 1, "price": 5.49}], "total": 45.47, "currency": "EUR", '
+           '"placed_at": "2026-11-27T10:00:00Z", "note": "leave at the door"}')
+
+# Payloads and JSON come back as text: neither contender's consumer parses them.
+psycopg2.extras.register_default_jsonb(globally=True, loads=lambda s: s)
+psycopg2.extras.register_default_json(globally=True, loads=lambda s: s)
+
+# The command line (bench.py fills it in); one object shared by every module.
+ARGS = argparse.Namespace()
+T_START = time.time()
+
+
+def log(msg):
+    el = time.time() - T_START
+    print("[%3d:%02d] %s" % (el // 60, el % 60, msg), file=sys.stderr, flush=True)
+
+
+def dsn(db):
+    return "host=%s port=%s user=postgres dbname=%s application_name=event_bus_bench" % (
+        ARGS.host, ARGS.port, db)
+
+
+def connect(db, autocommit=True):
+    c = psycopg2.connect(dsn(db))
+    c.autocommit = autocommit
+    return c
+
+
+def q(db, sql, args=None, one=False, all_=False):
+    """Run one statement in autocommit on a fresh connection."""
+    c = connect(db)
+    try:
+        cur = c.cursor()
+        cur.execute(sql, args)
+        if one:
+            return cur.fetchone()
+        if all_:
+            return cur.fetchall()
+        return None
+    finally:
+        c.close()
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def proc_cpu(pid):
+    """utime + stime of a process, in seconds (None if unreadable)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cluster_cpu():
+    """CPU seconds used so far by the whole cluster: the postmaster, its live
+    children, and the children that have exited (counted in the postmaster's
+    cutime/cstime once reaped)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    try:
+        with open(os.path.join(ARGS.datadir, "postmaster.pid")) as f:
+            pm = int(f.readline())
+        with open("/proc/%d/stat" % pm) as f:
+            x = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError):
+        return None
+    total = sum(int(v) for v in x[11:15])
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                y = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(y[1]) == pm:
+            total += int(y[11]) + int(y[12])
+    return total / tck
+
+
+def other_postgres_processes():
+    """postgres processes on the machine that are not part of our cluster."""
+    ours = set()
+    try:
+        with open(os.path.join(ARGS.datadir, "postmaster.pid")) as f:
+            pm = int(f.readline())
+        ours.add(pm)
+    except (OSError, ValueError):
+        pm = None
+    n = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        comm = st[st.find("(") + 1:st.rfind(")")]
+        ppid = int(st.rsplit(")", 1)[1].split()[1])
+        if comm.startswith("postgres") and int(d) != pm and ppid != pm:
+            n += 1
+    return n
+
+
+def worker_pid(db):
+    """The pid of the event_bus worker of db (it starts when CREATE EXTENSION commits)."""
+    for _ in range(50):
+        r = q(db, "SELECT pid FROM event_bus.worker_status WHERE datname = current_database() "
+                  "AND state = 'running'", one=True)
+        if r and r[0]:
+            return r[0]
+        time.sleep(0.1)
+    return None
+
+
+def worker_rounds(db):
+    r = q(db, "SELECT rounds FROM event_bus.worker_status WHERE datname = current_database()", one=True)
+    return r[0] if r else None
+
+
+def pct(values, p):
+    """Percentile with linear interpolation (p in 0..100)."""
+    v = sorted(values)
+    if not v:
+        return float("nan")
+    k = (len(v) - 1) * p / 100.0
+    f = int(k)
+    c = min(f + 1, len(v) - 1)
+    return v[f] + (v[c] - v[f]) * (k - f)
+
+
+# ---------------------------------------------------------------------------
+# pgbench
+# ---------------------------------------------------------------------------
+def write_script(name, text):
+    path = os.path.join(ARGS.work, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def pgbench(db, script, clients, secs, sync="on", rate=None, jobs=None):
+    env = dict(os.environ, PGOPTIONS="-c synchronous_commit=%s" % sync)
+    cmd = [PGBENCH, "-n", "-h", ARGS.host, "-p", str(ARGS.port), "-U", "postgres",
+           "-M", "prepared", "-c", str(clients), "-j", str(jobs or clients),
+           "-T", str(secs), "-f", script]
+    if rate:
+        cmd += ["-R", str(rate)]
+    cmd.append(db)
+    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       universal_newlines=True)
+    m = re.search(r"^tps = ([0-9.]+) \(without initial connection time\)", p.stdout, re.M)
+    if p.returncode != 0 or not m:
+        raise RuntimeError("pgbench failed (%s):\n%s\n%s" % (" ".join(cmd), p.stdout, p.stderr))
+    failed = re.search(r"number of failed transactions: (\d+)", p.stdout)
+    return float(m.group(1)), int(failed.group(1)) if failed else 0, p.stdout
+
+
+FANOUT = (1, 10, 50)
+BULK = 1000
+
+EB_DRAINS = [("drain_c1", 1, 100), ("drain_c4", 4, 100), ("drain_c8", 8, 100), ("drain_b500", 1, 500)]
+PGQ_DRAINS = [("pgq_c100", 100), ("pgq_c500", 500)]
+
+SOAK_TABLES = ["leases", "cursors", "retries", "subscriptions", "dead_letters", "log_partitions", "topics"]
+
+
+
+def create_bus_db(db):
+    """Create a database with event_bus installed; returns (connection, cursor)."""
+    q("postgres", "CREATE DATABASE %s" % db)
+    c = connect(db)
+    cur = c.cursor()
+    cur.execute("CREATE EXTENSION event_bus")
+    return c, cur
+
+
+def med(samples, field="events_per_s", **kw):
+    v = [s[field] for s in samples if all(s[k] == val for k, val in kw.items()) and s.get(field) is not None]
+    return (statistics.median(v), min(v), max(v), len(v)) if v else (float("nan"),) * 3 + (0,)
