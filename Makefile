@@ -25,6 +25,8 @@ PG_CPPFLAGS = -I$(srcdir)/include
 # No LLVM bitcode: it would need clang on every machine that builds us.
 override with_llvm := no
 
+# Debian's PostgreSQL 15 pg_config when it is installed (what the set-up
+# scripts install), else pg_config on the PATH; override with PG_CONFIG=...
 PG_CONFIG ?= $(shell test -x /usr/lib/postgresql/15/bin/pg_config && echo /usr/lib/postgresql/15/bin/pg_config || echo pg_config)
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
