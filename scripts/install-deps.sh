@@ -4,7 +4,10 @@
 set -euo pipefail
 
 pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-contrib make gcc
-      libipc-run-perl python3 python3-psycopg2 perl)
+      libipc-run-perl python3 python3-psycopg2 python3-psycopg perl)
+# The Node.js example (examples/node) needs node and npm; a node installed
+# some other way (NodeSource's bundles npm) is used as it is.
+command -v node >/dev/null || pkgs+=(nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
