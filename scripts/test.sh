@@ -26,6 +26,11 @@ set +e
 # (which may sit under /root).
 STAGE=$(mktemp -d /tmp/event_bus-test.XXXXXX)
 tar -C "$REPO" --exclude=.git --exclude=tmp_check --exclude=results -cf - . | tar -C "$STAGE" -xf -
+# The examples' TAP test (test/t/170_examples.pl) runs examples/node with the
+# packages pinned in its lock file: install them into the copy before it is
+# handed to the test user.
+(cd "$STAGE/examples/node" && npm ci --no-audit --no-fund --loglevel=error) ||
+    echo "npm ci in examples/node failed: test/t/170_examples.pl will fail" >&2
 chown -R "$EB_USER" "$STAGE" 2>/dev/null || true
 LOG="$STAGE/test-output.log"
 passed=0
