@@ -1,6 +1,6 @@
 # event_bus: PGXS build.  See README.md for the set-up and test commands.
 MODULE_big = event_bus
-OBJS = src/event_bus.o src/settings.o src/shmem.o src/horizon.o src/wait.o src/launcher.o src/worker.o src/hook.o src/retention.o src/log.o src/emit.o src/capture.o src/api.o src/sql_helpers.o
+OBJS = src/event_bus.o src/settings.o src/shmem.o src/horizon.o src/wait.o src/launcher.o src/worker.o src/hook.o src/stats.o src/retention.o src/log.o src/emit.o src/capture.o src/api.o src/sql_helpers.o
 EXTENSION = event_bus
 EXTVERSION = 1.1
 # The current version's install script is built from src/sql/*.sql (one file
@@ -10,7 +10,7 @@ DATA_built = event_bus--$(EXTVERSION).sql
 DATA = event_bus--1.0.sql event_bus--1.0--1.1.sql
 PGFILEDESC = "event_bus - an event bus inside PostgreSQL"
 
-REGRESS = init topics emit subscribe claim_ack fail_retry dead_letters admin privileges capture errors
+REGRESS = init topics emit subscribe claim_ack fail_retry dead_letters admin stats privileges capture errors
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check
 ISOLATION = horizon competing_claims aborted_events lanes_no_stall savepoint_release ordered_fail replay lease_token head_of_line
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --outputdir=output_iso \

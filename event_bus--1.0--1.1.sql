@@ -45,6 +45,15 @@ CREATE FUNCTION event_bus._lane_next(p_position bigint, p_high bigint, p_xids xi
                                      full_ boolean, last bigint, snap pg_snapshot, pending_read boolean,
                                      OUT next_position bigint, OUT next_high bigint, OUT next_xids xid8[], OUT next_afters bigint[])
     AS 'MODULE_PATHNAME', 'eb_lane_next' LANGUAGE C VOLATILE;
+-- Statistics in shared memory (see event_bus.stats).
+CREATE FUNCTION event_bus._stat_add(kind "char", name text, counter text, n bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_stat_add' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._stat_new(kind "char", name text) RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_stat_new' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._stat(kind "char", name text, OUT since timestamptz, OUT emitted bigint,
+                                OUT claimed bigint, OUT acked bigint, OUT failed bigint, OUT retried bigint,
+                                OUT dead_lettered bigint, OUT expired bigint)
+    AS 'MODULE_PATHNAME', 'eb_stat_sql' LANGUAGE C STRICT VOLATILE;
 
 -----------------------------------------------------------------------------
 -- Storage: topic grants (existing topics keep today's open set-up),
@@ -327,6 +336,44 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION event_bus._bury(s event_bus.subscriptions, p_seq bigint, p_topic text, p_lane smallint,
+                                p_attempts integer, p_error text) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO event_bus.dead_letters
+           (subscription, seq, id, topic, type, version, key, lane, payload, headers, emitted_at,
+            attempts, last_error)
+    SELECT s.subscription, e.seq, e.id, e.topic, e.type, e.version, e.key, e.lane, e.payload,
+           e.headers, e.emitted_at, p_attempts, p_error
+      FROM event_bus.events e
+     WHERE e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
+       AND e.seq OPERATOR(pg_catalog.=) p_seq
+    ON CONFLICT (subscription, seq) DO UPDATE
+       SET attempts = excluded.attempts, last_error = excluded.last_error, dead_at = excluded.dead_at;
+    DELETE FROM event_bus.retries r
+     WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) p_seq;
+    SELECT event_bus._stat_add('s', s.subscription, 'dead_lettered', 1);
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus._failed(s event_bus.subscriptions, p_seq bigint, p_topic text, p_lane smallint,
+                                  p_attempt integer, p_error text, p_due timestamptz) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_attempt >= s.max_attempts THEN
+        PERFORM event_bus._bury(s, p_seq, p_topic, p_lane, p_attempt, p_error);
+        RETURN 'dead';
+    END IF;
+    INSERT INTO event_bus.retries AS r (subscription, seq, topic, lane, attempt, due_at, last_error, lease_id)
+    VALUES (s.subscription, p_seq, p_topic, p_lane, p_attempt + 1, p_due, p_error, NULL)
+    ON CONFLICT (subscription, seq) DO UPDATE
+       SET attempt = excluded.attempt, due_at = excluded.due_at,
+           last_error = excluded.last_error, lease_id = NULL;
+    PERFORM event_bus._stat_add('s', s.subscription, 'retried', 1);
+    RETURN 'retry';
+END
+$$;
+
 CREATE OR REPLACE FUNCTION event_bus._backoff(base interval, cap interval, attempt integer) RETURNS interval
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
@@ -440,6 +487,7 @@ BEGIN
                    (create_topic.topic, 'consume', 'event_bus_consumer');
         END IF;
         PERFORM event_bus._topics_changed();
+        PERFORM event_bus._stat_new('t', create_topic.topic);
         RETURN true;
     END IF;
     SELECT t.lanes INTO existing FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) create_topic.topic;
@@ -569,6 +617,7 @@ BEGIN
     LOOP
         SELECT * INTO s FROM event_bus.subscriptions x WHERE x.subscription OPERATOR(pg_catalog.=) l.subscription;
         expired_leases := expired_leases + 1;
+        PERFORM event_bus._stat_add('s', s.subscription, 'expired', pg_catalog.cardinality(l.seqs));
         -- One due time per lease keeps an ordered lane's events together.
         due := t + event_bus._backoff(s.backoff_base, s.backoff_max, 1);
         FOREACH v IN ARRAY l.seqs LOOP
@@ -634,18 +683,22 @@ BEGIN
     END IF;
 
     IF p_from IS NULL THEN
+        -- No previous round to count from: "events" counts every event the
+        -- subscription has not been handed yet.
         FOR r IN
-            SELECT s.subscription FROM event_bus.subscriptions s
-             WHERE NOT s.paused
-               AND EXISTS (SELECT FROM event_bus.cursors c JOIN event_bus.events e
-                              ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                             AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) top
-                           WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
-                             AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
-                             AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+            SELECT s.subscription, x.n FROM event_bus.subscriptions s
+             CROSS JOIN LATERAL (
+                   SELECT pg_catalog.count(*) AS n FROM event_bus.cursors c JOIN event_bus.events e
+                       ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                      AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) top
+                    WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
+                      AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
+                      AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))) x
+             WHERE NOT s.paused AND x.n OPERATOR(pg_catalog.>) 0
         LOOP
             PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
-                pg_catalog.json_build_object('subscription', r.subscription, 'seq', top)::text);
+                pg_catalog.json_build_object('subscription', r.subscription, 'seq', top, 'events', r.n,
+                                             'retries', 0)::text);
             notified := notified + 1;
         END LOOP;
     ELSE
@@ -678,7 +731,8 @@ BEGIN
              GROUP BY s.subscription
         LOOP
             PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
-                pg_catalog.json_build_object('subscription', r.subscription, 'seq', r.newest, 'events', r.n)::text);
+                pg_catalog.json_build_object('subscription', r.subscription, 'seq', r.newest, 'events', r.n,
+                                             'retries', 0)::text);
             notified := notified + 1;
         END LOOP;
     END IF;
@@ -698,7 +752,8 @@ BEGIN
                             WHERE s.subscription OPERATOR(pg_catalog.=) d.key AND s.paused)
     LOOP
         PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
-            pg_catalog.json_build_object('subscription', r.subscription, 'seq', horizon, 'retries', r.n)::text);
+            pg_catalog.json_build_object('subscription', r.subscription, 'seq', horizon, 'events', 0,
+                                         'retries', r.n)::text);
         notified := notified + 1;
         PERFORM event_bus._wake();
     END LOOP;
@@ -1055,6 +1110,7 @@ BEGIN
                    event_bus._start_position(tp.topic, g::smallint, _subscribe_impl.start, h) AS pos
               FROM event_bus.topics tp, pg_catalog.generate_series(0, tp.lanes - 1) g
              WHERE tp.topic OPERATOR(pg_catalog.=) ANY (tl)) x;
+    PERFORM event_bus._stat_new('s', _subscribe_impl.subscription);
     RETURN true;
 END
 $$;
@@ -1086,31 +1142,6 @@ AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.unsubscribe(text) IS
 'Remove a subscription with its cursors, leases, retries and dead letters (its owner''s roles and admins).';
-
-CREATE FUNCTION event_bus._pause_impl(subscription text) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    UPDATE event_bus.subscriptions s SET paused = true
-     WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(_pause_impl.subscription)).subscription;
-$$;
-
-CREATE OR REPLACE FUNCTION event_bus.pause(subscription text) RETURNS void
-AS 'MODULE_PATHNAME', 'eb_api'
-LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION event_bus.pause(text) IS 'Stop handing out events of a subscription; claims return nothing until resume().';
-
-CREATE FUNCTION event_bus._resume_impl(subscription text) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    UPDATE event_bus.subscriptions s SET paused = false
-     WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(_resume_impl.subscription)).subscription;
-    SELECT event_bus._wake();
-$$;
-
-CREATE OR REPLACE FUNCTION event_bus.resume(subscription text) RETURNS void
-AS 'MODULE_PATHNAME', 'eb_api'
-LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION event_bus.resume(text) IS 'Resume a paused subscription.';
 
 CREATE FUNCTION event_bus._replay_impl(subscription text, start text) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1234,6 +1265,48 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.purge_dead_letters(text, interval) IS
 'Delete dead letters of a subscription (all, or those dead for longer than older_than); returns how many.';
 
+-- pause() and resume() return whether they changed anything.
+DROP FUNCTION event_bus.pause(text);
+DROP FUNCTION event_bus.resume(text);
+CREATE FUNCTION event_bus._pause_impl(subscription text) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH u AS (
+        UPDATE event_bus.subscriptions s SET paused = true
+         WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(_pause_impl.subscription)).subscription
+           AND NOT s.paused
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM u);
+$$;
+
+CREATE FUNCTION event_bus.pause(subscription text) RETURNS boolean
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.pause(text) IS 'Stop handing out events of a subscription; claims return nothing until resume(). Returns false if it was paused already.';
+
+CREATE FUNCTION event_bus._resume_impl(subscription text) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT event_bus._wake();
+    WITH u AS (
+        UPDATE event_bus.subscriptions s SET paused = false
+         WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(_resume_impl.subscription)).subscription
+           AND s.paused
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM u);
+$$;
+
+CREATE FUNCTION event_bus.resume(subscription text) RETURNS boolean
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.resume(text) IS 'Resume a paused subscription. Returns false if it was not paused.';
+
+CREATE FUNCTION event_bus.stats_reset() RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'eb_stats_reset'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.stats_reset() IS
+'Set every counter of event_bus.stats in this database to zero, at once; returns the time they count from now. Admins only.';
+
 CREATE FUNCTION event_bus._claim_impl(subscription text, max_events integer, lease interval,
                                 wait interval)
 RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
@@ -1280,6 +1353,7 @@ BEGIN
                                                              pg_catalog.gen_random_uuid());
             GET DIAGNOSTICS n = ROW_COUNT;
             IF n OPERATOR(pg_catalog.>) 0 THEN
+                PERFORM event_bus._stat_add('s', s.subscription, 'claimed', n);
                 -- A full batch may have left events behind in lanes this
                 -- claim held locked, which waiting claimers skipped: wake
                 -- them when this transaction ends and frees the lanes.
@@ -1353,6 +1427,7 @@ BEGIN
         -- delivered is not.
         PERFORM event_bus._check_delivered(s, rest);
     END IF;
+    PERFORM event_bus._stat_add('s', s.subscription, 'acked', coalesce(pg_catalog.cardinality(acked), 0));
     RETURN coalesce(pg_catalog.cardinality(acked), 0);
 END
 $$;
@@ -1390,6 +1465,7 @@ BEGIN
     due := pg_catalog.clock_timestamp()
            + coalesce(_fail_impl.retry_in, event_bus._backoff(s.backoff_base, s.backoff_max, att));
     outcome := event_bus._failed(s, _fail_impl.seq, l.topic, l.lane, att, _fail_impl.error, due);
+    PERFORM event_bus._stat_add('s', s.subscription, 'failed', 1);
     PERFORM event_bus._wake();          -- the worker schedules the retry
 
     l.seqs := pg_catalog.array_remove(l.seqs, _fail_impl.seq);
@@ -1971,11 +2047,22 @@ SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
          WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription) AS dead,
        (SELECT min(c.position) FROM event_bus.cursors c
          WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS min_position,
-       s.max_attempts, s.lease, s.created_at, s.owner
+       s.max_attempts, s.lease, s.created_at, s.owner,
+       -- the oldest event not handed out yet: one index probe per lane
+       pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-)
+       (SELECT min(x.emitted_at) FROM event_bus.cursors c
+          CROSS JOIN LATERAL (
+               SELECT e.emitted_at FROM event_bus.events e
+                WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                  AND e.seq OPERATOR(pg_catalog.>) c.position
+                  AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
+                  AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))
+                ORDER BY e.seq LIMIT 1) x
+         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS oldest_pending_age
   FROM event_bus.subscriptions s
  WHERE event_bus._visible(s.owner);
 COMMENT ON VIEW event_bus.subscription_status IS
-'Per subscription: events not yet handed out (pending), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
+'Per subscription: events not yet handed out (pending, an exact count that reads the backlog; oldest_pending_age, the age of the oldest of them), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
 
 CREATE OR REPLACE VIEW event_bus.in_flight AS
 SELECT l.subscription, l.topic, l.lane, l.lease_id, pg_catalog.cardinality(l.seqs) AS events, l.seqs,
@@ -2010,6 +2097,19 @@ SELECT o.pid, a.usename, a.application_name, o.xid, a.xact_start, o.emitting_sin
 COMMENT ON VIEW event_bus.open_emitters IS
 'Open transactions of this database that have emitted: since when, to which topics (by a 64-way hash: rarely a topic it did not emit to as well), and the lowest seq they may hold. Their events are delivered when they commit; until then log partitions from lowest_seq on are kept. event_bus.long_emit_warning logs the long ones.';
 
+CREATE VIEW event_bus.stats AS
+SELECT 'topic'::text AS kind, t.topic AS name, st.emitted,
+       NULL::bigint AS claimed, NULL::bigint AS acked, NULL::bigint AS failed, NULL::bigint AS retried,
+       NULL::bigint AS dead_lettered, NULL::bigint AS expired,
+       NULL::bigint AS pending, NULL::interval AS oldest_pending_age, st.since AS stats_since
+  FROM event_bus.topics t, LATERAL event_bus._stat('t', t.topic) st
+UNION ALL
+SELECT 'subscription', ss.subscription, NULL, st.claimed, st.acked, st.failed, st.retried,
+       st.dead_lettered, st.expired, ss.pending, ss.oldest_pending_age, st.since
+  FROM event_bus.subscription_status ss, LATERAL event_bus._stat('s', ss.subscription) st;
+COMMENT ON VIEW event_bus.stats IS
+'Cumulative counts since stats_since (the server start, the topic''s or subscription''s creation, or the last stats_reset()): per topic, events emitted; per subscription, events claimed, acked, failed (fail() calls), retried (scheduled for another attempt), dead_lettered, expired (leases that ran out), and its lag: pending events and the age of the oldest. Counted in shared memory at commit.';
+
 -----------------------------------------------------------------------------
 -- Privileges
 -----------------------------------------------------------------------------
@@ -2037,7 +2137,7 @@ REVOKE EXECUTE ON FUNCTION event_bus.unsubscribe(text), event_bus.pause(text), e
     FROM event_bus_admin;
 GRANT SELECT ON event_bus.topic_grants, event_bus.dead_letter_queue TO event_bus_admin;
 GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;
-GRANT SELECT ON event_bus.open_emitters TO event_bus_admin;
+GRANT SELECT ON event_bus.open_emitters, event_bus.stats TO event_bus_admin;
 GRANT EXECUTE ON PROCEDURE event_bus.wait(text, interval) TO event_bus_consumer;
 GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer),
                           event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer),
@@ -2073,7 +2173,13 @@ GRANT EXECUTE ON FUNCTION event_bus.to_cloudevent(bigint, uuid, text, text, inte
                           event_bus.to_cloudevent(event_bus.events),
                           event_bus._visible(regrole)
       TO event_bus_producer, event_bus_consumer;
-GRANT EXECUTE ON FUNCTION event_bus._handed_out(bigint, xid8, bigint, xid8[], bigint[]) TO event_bus_consumer;
+-- Called by the views they may read (function privileges are checked as the
+-- reader, not as the view's owner).
+GRANT EXECUTE ON FUNCTION event_bus._handed_out(bigint, xid8, bigint, xid8[], bigint[]),
+                          event_bus._stat("char", text)
+      TO event_bus_producer, event_bus_consumer;
+GRANT EXECUTE ON FUNCTION event_bus.stats_reset() TO event_bus_admin;
+GRANT SELECT ON event_bus.stats TO event_bus_producer, event_bus_consumer;
 GRANT SELECT ON event_bus.topics, event_bus.topic_grants TO event_bus_producer, event_bus_consumer;
 GRANT SELECT ON event_bus.captured_tables TO event_bus_producer;
 GRANT SELECT ON event_bus.subscription_status, event_bus.in_flight, event_bus.retry_queue,

@@ -9,6 +9,7 @@
  *	shmem.h		the shared-memory layout (shmem.c)
  *	horizon.h	the visibility horizon and open emitters (horizon.c)
  *	log.h		writing event rows (log.c)
+ *	stats.h		cumulative statistics (stats.c)
  *	worker.h	background processes, the utility hook, waits and wake-ups
  *				(launcher.c, worker.c, retention.c, hook.c, wait.c)
  *
@@ -37,6 +38,7 @@
 extern int	eb_max_payload_size;
 extern int	eb_partition_size;
 extern int	eb_max_databases;
+extern int	eb_max_stats_entries;
 extern bool eb_worker_enabled;
 extern int	eb_naptime;
 extern int	eb_retention;

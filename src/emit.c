@@ -42,6 +42,7 @@
 #include "horizon.h"
 #include "log.h"
 #include "shmem.h"
+#include "stats.h"
 
 PG_FUNCTION_INFO_V1(eb_emit);
 PG_FUNCTION_INFO_V1(eb_emit_many);
@@ -474,6 +475,7 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 	eb_log_close(&log);
 
 	eb_note_seq(db, (uint64) row.seq);
+	eb_stat_count('t', VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic), EB_EMITTED, 1);
 	PG_RETURN_INT64(row.seq);
 }
 
@@ -584,6 +586,7 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 	eb_log_close(&log);
 
 	eb_note_seq(db, (uint64) maxseq);
+	eb_stat_count('t', VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic), EB_EMITTED, n);
 	PG_RETURN_ARRAYTYPE_P(construct_array(seqs, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 

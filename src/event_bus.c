@@ -21,6 +21,7 @@
 #include "event_bus.h"
 #include "horizon.h"
 #include "shmem.h"
+#include "stats.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -37,6 +38,8 @@ eb_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(eb_shmem_size());
 	RequestNamedLWLockTranche("event_bus", 1);
+	RequestAddinShmemSpace(eb_stats_shmem_size());
+	RequestNamedLWLockTranche("event_bus stats", 1);
 }
 
 static void
@@ -46,6 +49,7 @@ eb_shmem_startup(void)
 		prev_shmem_startup_hook();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	eb_shmem_init();
+	eb_stats_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -63,6 +67,7 @@ _PG_init(void)
 	shmem_startup_hook = eb_shmem_startup;
 
 	eb_horizon_init();
+	eb_stats_init();
 	eb_launcher_init();
 	eb_hook_init();
 }

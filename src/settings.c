@@ -22,6 +22,7 @@
 int			eb_max_payload_size = 1024 * 1024;
 int			eb_partition_size = 1000000;
 int			eb_max_databases = 32;
+int			eb_max_stats_entries = 1000;
 bool		eb_worker_enabled = true;
 int			eb_naptime = 1000;
 int			eb_retention = 7 * 24 * 3600;
@@ -96,6 +97,14 @@ eb_define_settings(void)
 								NULL,
 								&eb_max_databases,
 								32, 1, 1024,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("event_bus.max_stats_entries",
+								"Largest number of topics and subscriptions, over all databases, that event_bus.stats counts for.",
+								"Each takes about 130 bytes of shared memory.",
+								&eb_max_stats_entries,
+								1000, 10, 1000000,
 								PGC_POSTMASTER, 0,
 								NULL, NULL, NULL);
 	MarkGUCPrefixReserved("event_bus");

@@ -22,7 +22,7 @@ sed -n '/^-- Storage: topic grants/,/^-- Internal SQL helpers/p' "$PREV" | sed '
 echo
 cat "$STORAGE"
 echo "DROP FUNCTION event_bus._release(event_bus.subscriptions, bigint, timestamptz);"
-$G =_handed_out =_claimable_lanes =_check_seqs _ensure_partitions =_droppable_partitions _retention =_retention_candidates =_retention_drop =_release _check_delivered _backoff =_topic_allowed =_check_topic_privilege =_check_interval =_visible _subscription
+$G =_handed_out =_claimable_lanes =_check_seqs _ensure_partitions =_droppable_partitions _retention =_retention_candidates =_retention_drop =_release _check_delivered _bury _failed _backoff =_topic_allowed =_check_topic_privilege =_check_interval =_visible _subscription
 sed -n '/^-- Topics and their grants/,/^DROP FUNCTION event_bus.create_topic/p' "$PREV" | sed '1i -----------------------------------------------------------------------------'
 $G =create_topic drop_topic =_check_grant =grant_topic =revoke_topic run_maintenance _dispatch
 cat <<'EOF'
@@ -48,7 +48,14 @@ DROP FUNCTION event_bus.dead_letter(text, bigint, text);
 DROP FUNCTION event_bus._leased(event_bus.subscriptions, bigint);
 EOF2
 $G =_lease_retries =_claim_once =_leased
-for f in subscribe unsubscribe pause resume replay redrive purge_dead_letters; do $G =_${f}_impl $f; done
+for f in subscribe unsubscribe replay redrive purge_dead_letters; do $G =_${f}_impl $f; done
+cat <<'EOF2'
+-- pause() and resume() return whether they changed anything.
+DROP FUNCTION event_bus.pause(text);
+DROP FUNCTION event_bus.resume(text);
+EOF2
+for f in pause resume; do $G =_${f}_impl =$f; done
+$G =stats_reset
 for f in claim ack fail dead_letter extend; do $G =_${f}_impl =$f; done
 $G =alter_subscription_owner
 $G =_wait_check
@@ -79,7 +86,7 @@ sed -n '/^CREATE VIEW event_bus.open_emitters/,$p' src/sql/13_views.sql
 echo
 sed -n '/^-- Privileges$/,/^GRANT SELECT ON event_bus.topic_grants, event_bus.dead_letter_queue TO event_bus_admin;/p' "$PREV" | sed '1i -----------------------------------------------------------------------------'
 echo "GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;"
-echo "GRANT SELECT ON event_bus.open_emitters TO event_bus_admin;"
+echo "GRANT SELECT ON event_bus.open_emitters, event_bus.stats TO event_bus_admin;"
 sed -n '/^GRANT EXECUTE/,/^GRANT SELECT ON ALL TABLES/p' src/sql/14_privileges.sql | grep -v "GRANT SELECT ON ALL TABLES"
 } > event_bus--1.0--1.1.sql.new
 mv event_bus--1.0--1.1.sql.new event_bus--1.0--1.1.sql

@@ -51,3 +51,12 @@ CREATE FUNCTION event_bus._lane_next(p_position bigint, p_high bigint, p_xids xi
                                      full_ boolean, last bigint, snap pg_snapshot, pending_read boolean,
                                      OUT next_position bigint, OUT next_high bigint, OUT next_xids xid8[], OUT next_afters bigint[])
     AS 'MODULE_PATHNAME', 'eb_lane_next' LANGUAGE C VOLATILE;
+-- Statistics in shared memory (see event_bus.stats).
+CREATE FUNCTION event_bus._stat_add(kind "char", name text, counter text, n bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_stat_add' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._stat_new(kind "char", name text) RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_stat_new' LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION event_bus._stat(kind "char", name text, OUT since timestamptz, OUT emitted bigint,
+                                OUT claimed bigint, OUT acked bigint, OUT failed bigint, OUT retried bigint,
+                                OUT dead_lettered bigint, OUT expired bigint)
+    AS 'MODULE_PATHNAME', 'eb_stat_sql' LANGUAGE C STRICT VOLATILE;

@@ -275,6 +275,7 @@ AS $$
        SET attempts = excluded.attempts, last_error = excluded.last_error, dead_at = excluded.dead_at;
     DELETE FROM event_bus.retries r
      WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) p_seq;
+    SELECT event_bus._stat_add('s', s.subscription, 'dead_lettered', 1);
 $$;
 
 -- Record a failed delivery of one event: schedule attempt + 1 after a
@@ -294,6 +295,7 @@ BEGIN
     ON CONFLICT (subscription, seq) DO UPDATE
        SET attempt = excluded.attempt, due_at = excluded.due_at,
            last_error = excluded.last_error, lease_id = NULL;
+    PERFORM event_bus._stat_add('s', s.subscription, 'retried', 1);
     RETURN 'retry';
 END
 $$;

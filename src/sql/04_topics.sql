@@ -28,6 +28,7 @@ BEGIN
                    (create_topic.topic, 'consume', 'event_bus_consumer');
         END IF;
         PERFORM event_bus._topics_changed();
+        PERFORM event_bus._stat_new('t', create_topic.topic);
         RETURN true;
     END IF;
     SELECT t.lanes INTO existing FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) create_topic.topic;

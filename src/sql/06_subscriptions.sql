@@ -129,6 +129,7 @@ BEGIN
                    event_bus._start_position(tp.topic, g::smallint, _subscribe_impl.start, h) AS pos
               FROM event_bus.topics tp, pg_catalog.generate_series(0, tp.lanes - 1) g
              WHERE tp.topic OPERATOR(pg_catalog.=) ANY (tl)) x;
+    PERFORM event_bus._stat_new('s', _subscribe_impl.subscription);
     RETURN true;
 END
 $$;

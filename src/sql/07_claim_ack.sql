@@ -231,6 +231,7 @@ BEGIN
                                                              pg_catalog.gen_random_uuid());
             GET DIAGNOSTICS n = ROW_COUNT;
             IF n OPERATOR(pg_catalog.>) 0 THEN
+                PERFORM event_bus._stat_add('s', s.subscription, 'claimed', n);
                 -- A full batch may have left events behind in lanes this
                 -- claim held locked, which waiting claimers skipped: wake
                 -- them when this transaction ends and frees the lanes.
@@ -337,6 +338,7 @@ BEGIN
         -- delivered is not.
         PERFORM event_bus._check_delivered(s, rest);
     END IF;
+    PERFORM event_bus._stat_add('s', s.subscription, 'acked', coalesce(pg_catalog.cardinality(acked), 0));
     RETURN coalesce(pg_catalog.cardinality(acked), 0);
 END
 $$;
@@ -399,6 +401,7 @@ BEGIN
     due := pg_catalog.clock_timestamp()
            + coalesce(_fail_impl.retry_in, event_bus._backoff(s.backoff_base, s.backoff_max, att));
     outcome := event_bus._failed(s, _fail_impl.seq, l.topic, l.lane, att, _fail_impl.error, due);
+    PERFORM event_bus._stat_add('s', s.subscription, 'failed', 1);
     PERFORM event_bus._wake();          -- the worker schedules the retry
 
     l.seqs := pg_catalog.array_remove(l.seqs, _fail_impl.seq);

@@ -31,6 +31,7 @@ BEGIN
     LOOP
         SELECT * INTO s FROM event_bus.subscriptions x WHERE x.subscription OPERATOR(pg_catalog.=) l.subscription;
         expired_leases := expired_leases + 1;
+        PERFORM event_bus._stat_add('s', s.subscription, 'expired', pg_catalog.cardinality(l.seqs));
         -- One due time per lease keeps an ordered lane's events together.
         due := t + event_bus._backoff(s.backoff_base, s.backoff_max, 1);
         FOREACH v IN ARRAY l.seqs LOOP

@@ -46,18 +46,22 @@ BEGIN
     END IF;
 
     IF p_from IS NULL THEN
+        -- No previous round to count from: "events" counts every event the
+        -- subscription has not been handed yet.
         FOR r IN
-            SELECT s.subscription FROM event_bus.subscriptions s
-             WHERE NOT s.paused
-               AND EXISTS (SELECT FROM event_bus.cursors c JOIN event_bus.events e
-                              ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                             AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) top
-                           WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
-                             AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
-                             AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+            SELECT s.subscription, x.n FROM event_bus.subscriptions s
+             CROSS JOIN LATERAL (
+                   SELECT pg_catalog.count(*) AS n FROM event_bus.cursors c JOIN event_bus.events e
+                       ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                      AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) top
+                    WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
+                      AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
+                      AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))) x
+             WHERE NOT s.paused AND x.n OPERATOR(pg_catalog.>) 0
         LOOP
             PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
-                pg_catalog.json_build_object('subscription', r.subscription, 'seq', top)::text);
+                pg_catalog.json_build_object('subscription', r.subscription, 'seq', top, 'events', r.n,
+                                             'retries', 0)::text);
             notified := notified + 1;
         END LOOP;
     ELSE
@@ -90,7 +94,8 @@ BEGIN
              GROUP BY s.subscription
         LOOP
             PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
-                pg_catalog.json_build_object('subscription', r.subscription, 'seq', r.newest, 'events', r.n)::text);
+                pg_catalog.json_build_object('subscription', r.subscription, 'seq', r.newest, 'events', r.n,
+                                             'retries', 0)::text);
             notified := notified + 1;
         END LOOP;
     END IF;
@@ -110,7 +115,8 @@ BEGIN
                             WHERE s.subscription OPERATOR(pg_catalog.=) d.key AND s.paused)
     LOOP
         PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
-            pg_catalog.json_build_object('subscription', r.subscription, 'seq', horizon, 'retries', r.n)::text);
+            pg_catalog.json_build_object('subscription', r.subscription, 'seq', horizon, 'events', 0,
+                                         'retries', r.n)::text);
         notified := notified + 1;
         PERFORM event_bus._wake();
     END LOOP;

@@ -1,25 +1,33 @@
-CREATE FUNCTION event_bus._pause_impl(subscription text) RETURNS void
+CREATE FUNCTION event_bus._pause_impl(subscription text) RETURNS boolean
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    UPDATE event_bus.subscriptions s SET paused = true
-     WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(_pause_impl.subscription)).subscription;
+    WITH u AS (
+        UPDATE event_bus.subscriptions s SET paused = true
+         WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(_pause_impl.subscription)).subscription
+           AND NOT s.paused
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM u);
 $$;
-CREATE FUNCTION event_bus.pause(subscription text) RETURNS void
+CREATE FUNCTION event_bus.pause(subscription text) RETURNS boolean
 AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION event_bus.pause(text) IS 'Stop handing out events of a subscription; claims return nothing until resume().';
+COMMENT ON FUNCTION event_bus.pause(text) IS 'Stop handing out events of a subscription; claims return nothing until resume(). Returns false if it was paused already.';
 
-CREATE FUNCTION event_bus._resume_impl(subscription text) RETURNS void
+CREATE FUNCTION event_bus._resume_impl(subscription text) RETURNS boolean
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    UPDATE event_bus.subscriptions s SET paused = false
-     WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(_resume_impl.subscription)).subscription;
     SELECT event_bus._wake();
+    WITH u AS (
+        UPDATE event_bus.subscriptions s SET paused = false
+         WHERE s.subscription OPERATOR(pg_catalog.=) (event_bus._subscription(_resume_impl.subscription)).subscription
+           AND s.paused
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM u);
 $$;
-CREATE FUNCTION event_bus.resume(subscription text) RETURNS void
+CREATE FUNCTION event_bus.resume(subscription text) RETURNS boolean
 AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION event_bus.resume(text) IS 'Resume a paused subscription.';
+COMMENT ON FUNCTION event_bus.resume(text) IS 'Resume a paused subscription. Returns false if it was not paused.';
 
 -- Replay moves the cursors; events after the new positions are delivered
 -- again, each once: their pending retries go (the cursor brings them back,
@@ -145,3 +153,8 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.purge_dead_letters(text, interval) IS
 'Delete dead letters of a subscription (all, or those dead for longer than older_than); returns how many.';
 
+CREATE FUNCTION event_bus.stats_reset() RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'eb_stats_reset'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.stats_reset() IS
+'Set every counter of event_bus.stats in this database to zero, at once; returns the time they count from now. Admins only.';

@@ -18,11 +18,22 @@ SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
          WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription) AS dead,
        (SELECT min(c.position) FROM event_bus.cursors c
          WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS min_position,
-       s.max_attempts, s.lease, s.created_at, s.owner
+       s.max_attempts, s.lease, s.created_at, s.owner,
+       -- the oldest event not handed out yet: one index probe per lane
+       pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-)
+       (SELECT min(x.emitted_at) FROM event_bus.cursors c
+          CROSS JOIN LATERAL (
+               SELECT e.emitted_at FROM event_bus.events e
+                WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                  AND e.seq OPERATOR(pg_catalog.>) c.position
+                  AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
+                  AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))
+                ORDER BY e.seq LIMIT 1) x
+         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS oldest_pending_age
   FROM event_bus.subscriptions s
  WHERE event_bus._visible(s.owner);
 COMMENT ON VIEW event_bus.subscription_status IS
-'Per subscription: events not yet handed out (pending), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
+'Per subscription: events not yet handed out (pending, an exact count that reads the backlog; oldest_pending_age, the age of the oldest of them), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
 
 CREATE VIEW event_bus.in_flight AS
 SELECT l.subscription, l.topic, l.lane, l.lease_id, pg_catalog.cardinality(l.seqs) AS events, l.seqs,
@@ -78,3 +89,16 @@ SELECT o.pid, a.usename, a.application_name, o.xid, a.xact_start, o.emitting_sin
   LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) o.pid;
 COMMENT ON VIEW event_bus.open_emitters IS
 'Open transactions of this database that have emitted: since when, to which topics (by a 64-way hash: rarely a topic it did not emit to as well), and the lowest seq they may hold. Their events are delivered when they commit; until then log partitions from lowest_seq on are kept. event_bus.long_emit_warning logs the long ones.';
+
+CREATE VIEW event_bus.stats AS
+SELECT 'topic'::text AS kind, t.topic AS name, st.emitted,
+       NULL::bigint AS claimed, NULL::bigint AS acked, NULL::bigint AS failed, NULL::bigint AS retried,
+       NULL::bigint AS dead_lettered, NULL::bigint AS expired,
+       NULL::bigint AS pending, NULL::interval AS oldest_pending_age, st.since AS stats_since
+  FROM event_bus.topics t, LATERAL event_bus._stat('t', t.topic) st
+UNION ALL
+SELECT 'subscription', ss.subscription, NULL, st.claimed, st.acked, st.failed, st.retried,
+       st.dead_lettered, st.expired, ss.pending, ss.oldest_pending_age, st.since
+  FROM event_bus.subscription_status ss, LATERAL event_bus._stat('s', ss.subscription) st;
+COMMENT ON VIEW event_bus.stats IS
+'Cumulative counts since stats_since (the server start, the topic''s or subscription''s creation, or the last stats_reset()): per topic, events emitted; per subscription, events claimed, acked, failed (fail() calls), retried (scheduled for another attempt), dead_lettered, expired (leases that ran out), and its lag: pending events and the age of the oldest. Counted in shared memory at commit.';

@@ -41,7 +41,13 @@ GRANT EXECUTE ON FUNCTION event_bus.to_cloudevent(bigint, uuid, text, text, inte
                           event_bus.to_cloudevent(event_bus.events),
                           event_bus._visible(regrole)
       TO event_bus_producer, event_bus_consumer;
-GRANT EXECUTE ON FUNCTION event_bus._handed_out(bigint, xid8, bigint, xid8[], bigint[]) TO event_bus_consumer;
+-- Called by the views they may read (function privileges are checked as the
+-- reader, not as the view's owner).
+GRANT EXECUTE ON FUNCTION event_bus._handed_out(bigint, xid8, bigint, xid8[], bigint[]),
+                          event_bus._stat("char", text)
+      TO event_bus_producer, event_bus_consumer;
+GRANT EXECUTE ON FUNCTION event_bus.stats_reset() TO event_bus_admin;
+GRANT SELECT ON event_bus.stats TO event_bus_producer, event_bus_consumer;
 GRANT SELECT ON event_bus.topics, event_bus.topic_grants TO event_bus_producer, event_bus_consumer;
 GRANT SELECT ON event_bus.captured_tables TO event_bus_producer;
 GRANT SELECT ON event_bus.subscription_status, event_bus.in_flight, event_bus.retry_queue,
