@@ -115,15 +115,26 @@ $node->safe_psql('bus', "SELECT event_bus.emit('t', 'Ping', '{}')");
 my $notified = $listener->query_until(qr/Asynchronous notification/,
 	"SELECT pg_sleep(0.5);\n");
 like($notified . $listener->{stderr},
-	qr/"event_bus.s" with payload "\{"subscription" : "s", "seq" : \d+, "events" : \d+\}"/,
+	qr/"event_bus.s" with payload "\{"subscription" : "s", "seq" : \d+, "events" : \d+, "retries" : 0\}"/,
 	'a LISTENing session is notified after an emit commits');
 # From now on every commit wakes the worker: one notification per emit here.
 $listener->{stderr} = '';
 $node->safe_psql('bus', "SELECT event_bus.emit('t', 'Ping', '{}')");
 $notified = $listener->query_until(qr/Asynchronous notification/, "SELECT pg_sleep(0.5);\n");
 like($notified . $listener->{stderr},
-	qr/"event_bus.s" with payload "\{"subscription" : "s", "seq" : \d+, "events" : 1\}"/,
+	qr/"event_bus.s" with payload "\{"subscription" : "s", "seq" : \d+, "events" : 1, "retries" : 0\}"/,
 	'and for the next emit, with exactly its one event');
+# A restarted worker has no previous round to count from: its first
+# notification counts every event not handed out yet (the two Pings).
+$listener->{stderr} = '';
+my $old_pid = $node->safe_psql('bus', "SELECT pid FROM event_bus.worker_status WHERE datname = 'bus'");
+$node->safe_psql('bus', "SELECT pg_terminate_backend($old_pid)");
+$node->poll_query_until('bus', qq{
+	SELECT pid <> $old_pid AND rounds > 0 FROM event_bus.worker_status WHERE datname = 'bus'});
+$notified = $listener->query_until(qr/Asynchronous notification/, "SELECT 1;\n");
+like($notified . $listener->{stderr},
+	qr/"event_bus.s" with payload "\{"subscription" : "s", "seq" : \d+, "events" : 2, "retries" : 0\}"/,
+	'the first notification of a restarted worker counts the pending events');
 $listener->quit;
 $node->safe_psql('bus', q{
 	SELECT event_bus.ack('s', ARRAY(SELECT seq FROM event_bus.claim('s', 100)))});
