@@ -60,6 +60,9 @@ for suite in regress isolation; do
     fi
 done
 
+echo "== C module layering"
+if bash "$REPO/scripts/check-layering.sh"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
 echo "== TAP tests"
 eb_as_user make -C "$STAGE" -s PG_CONFIG="$PG_CONFIG" REGRESS= ISOLATION= PROVE_FLAGS=-v installcheck \
     > "$STAGE/tap.out" 2>&1
