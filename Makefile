@@ -33,3 +33,6 @@ include $(PGXS)
 
 event_bus--$(EXTVERSION).sql: $(sort $(wildcard $(srcdir)/src/sql/*.sql))
 	cat $^ > $@
+
+# Every object depends on every header (PGXS tracks no header dependencies).
+$(OBJS): $(wildcard $(srcdir)/include/*.h)

@@ -45,6 +45,11 @@ CREATE FUNCTION event_bus._lane_next(p_position bigint, p_high bigint, p_xids xi
                                      full_ boolean, last bigint, snap pg_snapshot, pending_read boolean,
                                      OUT next_position bigint, OUT next_high bigint, OUT next_xids xid8[], OUT next_afters bigint[])
     AS 'MODULE_PATHNAME', 'eb_lane_next' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._retention_counts(OUT database oid, OUT retention_runs bigint,
+                                            OUT retention_failures bigint, OUT partitions_dropped bigint,
+                                            OUT last_retention timestamptz)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'eb_retention_counts' LANGUAGE C VOLATILE;
 -- Statistics in shared memory (see event_bus.stats).
 CREATE FUNCTION event_bus._stat_add(kind "char", name text, counter text, n bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'eb_stat_add' LANGUAGE C STRICT VOLATILE;
@@ -100,6 +105,21 @@ ALTER TABLE event_bus.cursors ALTER COLUMN high SET NOT NULL;
 ALTER TABLE event_bus.cursors ADD COLUMN pending_xids xid8[] NOT NULL DEFAULT '{}';
 ALTER TABLE event_bus.cursors ADD COLUMN pending_after bigint[] NOT NULL DEFAULT '{}';
 COMMENT ON TABLE event_bus.cursors IS 'Per subscription, topic and lane: how far events were handed out (position: all of them; high: all but those of transactions still open then, listed in pending_xids).';
+
+-- Per lane and event type: how many committed events have a seq up to
+-- upto.  Monitoring counts a subscription's pending events from these marks
+-- and two short ranges of the log instead of its whole backlog (see
+-- event_bus._mark_lanes).  Derived from the log, so not dumped: the worker
+-- counts it again after a restore.
+CREATE TABLE event_bus.lane_marks (
+    topic  text COLLATE "C" NOT NULL,
+    lane   smallint NOT NULL,
+    upto   bigint NOT NULL,
+    type   text NOT NULL,
+    n      bigint NOT NULL,
+    PRIMARY KEY (topic, lane, upto, type)
+);
+COMMENT ON TABLE event_bus.lane_marks IS 'Per lane and type, the number of committed events with seq <= upto; pending counts read these instead of the backlog.';
 
 -----------------------------------------------------------------------------
 -- Internal SQL helpers
@@ -213,6 +233,14 @@ BEGIN
      WHERE lp.hi OPERATOR(pg_catalog.<=) keep
        AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days')
      ORDER BY lp.lo;
+    -- Every lane gets a mark where these partitions end, before they go.
+    IF FOUND THEN
+        PERFORM event_bus._mark_lanes(
+            (SELECT max(lp.hi) FROM event_bus.log_partitions lp
+              WHERE lp.hi OPERATOR(pg_catalog.<=) keep
+                AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days')) - 1,
+            true);
+    END IF;
 END
 $$;
 
@@ -587,6 +615,62 @@ $$;
 COMMENT ON FUNCTION event_bus.revoke_topic(text, regrole, text) IS
 'Take back a grant made with grant_topic(); returns false if there was none. Subscriptions already made stay.';
 
+CREATE FUNCTION event_bus._mark_lanes(p_upto bigint, p_every boolean) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    l      record;
+    marked integer := 0;
+BEGIN
+    FOR l IN
+        SELECT t.topic, g::smallint AS lane, m.upto AS last_upto
+          FROM event_bus.topics t
+         CROSS JOIN pg_catalog.generate_series(0, t.lanes - 1) g
+          LEFT JOIN LATERAL (
+                SELECT x.upto FROM event_bus.lane_marks x
+                 WHERE x.topic OPERATOR(pg_catalog.=) t.topic AND x.lane OPERATOR(pg_catalog.=) g
+                   AND x.upto OPERATOR(pg_catalog.<=) p_upto
+                 ORDER BY x.upto DESC LIMIT 1) m ON true
+         WHERE m.upto IS DISTINCT FROM p_upto
+           AND (p_every
+                OR (NOT EXISTS (SELECT FROM event_bus.lane_marks x
+                                 WHERE x.topic OPERATOR(pg_catalog.=) t.topic AND x.lane OPERATOR(pg_catalog.=) g
+                                   AND x.upto OPERATOR(pg_catalog.>) p_upto)
+                    AND (SELECT pg_catalog.count(*) FROM (
+                             SELECT FROM event_bus.events e
+                              WHERE e.topic OPERATOR(pg_catalog.=) t.topic AND e.lane OPERATOR(pg_catalog.=) g
+                                AND e.seq OPERATOR(pg_catalog.>) coalesce(m.upto, 0)
+                                AND e.seq OPERATOR(pg_catalog.<=) p_upto
+                              LIMIT 1000) y) OPERATOR(pg_catalog.>=) 1000))
+    LOOP
+        INSERT INTO event_bus.lane_marks (topic, lane, upto, type, n)
+        SELECT l.topic, l.lane, p_upto, k.type, sum(k.n)
+          FROM (SELECT x.type, x.n FROM event_bus.lane_marks x
+                 WHERE x.topic OPERATOR(pg_catalog.=) l.topic AND x.lane OPERATOR(pg_catalog.=) l.lane
+                   AND x.upto OPERATOR(pg_catalog.=) l.last_upto
+                UNION ALL
+                SELECT e.type, pg_catalog.count(*) FROM event_bus.events e
+                 WHERE e.topic OPERATOR(pg_catalog.=) l.topic AND e.lane OPERATOR(pg_catalog.=) l.lane
+                   AND e.seq OPERATOR(pg_catalog.>) coalesce(l.last_upto, 0)
+                   AND e.seq OPERATOR(pg_catalog.<=) p_upto
+                 GROUP BY e.type) k
+         GROUP BY k.type;
+        marked := marked + 1;
+    END LOOP;
+
+    DELETE FROM event_bus.lane_marks m
+     WHERE NOT EXISTS (SELECT FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) m.topic)
+        OR m.upto OPERATOR(pg_catalog.<) (
+               SELECT max(x.upto) FROM event_bus.lane_marks x
+                WHERE x.topic OPERATOR(pg_catalog.=) m.topic AND x.lane OPERATOR(pg_catalog.=) m.lane
+                  AND x.upto OPERATOR(pg_catalog.<=) LEAST(
+                        (SELECT min(lp.lo) FROM event_bus.log_partitions lp),
+                        (SELECT min(c.position) FROM event_bus.cursors c
+                          WHERE c.topic OPERATOR(pg_catalog.=) m.topic AND c.lane OPERATOR(pg_catalog.=) m.lane)));
+    RETURN marked;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION event_bus.run_maintenance(
     OUT expired_leases integer, OUT retried integer, OUT dead_lettered integer, OUT log_covered_upto bigint)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -640,6 +724,9 @@ BEGIN
     IF expired_leases > 0 THEN
         PERFORM event_bus._wake();
     END IF;
+
+    -- Lane marks for monitoring, up to the horizon.
+    PERFORM event_bus._mark_lanes(event_bus._horizon(), false);
 
     -- Keep two partitions of room ahead of the newest seq.
     SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v FROM event_bus.event_seq q;
@@ -2033,12 +2120,50 @@ COMMENT ON VIEW event_bus.captured_tables IS 'Which tables are captured, to whic
 
 CREATE OR REPLACE VIEW event_bus.subscription_status AS
 SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
-       (SELECT pg_catalog.count(*) FROM event_bus.cursors c JOIN event_bus.events e
-            ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-           AND e.seq OPERATOR(pg_catalog.>) c.position
-         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
-           AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
-           AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))) AS pending,
+       -- Per lane, the events above high: with top the lane's newest mark
+       -- and below its newest mark at or under high (event_bus._mark_lanes),
+       -- n(top) - n(below) + the events after top - those in (below, high];
+       -- plus the events of stepped-over transactions under high.  A few
+       -- index probes per lane and about a thousand events at most, whatever
+       -- the backlog.
+       (SELECT coalesce(sum(
+                   coalesce((SELECT sum(m.n) FROM event_bus.lane_marks m
+                              WHERE m.topic OPERATOR(pg_catalog.=) c.topic AND m.lane OPERATOR(pg_catalog.=) c.lane
+                                AND m.upto OPERATOR(pg_catalog.=) k.top
+                                AND (s.types IS NULL OR m.type OPERATOR(pg_catalog.=) ANY (s.types))), 0)
+                 - coalesce((SELECT sum(m.n) FROM event_bus.lane_marks m
+                              WHERE m.topic OPERATOR(pg_catalog.=) c.topic AND m.lane OPERATOR(pg_catalog.=) c.lane
+                                AND m.upto OPERATOR(pg_catalog.=) k.below
+                                AND (s.types IS NULL OR m.type OPERATOR(pg_catalog.=) ANY (s.types))), 0)
+                 + (SELECT pg_catalog.count(*) FROM event_bus.events e
+                     WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                       AND e.seq OPERATOR(pg_catalog.>) k.top
+                       AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+                 - (SELECT pg_catalog.count(*) FROM event_bus.events e
+                     WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                       AND e.seq OPERATOR(pg_catalog.>) k.below AND e.seq OPERATOR(pg_catalog.<=) h.high
+                       AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+                 + CASE WHEN c.pending_xids OPERATOR(pg_catalog.=) '{}' THEN 0 ELSE
+                   (SELECT pg_catalog.count(*) FROM event_bus.events e
+                     WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                       AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) c.high
+                       AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
+                       AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))) END), 0)::bigint
+          FROM event_bus.cursors c
+         -- A cursor below the log's first partition (a replay, a new
+         -- subscription from the earliest event) counts from where the log
+         -- starts now: retention marked every lane there before dropping
+         -- what was below, and nothing is left in between.
+         CROSS JOIN LATERAL (
+               SELECT GREATEST(c.high, (SELECT min(lp.lo) FROM event_bus.log_partitions lp
+                                         WHERE lp.detaching_at IS NULL) - 1) AS high) h
+         CROSS JOIN LATERAL (
+               SELECT coalesce((SELECT max(x.upto) FROM event_bus.lane_marks x
+                                 WHERE x.topic OPERATOR(pg_catalog.=) c.topic AND x.lane OPERATOR(pg_catalog.=) c.lane), 0) AS top,
+                      coalesce((SELECT max(x.upto) FROM event_bus.lane_marks x
+                                 WHERE x.topic OPERATOR(pg_catalog.=) c.topic AND x.lane OPERATOR(pg_catalog.=) c.lane
+                                   AND x.upto OPERATOR(pg_catalog.<=) h.high), 0) AS below) k
+         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS pending,
        (SELECT coalesce(sum(pg_catalog.cardinality(l.seqs)), 0)::bigint FROM event_bus.leases l
          WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription) AS in_flight,
        (SELECT pg_catalog.count(*) FROM event_bus.retries r
@@ -2062,7 +2187,7 @@ SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
   FROM event_bus.subscriptions s
  WHERE event_bus._visible(s.owner);
 COMMENT ON VIEW event_bus.subscription_status IS
-'Per subscription: events not yet handed out (pending, an exact count that reads the backlog; oldest_pending_age, the age of the oldest of them), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
+'Per subscription: events not yet handed out (pending, counted from per-lane marks without reading the backlog; oldest_pending_age, the age of the oldest of them), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
 
 CREATE OR REPLACE VIEW event_bus.in_flight AS
 SELECT l.subscription, l.topic, l.lane, l.lease_id, pg_catalog.cardinality(l.seqs) AS events, l.seqs,
@@ -2084,6 +2209,15 @@ SELECT d.subscription, d.seq, d.id, d.topic, d.type, d.version, d.key, d.payload
   FROM event_bus.dead_letters d JOIN event_bus.subscriptions s ON s.subscription OPERATOR(pg_catalog.=) d.subscription
  WHERE event_bus._visible(s.owner);
 COMMENT ON VIEW event_bus.dead_letter_queue IS 'Dead letters, with the whole event and the last error, of the subscriptions one may see (redrive or purge them).';
+
+CREATE OR REPLACE VIEW event_bus.worker_status AS
+SELECT w.datname, w.database, w.pid, w.state, w.started_at, w.last_round, w.rounds,
+       w.notifications, w.last_error,
+       r.retention_runs, r.retention_failures, r.partitions_dropped, r.last_retention
+  FROM event_bus._worker_status() w
+  LEFT JOIN event_bus._retention_counts() r ON r.database OPERATOR(pg_catalog.=) w.database;
+COMMENT ON VIEW event_bus.worker_status IS
+'The event_bus worker of each database: pid, state, last round, rounds, notifications sent, last error (of any part, retention included); and its retention processes since the server started: runs, failures (last_error says why), partitions dropped, end of the last run.';
 
 CREATE VIEW event_bus.open_emitters AS
 SELECT o.pid, a.usename, a.application_name, o.xid, a.xact_start, o.emitting_since,
@@ -2137,7 +2271,7 @@ REVOKE EXECUTE ON FUNCTION event_bus.unsubscribe(text), event_bus.pause(text), e
     FROM event_bus_admin;
 GRANT SELECT ON event_bus.topic_grants, event_bus.dead_letter_queue TO event_bus_admin;
 GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;
-GRANT SELECT ON event_bus.open_emitters, event_bus.stats TO event_bus_admin;
+GRANT SELECT ON event_bus.open_emitters, event_bus.stats, event_bus.lane_marks TO event_bus_admin;
 GRANT EXECUTE ON PROCEDURE event_bus.wait(text, interval) TO event_bus_consumer;
 GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer),
                           event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer),
@@ -2164,6 +2298,7 @@ GRANT EXECUTE ON FUNCTION event_bus.create_topic(text, integer, text, boolean),
                           event_bus.alter_subscription_owner(text, regrole),
                           event_bus.run_maintenance(),
                           event_bus._worker_status(),
+                          event_bus._retention_counts(),
                           event_bus._horizon(),
                           event_bus._oldest_needed(text, bigint),
                           event_bus._open_emitters(),

@@ -62,6 +62,11 @@ typedef struct EventBusWorker
 	uint64		rounds;
 	uint64		notifications;
 	TimestampTz pause_until;	/* do not start a worker before this */
+	/* Retention processes of the database, since shared memory was set up: */
+	uint64		retention_runs; /* started */
+	uint64		retention_failures; /* ended by an error, or could not start */
+	uint64		partitions_dropped;
+	TimestampTz last_retention; /* end of the last run */
 	TimestampTz last_error_at;
 	char		last_error[256];
 } EventBusWorker;

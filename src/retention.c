@@ -168,6 +168,7 @@ eb_retention_main(Datum arg)
 		proc_exit(0);
 	}
 	my_slot->retention_pid = MyProcPid;
+	my_slot->retention_runs++;
 	LWLockRelease(eb_shared->lock);
 	before_shmem_exit(eb_retention_exit, (Datum) 0);
 
@@ -200,6 +201,9 @@ eb_retention_main(Datum arg)
 			else if (strcmp(c->state, "pending") == 0)
 				eb_exec_toplevel(psprintf("ALTER TABLE event_bus.events DETACH PARTITION event_bus.%s FINALIZE", rel), cxt);
 			(void) eb_retention_query("SELECT event_bus._retention_drop($1)", 1, &argtype, &relarg, false);
+			LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+			my_slot->partitions_dropped++;
+			LWLockRelease(eb_shared->lock);
 			ereport(DEBUG1, (errmsg("event_bus retention: dropped log partition %s", c->relname)));
 			MemoryContextSwitchTo(cxt);
 		}
@@ -221,10 +225,14 @@ eb_retention_main(Datum arg)
 		snprintf(my_slot->last_error, sizeof(my_slot->last_error), "retention: %s",
 				 edata->message ? edata->message : "unknown error");
 		my_slot->last_error_at = GetCurrentTimestamp();
+		my_slot->retention_failures++;
 		LWLockRelease(eb_shared->lock);
 		RESUME_INTERRUPTS();
 	}
 	PG_END_TRY();
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	my_slot->last_retention = GetCurrentTimestamp();
+	LWLockRelease(eb_shared->lock);
 	proc_exit(0);
 }
 
@@ -250,7 +258,19 @@ eb_start_retention(Oid dboid, BackgroundWorkerHandle **handle)
 
 		if (!eb_register_database_process("eb_retention_main", "event_bus retention", dboid, handle))
 		{
+			EventBusWorker *w;
+
 			*handle = NULL;
+			LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+			w = eb_find_worker(dboid);
+			if (w != NULL)
+			{
+				w->retention_failures++;
+				snprintf(w->last_error, sizeof(w->last_error),
+						 "retention: could not start the retention process (max_worker_processes)");
+				w->last_error_at = GetCurrentTimestamp();
+			}
+			LWLockRelease(eb_shared->lock);
 			ereport(LOG,
 					(errmsg("event_bus: could not start the retention process of database %u", dboid),
 					 errhint("Raise max_worker_processes: event_bus needs one per database using it, plus its launcher, plus one for retention now and then.")));

@@ -518,3 +518,41 @@ eb_worker_status(PG_FUNCTION_ARGS)
 	}
 	return (Datum) 0;
 }
+
+PG_FUNCTION_INFO_V1(eb_retention_counts);
+
+/*
+ * event_bus._retention_counts(): per watched database, how many retention
+ * processes ran, how many failed (or could not start), how many partitions
+ * they dropped, and when the last one ended - the evidence worker_status
+ * shows for retention.
+ */
+Datum
+eb_retention_counts(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	eb_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+	for (i = 0; i < eb_shared->max_databases; i++)
+	{
+		EventBusWorker w;
+		Datum		values[5];
+		bool		nulls[5] = {0};
+
+		LWLockAcquire(eb_shared->lock, LW_SHARED);
+		w = eb_shared->workers[i];
+		LWLockRelease(eb_shared->lock);
+		if (w.state == EBW_FREE)
+			continue;
+		values[0] = ObjectIdGetDatum(w.dboid);
+		values[1] = Int64GetDatum((int64) w.retention_runs);
+		values[2] = Int64GetDatum((int64) w.retention_failures);
+		values[3] = Int64GetDatum((int64) w.partitions_dropped);
+		values[4] = TimestampTzGetDatum(w.last_retention);
+		nulls[4] = (w.last_retention == 0);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

@@ -24,7 +24,7 @@ cat "$STORAGE"
 echo "DROP FUNCTION event_bus._release(event_bus.subscriptions, bigint, timestamptz);"
 $G =_handed_out =_claimable_lanes =_check_seqs _ensure_partitions =_droppable_partitions _retention =_retention_candidates =_retention_drop =_release _check_delivered _bury _failed _backoff =_topic_allowed =_check_topic_privilege =_check_interval =_visible _subscription
 sed -n '/^-- Topics and their grants/,/^DROP FUNCTION event_bus.create_topic/p' "$PREV" | sed '1i -----------------------------------------------------------------------------'
-$G =create_topic drop_topic =_check_grant =grant_topic =revoke_topic run_maintenance _dispatch
+$G =create_topic drop_topic =_check_grant =grant_topic =revoke_topic =_mark_lanes run_maintenance _dispatch
 cat <<'EOF'
 -----------------------------------------------------------------------------
 -- Publishing: emit and emit_many run as their caller and check its grant
@@ -82,11 +82,13 @@ sed -n '/^CREATE VIEW event_bus.captured_tables/,/^COMMENT ON VIEW event_bus.cap
 echo
 sed -n '/^CREATE VIEW event_bus.subscription_status/,/^COMMENT ON VIEW event_bus.dead_letter_queue/p' src/sql/13_views.sql | sed 's/^CREATE VIEW/CREATE OR REPLACE VIEW/'
 echo
+sed -n "/^CREATE VIEW event_bus.worker_status/,/^'The event_bus worker of each database/p" src/sql/13_views.sql | sed 's/^CREATE VIEW/CREATE OR REPLACE VIEW/'
+echo
 sed -n '/^CREATE VIEW event_bus.open_emitters/,$p' src/sql/13_views.sql
 echo
 sed -n '/^-- Privileges$/,/^GRANT SELECT ON event_bus.topic_grants, event_bus.dead_letter_queue TO event_bus_admin;/p' "$PREV" | sed '1i -----------------------------------------------------------------------------'
 echo "GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;"
-echo "GRANT SELECT ON event_bus.open_emitters, event_bus.stats TO event_bus_admin;"
+echo "GRANT SELECT ON event_bus.open_emitters, event_bus.stats, event_bus.lane_marks TO event_bus_admin;"
 sed -n '/^GRANT EXECUTE/,/^GRANT SELECT ON ALL TABLES/p' src/sql/14_privileges.sql | grep -v "GRANT SELECT ON ALL TABLES"
 } > event_bus--1.0--1.1.sql.new
 mv event_bus--1.0--1.1.sql.new event_bus--1.0--1.1.sql

@@ -51,6 +51,11 @@ CREATE FUNCTION event_bus._lane_next(p_position bigint, p_high bigint, p_xids xi
                                      full_ boolean, last bigint, snap pg_snapshot, pending_read boolean,
                                      OUT next_position bigint, OUT next_high bigint, OUT next_xids xid8[], OUT next_afters bigint[])
     AS 'MODULE_PATHNAME', 'eb_lane_next' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._retention_counts(OUT database oid, OUT retention_runs bigint,
+                                            OUT retention_failures bigint, OUT partitions_dropped bigint,
+                                            OUT last_retention timestamptz)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'eb_retention_counts' LANGUAGE C VOLATILE;
 -- Statistics in shared memory (see event_bus.stats).
 CREATE FUNCTION event_bus._stat_add(kind "char", name text, counter text, n bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'eb_stat_add' LANGUAGE C STRICT VOLATILE;

@@ -116,6 +116,21 @@ CREATE TABLE event_bus.retries (
 CREATE INDEX retries_due ON event_bus.retries (subscription, due_at) WHERE lease_id IS NULL;
 CREATE INDEX retries_lane ON event_bus.retries (subscription, topic, lane, seq);
 
+-- Per lane and event type: how many committed events have a seq up to
+-- upto.  Monitoring counts a subscription's pending events from these marks
+-- and two short ranges of the log instead of its whole backlog (see
+-- event_bus._mark_lanes).  Derived from the log, so not dumped: the worker
+-- counts it again after a restore.
+CREATE TABLE event_bus.lane_marks (
+    topic  text COLLATE "C" NOT NULL,
+    lane   smallint NOT NULL,
+    upto   bigint NOT NULL,
+    type   text NOT NULL,
+    n      bigint NOT NULL,
+    PRIMARY KEY (topic, lane, upto, type)
+);
+COMMENT ON TABLE event_bus.lane_marks IS 'Per lane and type, the number of committed events with seq <= upto; pending counts read these instead of the backlog.';
+
 -- Dead letters keep a full copy of the event, so they outlive the log.
 CREATE SEQUENCE event_bus.dead_id_seq AS bigint;
 CREATE TABLE event_bus.dead_letters (

@@ -1,6 +1,72 @@
 -----------------------------------------------------------------------------
 -- Maintenance and administration
 -----------------------------------------------------------------------------
+-- Mark lanes (event_bus.lane_marks): a lane gets a mark at p_upto, with its
+-- count of events per type up to there, once it has gathered 1000 new
+-- events since its last mark - so that counting a lane's events up to any
+-- seq reads one mark and fewer than about 1000 events past it - or, with
+-- p_every, whatever it gathered: retention marks every lane at the end of
+-- the partitions it is about to drop, so that counts never straddle a
+-- dropped partition.  Every event up to p_upto must be final (p_upto at or
+-- below the horizon).  Marks that no cursor can need any more go: per lane,
+-- all but the newest below both its lowest cursor and the log's first
+-- partition.  Returns the number of lanes marked.
+CREATE FUNCTION event_bus._mark_lanes(p_upto bigint, p_every boolean) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    l      record;
+    marked integer := 0;
+BEGIN
+    FOR l IN
+        SELECT t.topic, g::smallint AS lane, m.upto AS last_upto
+          FROM event_bus.topics t
+         CROSS JOIN pg_catalog.generate_series(0, t.lanes - 1) g
+          LEFT JOIN LATERAL (
+                SELECT x.upto FROM event_bus.lane_marks x
+                 WHERE x.topic OPERATOR(pg_catalog.=) t.topic AND x.lane OPERATOR(pg_catalog.=) g
+                   AND x.upto OPERATOR(pg_catalog.<=) p_upto
+                 ORDER BY x.upto DESC LIMIT 1) m ON true
+         WHERE m.upto IS DISTINCT FROM p_upto
+           AND (p_every
+                OR (NOT EXISTS (SELECT FROM event_bus.lane_marks x
+                                 WHERE x.topic OPERATOR(pg_catalog.=) t.topic AND x.lane OPERATOR(pg_catalog.=) g
+                                   AND x.upto OPERATOR(pg_catalog.>) p_upto)
+                    AND (SELECT pg_catalog.count(*) FROM (
+                             SELECT FROM event_bus.events e
+                              WHERE e.topic OPERATOR(pg_catalog.=) t.topic AND e.lane OPERATOR(pg_catalog.=) g
+                                AND e.seq OPERATOR(pg_catalog.>) coalesce(m.upto, 0)
+                                AND e.seq OPERATOR(pg_catalog.<=) p_upto
+                              LIMIT 1000) y) OPERATOR(pg_catalog.>=) 1000))
+    LOOP
+        INSERT INTO event_bus.lane_marks (topic, lane, upto, type, n)
+        SELECT l.topic, l.lane, p_upto, k.type, sum(k.n)
+          FROM (SELECT x.type, x.n FROM event_bus.lane_marks x
+                 WHERE x.topic OPERATOR(pg_catalog.=) l.topic AND x.lane OPERATOR(pg_catalog.=) l.lane
+                   AND x.upto OPERATOR(pg_catalog.=) l.last_upto
+                UNION ALL
+                SELECT e.type, pg_catalog.count(*) FROM event_bus.events e
+                 WHERE e.topic OPERATOR(pg_catalog.=) l.topic AND e.lane OPERATOR(pg_catalog.=) l.lane
+                   AND e.seq OPERATOR(pg_catalog.>) coalesce(l.last_upto, 0)
+                   AND e.seq OPERATOR(pg_catalog.<=) p_upto
+                 GROUP BY e.type) k
+         GROUP BY k.type;
+        marked := marked + 1;
+    END LOOP;
+
+    DELETE FROM event_bus.lane_marks m
+     WHERE NOT EXISTS (SELECT FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) m.topic)
+        OR m.upto OPERATOR(pg_catalog.<) (
+               SELECT max(x.upto) FROM event_bus.lane_marks x
+                WHERE x.topic OPERATOR(pg_catalog.=) m.topic AND x.lane OPERATOR(pg_catalog.=) m.lane
+                  AND x.upto OPERATOR(pg_catalog.<=) LEAST(
+                        (SELECT min(lp.lo) FROM event_bus.log_partitions lp),
+                        (SELECT min(c.position) FROM event_bus.cursors c
+                          WHERE c.topic OPERATOR(pg_catalog.=) m.topic AND c.lane OPERATOR(pg_catalog.=) m.lane)));
+    RETURN marked;
+END
+$$;
+
 CREATE FUNCTION event_bus.run_maintenance(
     OUT expired_leases integer, OUT retried integer, OUT dead_lettered integer, OUT log_covered_upto bigint)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -54,6 +120,9 @@ BEGIN
     IF expired_leases > 0 THEN
         PERFORM event_bus._wake();
     END IF;
+
+    -- Lane marks for monitoring, up to the horizon.
+    PERFORM event_bus._mark_lanes(event_bus._horizon(), false);
 
     -- Keep two partitions of room ahead of the newest seq.
     SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v FROM event_bus.event_seq q;

@@ -183,7 +183,7 @@ $$;
 -- The log partitions retention may drop now, in seq order: registered
 -- partitions that every subscription has passed and that have been complete
 -- for event_bus.retention.  Partitions that became complete get their
--- closed_at first.
+-- closed_at first, and every lane a mark where the droppable ones end.
 CREATE FUNCTION event_bus._droppable_partitions() RETURNS SETOF event_bus.log_partitions
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$
@@ -202,6 +202,14 @@ BEGIN
      WHERE lp.hi OPERATOR(pg_catalog.<=) keep
        AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days')
      ORDER BY lp.lo;
+    -- Every lane gets a mark where these partitions end, before they go.
+    IF FOUND THEN
+        PERFORM event_bus._mark_lanes(
+            (SELECT max(lp.hi) FROM event_bus.log_partitions lp
+              WHERE lp.hi OPERATOR(pg_catalog.<=) keep
+                AND lp.closed_at OPERATOR(pg_catalog.<=) pg_catalog.now() - coalesce(keep_for, interval '7 days')) - 1,
+            true);
+    END IF;
 END
 $$;
 

@@ -4,12 +4,50 @@
 
 CREATE VIEW event_bus.subscription_status AS
 SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
-       (SELECT pg_catalog.count(*) FROM event_bus.cursors c JOIN event_bus.events e
-            ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-           AND e.seq OPERATOR(pg_catalog.>) c.position
-         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
-           AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
-           AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))) AS pending,
+       -- Per lane, the events above high: with top the lane's newest mark
+       -- and below its newest mark at or under high (event_bus._mark_lanes),
+       -- n(top) - n(below) + the events after top - those in (below, high];
+       -- plus the events of stepped-over transactions under high.  A few
+       -- index probes per lane and about a thousand events at most, whatever
+       -- the backlog.
+       (SELECT coalesce(sum(
+                   coalesce((SELECT sum(m.n) FROM event_bus.lane_marks m
+                              WHERE m.topic OPERATOR(pg_catalog.=) c.topic AND m.lane OPERATOR(pg_catalog.=) c.lane
+                                AND m.upto OPERATOR(pg_catalog.=) k.top
+                                AND (s.types IS NULL OR m.type OPERATOR(pg_catalog.=) ANY (s.types))), 0)
+                 - coalesce((SELECT sum(m.n) FROM event_bus.lane_marks m
+                              WHERE m.topic OPERATOR(pg_catalog.=) c.topic AND m.lane OPERATOR(pg_catalog.=) c.lane
+                                AND m.upto OPERATOR(pg_catalog.=) k.below
+                                AND (s.types IS NULL OR m.type OPERATOR(pg_catalog.=) ANY (s.types))), 0)
+                 + (SELECT pg_catalog.count(*) FROM event_bus.events e
+                     WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                       AND e.seq OPERATOR(pg_catalog.>) k.top
+                       AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+                 - (SELECT pg_catalog.count(*) FROM event_bus.events e
+                     WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                       AND e.seq OPERATOR(pg_catalog.>) k.below AND e.seq OPERATOR(pg_catalog.<=) h.high
+                       AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+                 + CASE WHEN c.pending_xids OPERATOR(pg_catalog.=) '{}' THEN 0 ELSE
+                   (SELECT pg_catalog.count(*) FROM event_bus.events e
+                     WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                       AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) c.high
+                       AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
+                       AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))) END), 0)::bigint
+          FROM event_bus.cursors c
+         -- A cursor below the log's first partition (a replay, a new
+         -- subscription from the earliest event) counts from where the log
+         -- starts now: retention marked every lane there before dropping
+         -- what was below, and nothing is left in between.
+         CROSS JOIN LATERAL (
+               SELECT GREATEST(c.high, (SELECT min(lp.lo) FROM event_bus.log_partitions lp
+                                         WHERE lp.detaching_at IS NULL) - 1) AS high) h
+         CROSS JOIN LATERAL (
+               SELECT coalesce((SELECT max(x.upto) FROM event_bus.lane_marks x
+                                 WHERE x.topic OPERATOR(pg_catalog.=) c.topic AND x.lane OPERATOR(pg_catalog.=) c.lane), 0) AS top,
+                      coalesce((SELECT max(x.upto) FROM event_bus.lane_marks x
+                                 WHERE x.topic OPERATOR(pg_catalog.=) c.topic AND x.lane OPERATOR(pg_catalog.=) c.lane
+                                   AND x.upto OPERATOR(pg_catalog.<=) h.high), 0) AS below) k
+         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS pending,
        (SELECT coalesce(sum(pg_catalog.cardinality(l.seqs)), 0)::bigint FROM event_bus.leases l
          WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription) AS in_flight,
        (SELECT pg_catalog.count(*) FROM event_bus.retries r
@@ -33,7 +71,7 @@ SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
   FROM event_bus.subscriptions s
  WHERE event_bus._visible(s.owner);
 COMMENT ON VIEW event_bus.subscription_status IS
-'Per subscription: events not yet handed out (pending, an exact count that reads the backlog; oldest_pending_age, the age of the oldest of them), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
+'Per subscription: events not yet handed out (pending, counted from per-lane marks without reading the backlog; oldest_pending_age, the age of the oldest of them), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
 
 CREATE VIEW event_bus.in_flight AS
 SELECT l.subscription, l.topic, l.lane, l.lease_id, pg_catalog.cardinality(l.seqs) AS events, l.seqs,
@@ -58,10 +96,12 @@ COMMENT ON VIEW event_bus.dead_letter_queue IS 'Dead letters, with the whole eve
 
 CREATE VIEW event_bus.worker_status AS
 SELECT w.datname, w.database, w.pid, w.state, w.started_at, w.last_round, w.rounds,
-       w.notifications, w.last_error
-  FROM event_bus._worker_status() w;
+       w.notifications, w.last_error,
+       r.retention_runs, r.retention_failures, r.partitions_dropped, r.last_retention
+  FROM event_bus._worker_status() w
+  LEFT JOIN event_bus._retention_counts() r ON r.database OPERATOR(pg_catalog.=) w.database;
 COMMENT ON VIEW event_bus.worker_status IS
-'The event_bus worker of each database: pid, state, last round, rounds, notifications sent, last error.';
+'The event_bus worker of each database: pid, state, last round, rounds, notifications sent, last error (of any part, retention included); and its retention processes since the server started: runs, failures (last_error says why), partitions dropped, end of the last run.';
 
 CREATE VIEW event_bus.retention_status AS
 WITH h AS (SELECT event_bus._horizon() AS h),

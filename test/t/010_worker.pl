@@ -207,6 +207,11 @@ my $before = $node->safe_psql('bus', 'SELECT min(lo) FROM event_bus.log_partitio
 ok($node->poll_query_until('bus',
 		"SELECT min(lo) > $before AND count(*) <= 4 FROM event_bus.log_partitions"),
 	'consumed partitions past retention are dropped by the worker');
+ok($node->poll_query_until('bus', q{
+		SELECT retention_runs > 0 AND partitions_dropped > 0 AND retention_failures = 0
+		       AND last_retention IS NOT NULL
+		  FROM event_bus.worker_status WHERE datname = 'bus'}),
+	'worker_status counts the retention runs and the partitions they dropped');
 is($node->safe_psql('bus', "SELECT event_bus.ack('s', ARRAY[$doomed])"), '0',
 	'a late ack of an event whose partition is gone is a no-op, not an error');
 ($ret, $out, $err) = $node->psql('bus', "SELECT event_bus.fail('s', $doomed)");
