@@ -49,6 +49,7 @@ from phase_consume import run_consume_phase
 from phase_emit import run_emit_phase
 from phase_latency import run_latency_phase
 from phase_soak import run_soak_phase
+from phase_status import run_status_phase
 from report import build_report, make_plots
 
 
@@ -102,7 +103,8 @@ def main():
     ap.add_argument("--soak-rate", type=int, default=2000)
     ap.add_argument("--soak-partition-size", type=int, default=50000)
     ap.add_argument("--soak-sample", type=int, default=10)
-    ap.add_argument("--phases", default="emit,consume,latency,soak")
+    ap.add_argument("--phases", default="emit,consume,latency,soak,status")
+    ap.add_argument("--status-events", type=int, default=10000000)
     ap.add_argument("--argv", default="")
     ap.add_argument("--commit", default="")
     ap.add_argument("--dirty", action="store_true")
@@ -149,6 +151,8 @@ def main():
             run_latency_phase(results)
         if "soak" in phases:
             run_soak_phase(results)
+        if "status" in phases:
+            run_status_phase(results)
     finally:
         stop.set()
         with open(os.path.join(ARGS.out, "raw", "results.json"), "w") as f:

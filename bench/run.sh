@@ -14,7 +14,8 @@
 #   --reps R           interleaved rounds per emit measurement (default 3)
 #   --events N         events pre-loaded for the consume phase (default 1000000)
 #   --soak-rate R      events/s emitted during the soak (default 2000)
-#   --phases LIST      comma-separated subset of emit,consume,latency,soak
+#   --phases LIST      comma-separated subset of emit,consume,latency,soak,status
+#   --status-events N  pending events for the status phase (default 10000000)
 #   --out DIR          where report.md, the plots and raw/ go (default bench/results)
 #   --build            rebuild and reinstall the extension from this checkout first
 #                      (done anyway when it is not installed)
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1; shift ;;
         --build) BUILD=1; shift ;;
         --out) OUT=$2; shift 2 ;;
-        --seconds|--reps|--events|--soak-rate|--phases|--latency-samples|--soak-partition-size|--bulk-clients|--lanes)
+        --seconds|--reps|--events|--soak-rate|--phases|--latency-samples|--soak-partition-size|--bulk-clients|--lanes|--status-events)
             PY_ARGS+=("$1" "$2"); shift 2 ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -49,7 +50,7 @@ while [ $# -gt 0 ]; do
 done
 if [ "$QUICK" = 1 ]; then
     # Later arguments win in argparse: explicit options still apply.
-    PY_ARGS=(--seconds 3 --reps 1 --events 100000 --latency-samples 300 --soak-partition-size 10000
+    PY_ARGS=(--seconds 3 --reps 1 --events 100000 --latency-samples 300 --soak-partition-size 10000 --status-events 200000
              --soak-sample 5 "${PY_ARGS[@]}")
     [ "$SOAK_SET" = 1 ] || SOAK_MINUTES=0.5
     OUT=${OUT:-$BENCH/results/quick}
