@@ -42,6 +42,7 @@
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(eb_api);
+PG_FUNCTION_INFO_V1(eb_lag);
 PG_FUNCTION_INFO_V1(eb_caller_sql);
 PG_FUNCTION_INFO_V1(eb_check_writable_sql);
 
@@ -232,6 +233,17 @@ eb_api(PG_FUNCTION_ARGS)
 	if (fcinfo->flinfo->fn_extra == NULL)
 		impl = psprintf("_%s_impl", get_func_name(fcinfo->flinfo->fn_oid));
 	return eb_call_impl(fcinfo, impl, GetUserId());
+}
+
+/*
+ * event_bus._lag(): the lag of the subscriptions the caller may see, from
+ * event_bus._lag_impl() (which reads the tables as the extension's owner
+ * and asks _caller() whom to show).  Read-only: it works on a standby too.
+ */
+Datum
+eb_lag(PG_FUNCTION_ARGS)
+{
+	return eb_call_impl(fcinfo, "_lag_impl", GetUserId());
 }
 
 /*

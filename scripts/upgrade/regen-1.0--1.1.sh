@@ -80,6 +80,7 @@ cat <<'EOF'
 EOF
 sed -n '/^CREATE VIEW event_bus.captured_tables/,/^COMMENT ON VIEW event_bus.captured_tables/p' src/sql/11_capture.sql | sed 's/^CREATE VIEW/CREATE OR REPLACE VIEW/'
 echo
+$G =_lag_impl =_lag
 sed -n '/^CREATE VIEW event_bus.subscription_status/,/^COMMENT ON VIEW event_bus.dead_letter_queue/p' src/sql/13_views.sql | sed 's/^CREATE VIEW/CREATE OR REPLACE VIEW/'
 echo
 sed -n "/^CREATE VIEW event_bus.worker_status/,/^'The event_bus worker of each database/p" src/sql/13_views.sql | sed 's/^CREATE VIEW/CREATE OR REPLACE VIEW/'

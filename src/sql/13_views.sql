@@ -2,52 +2,116 @@
 -- Views for psql
 -----------------------------------------------------------------------------
 
+-- The lag of each subscription the caller may see (through _lag(), which
+-- records the caller): its pending events and the age of the oldest.
+-- Pending events are counted per lane from the lane marks
+-- (event_bus._mark_lanes): with top the lane's newest mark and below its
+-- newest mark at or under a cursor's high, the events above high are
+-- n(top) - n(below) + the events after top - those in (below, high]: a few
+-- index probes per lane and about a thousand events at most, whatever the
+-- backlog.  What depends on the lane alone is computed once per lane, what
+-- depends on the position once per distinct position.  Events of
+-- stepped-over transactions under high are counted from the log.  A cursor
+-- below the log's first partition (a replay, a new subscription from the
+-- earliest event) counts from where the log starts now: retention marked
+-- every lane there before dropping what was below.  The oldest pending
+-- event is one index probe per distinct cursor.  Run as the extension's
+-- owner, and without JIT: the estimates of these counts grow with the log,
+-- and compiling the query cost seconds where running it costs milliseconds.
+CREATE FUNCTION event_bus._lag_impl(OUT subscription text, OUT pending bigint, OUT oldest_pending_age interval)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off
+AS $$
+BEGIN
+    RETURN QUERY
+    WITH subs AS (
+        SELECT s.subscription, s.types FROM event_bus.subscriptions s
+         WHERE pg_catalog.pg_has_role(event_bus._caller(), s.owner::oid, 'USAGE')
+            OR pg_catalog.pg_has_role(event_bus._caller(), 'event_bus_admin', 'USAGE')),
+    cur AS (
+        SELECT c.subscription, c.topic, c.lane, c.position, c.high, c.pending_xids, c.pending_after, s.types,
+               GREATEST(c.high, (SELECT min(lp.lo) FROM event_bus.log_partitions lp
+                                  WHERE lp.detaching_at IS NULL) - 1) AS h
+          FROM event_bus.cursors c JOIN subs s ON s.subscription OPERATOR(pg_catalog.=) c.subscription),
+    lane_top AS MATERIALIZED (  -- per lane and type: every event
+        SELECT l.topic, l.lane, t.type, sum(t.n) AS n
+          FROM (SELECT DISTINCT x.topic, x.lane FROM cur x) l
+         CROSS JOIN LATERAL (SELECT max(x.upto) AS top FROM event_bus.lane_marks x
+                              WHERE x.topic OPERATOR(pg_catalog.=) l.topic AND x.lane OPERATOR(pg_catalog.=) l.lane) tm
+         CROSS JOIN LATERAL (
+               SELECT m.type, m.n FROM event_bus.lane_marks m
+                WHERE m.topic OPERATOR(pg_catalog.=) l.topic AND m.lane OPERATOR(pg_catalog.=) l.lane
+                  AND m.upto OPERATOR(pg_catalog.=) tm.top
+               UNION ALL
+               SELECT e.type, pg_catalog.count(*) FROM event_bus.events e
+                WHERE e.topic OPERATOR(pg_catalog.=) l.topic AND e.lane OPERATOR(pg_catalog.=) l.lane
+                  AND e.seq OPERATOR(pg_catalog.>) coalesce(tm.top, 0)
+                  AND e.seq OPERATOR(pg_catalog.<=) (SELECT q.last_value FROM event_bus.event_seq q)  -- an index range
+                GROUP BY e.type) t
+         GROUP BY l.topic, l.lane, t.type),
+    lane_upto AS MATERIALIZED ( -- per lane, position and type: the events up to it
+        SELECT b.topic, b.lane, b.h, t.type, sum(t.n) AS n
+          FROM (SELECT DISTINCT x.topic, x.lane, x.h FROM cur x) b
+         CROSS JOIN LATERAL (SELECT max(x.upto) AS below FROM event_bus.lane_marks x
+                              WHERE x.topic OPERATOR(pg_catalog.=) b.topic AND x.lane OPERATOR(pg_catalog.=) b.lane
+                                AND x.upto OPERATOR(pg_catalog.<=) b.h) bm
+         CROSS JOIN LATERAL (
+               SELECT m.type, m.n FROM event_bus.lane_marks m
+                WHERE m.topic OPERATOR(pg_catalog.=) b.topic AND m.lane OPERATOR(pg_catalog.=) b.lane
+                  AND m.upto OPERATOR(pg_catalog.=) bm.below
+               UNION ALL
+               SELECT e.type, pg_catalog.count(*) FROM event_bus.events e
+                WHERE e.topic OPERATOR(pg_catalog.=) b.topic AND e.lane OPERATOR(pg_catalog.=) b.lane
+                  AND e.seq OPERATOR(pg_catalog.>) coalesce(bm.below, 0) AND e.seq OPERATOR(pg_catalog.<=) b.h
+                GROUP BY e.type) t
+         GROUP BY b.topic, b.lane, b.h, t.type),
+    oldest AS MATERIALIZED (    -- per distinct cursor: its oldest event not handed out
+        SELECT o.topic, o.lane, o.position, o.high, o.pending_xids, o.pending_after, o.types, x.emitted_at
+          FROM (SELECT DISTINCT y.topic, y.lane, y.position, y.high, y.pending_xids, y.pending_after, y.types
+                  FROM cur y) o
+         CROSS JOIN LATERAL (
+               SELECT e.emitted_at FROM event_bus.events e
+                WHERE e.topic OPERATOR(pg_catalog.=) o.topic AND e.lane OPERATOR(pg_catalog.=) o.lane
+                  AND e.seq OPERATOR(pg_catalog.>) o.position
+                  AND NOT event_bus._handed_out(e.seq, e.txid, o.high, o.pending_xids, o.pending_after)
+                  AND (o.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (o.types))
+                ORDER BY e.seq LIMIT 1) x),
+    per_cursor AS (
+        SELECT c.subscription,
+               coalesce((SELECT sum(t.n) FROM lane_top t
+                          WHERE t.topic OPERATOR(pg_catalog.=) c.topic AND t.lane OPERATOR(pg_catalog.=) c.lane
+                            AND (c.types IS NULL OR t.type OPERATOR(pg_catalog.=) ANY (c.types))), 0)
+             - coalesce((SELECT sum(u.n) FROM lane_upto u
+                          WHERE u.topic OPERATOR(pg_catalog.=) c.topic AND u.lane OPERATOR(pg_catalog.=) c.lane
+                            AND u.h OPERATOR(pg_catalog.=) c.h
+                            AND (c.types IS NULL OR u.type OPERATOR(pg_catalog.=) ANY (c.types))), 0)
+             + CASE WHEN c.pending_xids OPERATOR(pg_catalog.=) '{}' THEN 0 ELSE
+               (SELECT pg_catalog.count(*) FROM event_bus.events e
+                 WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                   AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) c.high
+                   AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
+                   AND (c.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (c.types))) END AS pending,
+               (SELECT o.emitted_at FROM oldest o
+                 WHERE o.topic OPERATOR(pg_catalog.=) c.topic AND o.lane OPERATOR(pg_catalog.=) c.lane
+                   AND o.position OPERATOR(pg_catalog.=) c.position AND o.high OPERATOR(pg_catalog.=) c.high
+                   AND o.pending_xids OPERATOR(pg_catalog.=) c.pending_xids
+                   AND o.pending_after OPERATOR(pg_catalog.=) c.pending_after
+                   AND o.types IS NOT DISTINCT FROM c.types) AS oldest_at
+          FROM cur c)
+    SELECT s.subscription, coalesce(sum(p.pending), 0)::bigint,
+           pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) min(p.oldest_at)
+      FROM subs s LEFT JOIN per_cursor p ON p.subscription OPERATOR(pg_catalog.=) s.subscription
+     GROUP BY s.subscription;
+END
+$$;
+CREATE FUNCTION event_bus._lag(OUT subscription text, OUT pending bigint, OUT oldest_pending_age interval)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'eb_lag'
+LANGUAGE C STABLE;
+
 CREATE VIEW event_bus.subscription_status AS
 SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
-       -- Per lane, the events above high: with top the lane's newest mark
-       -- and below its newest mark at or under high (event_bus._mark_lanes),
-       -- n(top) - n(below) + the events after top - those in (below, high];
-       -- plus the events of stepped-over transactions under high.  A few
-       -- index probes per lane and about a thousand events at most, whatever
-       -- the backlog.
-       (SELECT coalesce(sum(
-                   coalesce((SELECT sum(m.n) FROM event_bus.lane_marks m
-                              WHERE m.topic OPERATOR(pg_catalog.=) c.topic AND m.lane OPERATOR(pg_catalog.=) c.lane
-                                AND m.upto OPERATOR(pg_catalog.=) k.top
-                                AND (s.types IS NULL OR m.type OPERATOR(pg_catalog.=) ANY (s.types))), 0)
-                 - coalesce((SELECT sum(m.n) FROM event_bus.lane_marks m
-                              WHERE m.topic OPERATOR(pg_catalog.=) c.topic AND m.lane OPERATOR(pg_catalog.=) c.lane
-                                AND m.upto OPERATOR(pg_catalog.=) k.below
-                                AND (s.types IS NULL OR m.type OPERATOR(pg_catalog.=) ANY (s.types))), 0)
-                 + (SELECT pg_catalog.count(*) FROM event_bus.events e
-                     WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                       AND e.seq OPERATOR(pg_catalog.>) k.top
-                       AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
-                 - (SELECT pg_catalog.count(*) FROM event_bus.events e
-                     WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                       AND e.seq OPERATOR(pg_catalog.>) k.below AND e.seq OPERATOR(pg_catalog.<=) h.high
-                       AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
-                 + CASE WHEN c.pending_xids OPERATOR(pg_catalog.=) '{}' THEN 0 ELSE
-                   (SELECT pg_catalog.count(*) FROM event_bus.events e
-                     WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                       AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) c.high
-                       AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
-                       AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))) END), 0)::bigint
-          FROM event_bus.cursors c
-         -- A cursor below the log's first partition (a replay, a new
-         -- subscription from the earliest event) counts from where the log
-         -- starts now: retention marked every lane there before dropping
-         -- what was below, and nothing is left in between.
-         CROSS JOIN LATERAL (
-               SELECT GREATEST(c.high, (SELECT min(lp.lo) FROM event_bus.log_partitions lp
-                                         WHERE lp.detaching_at IS NULL) - 1) AS high) h
-         CROSS JOIN LATERAL (
-               SELECT coalesce((SELECT max(x.upto) FROM event_bus.lane_marks x
-                                 WHERE x.topic OPERATOR(pg_catalog.=) c.topic AND x.lane OPERATOR(pg_catalog.=) c.lane), 0) AS top,
-                      coalesce((SELECT max(x.upto) FROM event_bus.lane_marks x
-                                 WHERE x.topic OPERATOR(pg_catalog.=) c.topic AND x.lane OPERATOR(pg_catalog.=) c.lane
-                                   AND x.upto OPERATOR(pg_catalog.<=) h.high), 0) AS below) k
-         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS pending,
+       lag.pending,
        (SELECT coalesce(sum(pg_catalog.cardinality(l.seqs)), 0)::bigint FROM event_bus.leases l
          WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription) AS in_flight,
        (SELECT pg_catalog.count(*) FROM event_bus.retries r
@@ -57,18 +121,9 @@ SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
        (SELECT min(c.position) FROM event_bus.cursors c
          WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS min_position,
        s.max_attempts, s.lease, s.created_at, s.owner,
-       -- the oldest event not handed out yet: one index probe per lane
-       pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-)
-       (SELECT min(x.emitted_at) FROM event_bus.cursors c
-          CROSS JOIN LATERAL (
-               SELECT e.emitted_at FROM event_bus.events e
-                WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-                  AND e.seq OPERATOR(pg_catalog.>) c.position
-                  AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
-                  AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))
-                ORDER BY e.seq LIMIT 1) x
-         WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription) AS oldest_pending_age
+       lag.oldest_pending_age
   FROM event_bus.subscriptions s
+  LEFT JOIN event_bus._lag() lag ON lag.subscription OPERATOR(pg_catalog.=) s.subscription
  WHERE event_bus._visible(s.owner);
 COMMENT ON VIEW event_bus.subscription_status IS
 'Per subscription: events not yet handed out (pending, counted from per-lane marks without reading the backlog; oldest_pending_age, the age of the oldest of them), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
