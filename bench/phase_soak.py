@@ -32,7 +32,9 @@ def soak_sample(cur):
                (SELECT last_value FROM event_bus.event_seq),
                (SELECT coalesce(sum(pending), 0) FROM event_bus.subscription_status)::bigint,
                (SELECT coalesce(sum(in_flight), 0) FROM event_bus.subscription_status)::bigint,
-               (SELECT count(*) FROM event_bus.leases)
+               (SELECT count(*) FROM event_bus.leases),
+               (SELECT row(retention_runs, retention_failures, partitions_dropped)::text
+                  FROM event_bus.worker_status WHERE datname = current_database())
         """ % ", ".join("pg_total_relation_size('event_bus.%s')" % t for t in SOAK_TABLES))
     r = cur.fetchone()
     d = dict(events=int(r[0]), partitions=int(r[1]))
@@ -40,6 +42,9 @@ def soak_sample(cur):
         d[t] = int(r[2 + i])
     k = 2 + len(SOAK_TABLES)
     d.update(last_seq=int(r[k]), pending=int(r[k + 1]), in_flight=int(r[k + 2]), lease_rows=int(r[k + 3]))
+    # Retention as the worker saw it: processes run, failed, partitions dropped.
+    runs, failures, dropped = (int(x or 0) for x in (r[k + 4] or "(0,0,0)").strip("()").split(","))
+    d.update(retention_runs=runs, retention_failures=failures, partitions_dropped=dropped)
     return d
 
 

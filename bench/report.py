@@ -284,6 +284,15 @@ def build_report(results, info):
                "%.1f%% of one CPU" % (100 * sm[-1]["worker_cpu_s"] / sm[-1]["t"])
                if sm[-1].get("worker_cpu_s") is not None and sm[-1]["t"] > 0 else "n/a"))
         add("")
+        if "retention_runs" in sm[-1]:
+            add("Retention during the soak (from `worker_status`): %d retention runs, %d failed, %d partitions "
+                "dropped; per sample: %s."
+                % (sm[-1]["retention_runs"] - sm[0]["retention_runs"],
+                   sm[-1]["retention_failures"] - sm[0]["retention_failures"],
+                   sm[-1]["partitions_dropped"] - sm[0]["partitions_dropped"],
+                   " ".join("%d/%d/%d" % (x["retention_runs"], x["retention_failures"], x["partitions_dropped"])
+                            for x in sm[:: max(1, len(sm) // 20)])))
+            add("")
         add("\"Levels off\": the last third of the samples sets no new high (its maximum stays within 10%, "
             "+16 kB, of the maximum before it); steady growth fails this, a bounded sawtooth such as the log "
             "between partition drops passes. Two minutes cover only about two autovacuum rounds "
