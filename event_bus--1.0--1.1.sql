@@ -896,6 +896,13 @@ DROP FUNCTION event_bus.ack(text, bigint[]);
 DROP FUNCTION event_bus.fail(text, bigint, text, interval);
 DROP FUNCTION event_bus.dead_letter(text, bigint, text);
 DROP FUNCTION event_bus._leased(event_bus.subscriptions, bigint);
+-- What claim() hands out, one row per event: a named type, so that a row
+-- of a claim can be passed on whole (to_cloudevent(delivery)).
+CREATE TYPE event_bus.delivery AS (
+    seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
+    headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid);
+COMMENT ON TYPE event_bus.delivery IS 'An event as claim() hands it out: the event, its attempt number, its lane and the lease_token of the claim.';
+
 CREATE FUNCTION event_bus._lease_retries(s event_bus.subscriptions, p_topic text, p_lane smallint, p_seqs bigint[],
                                          t timestamptz, len interval, tok uuid)
 RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
@@ -1461,8 +1468,7 @@ $$;
 
 CREATE FUNCTION event_bus.claim(subscription text, max_events integer DEFAULT 100, lease interval DEFAULT NULL,
                                 wait interval DEFAULT NULL)
-RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
-               headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid)
+RETURNS SETOF event_bus.delivery
 AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.claim(text, integer, interval, interval) IS
@@ -1653,6 +1659,13 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.extend(text, bigint[], interval, uuid) IS
 'Give claimed events more time: their leases (under token, when given) now expire lease (default: the subscription''s) from now. Returns how many of the events were still in flight.';
 
+CREATE FUNCTION event_bus.to_cloudevent(d event_bus.delivery) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT event_bus.to_cloudevent(d.seq, d.id, d.topic, d.type, d.version, d.key, d.payload, d.headers, d.emitted_at)
+$$;
+COMMENT ON FUNCTION event_bus.to_cloudevent(event_bus.delivery) IS
+'Render a row returned by claim() as a CloudEvents 1.0 JSON document: SELECT event_bus.to_cloudevent(c) FROM event_bus.claim(...) c.';
 CREATE FUNCTION event_bus.alter_subscription_owner(subscription text, owner regrole) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -2284,6 +2297,15 @@ SELECT 'subscription', ss.subscription, NULL, st.claimed, st.acked, st.failed, s
 COMMENT ON VIEW event_bus.stats IS
 'Cumulative counts since stats_since (the server start, the topic''s or subscription''s creation, or the last stats_reset()): per topic, events emitted; per subscription, events claimed, acked, failed (fail() calls), retried (scheduled for another attempt), dead_lettered, expired (leases that ran out), and its lag: pending events and the age of the oldest. Counted in shared memory at commit.';
 
+-- (CloudEvents of dead letters: the view must exist first.)
+CREATE FUNCTION event_bus.to_cloudevent(d event_bus.dead_letter_queue) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT event_bus.to_cloudevent(d.seq, d.id, d.topic, d.type, d.version, d.key, d.payload, d.headers, d.emitted_at)
+$$;
+COMMENT ON FUNCTION event_bus.to_cloudevent(event_bus.dead_letter_queue) IS
+'Render a dead letter (a row of event_bus.dead_letter_queue) as a CloudEvents 1.0 JSON document.';
+
 -----------------------------------------------------------------------------
 -- Privileges
 -----------------------------------------------------------------------------
@@ -2346,6 +2368,8 @@ GRANT EXECUTE ON FUNCTION event_bus.create_topic(text, integer, text, boolean),
       TO event_bus_admin;
 GRANT EXECUTE ON FUNCTION event_bus.to_cloudevent(bigint, uuid, text, text, integer, text, jsonb, jsonb, timestamptz),
                           event_bus.to_cloudevent(event_bus.events),
+                          event_bus.to_cloudevent(event_bus.delivery),
+                          event_bus.to_cloudevent(event_bus.dead_letter_queue),
                           event_bus._visible(regrole)
       TO event_bus_producer, event_bus_consumer;
 -- Called by the views they may read (function privileges are checked as the

@@ -82,3 +82,25 @@ SELECT position = (SELECT max(seq) FROM event_bus.events WHERE topic = 'typed') 
   FROM event_bus.cursors WHERE subscription = 'only_a';
 SELECT event_bus.unsubscribe('only_a');
 SELECT event_bus.drop_topic('typed');
+
+-- CloudEvents from what a consumer holds: a row of claim() and a dead
+-- letter, with no SELECT on the log.
+SELECT event_bus.create_topic('ce', 1);
+CREATE ROLE eb_ce_consumer IN ROLE event_bus_consumer;
+SET ROLE eb_ce_consumer;
+SELECT event_bus.subscribe('ce-sub', ARRAY['ce']);
+RESET ROLE;
+SELECT event_bus.emit('ce', 'OrderPlaced', '{"order": 7}', key => 'customer-7') > 0 AS emitted;
+SELECT event_bus.emit('ce', 'OrderPaid', '{"order": 7}', key => 'customer-7') > 0 AS emitted;
+SET ROLE eb_ce_consumer;
+SELECT * FROM event_bus.events LIMIT 0;
+SELECT event_bus.to_cloudevent(c) - 'id' - 'time' - 'sequence' - 'source' AS cloudevent,
+       event_bus.to_cloudevent(c) ->> 'id' = c.id::text AS same_id
+  FROM event_bus.claim('ce-sub', 1) c;
+SELECT event_bus.dead_letter('ce-sub', seq, 'unwanted') FROM event_bus.claim('ce-sub', 1);
+SELECT event_bus.to_cloudevent(d) - 'id' - 'time' - 'sequence' - 'source' AS cloudevent
+  FROM event_bus.dead_letter_queue d WHERE d.subscription = 'ce-sub';
+SELECT event_bus.unsubscribe('ce-sub');
+RESET ROLE;
+DROP ROLE eb_ce_consumer;
+SELECT event_bus.drop_topic('ce');

@@ -47,6 +47,8 @@ DROP FUNCTION event_bus.fail(text, bigint, text, interval);
 DROP FUNCTION event_bus.dead_letter(text, bigint, text);
 DROP FUNCTION event_bus._leased(event_bus.subscriptions, bigint);
 EOF2
+sed -n '/^-- What claim() hands out/,/^COMMENT ON TYPE event_bus.delivery/p' src/sql/07_claim_ack.sql
+echo
 $G =_lease_retries =_claim_once =_leased
 for f in subscribe unsubscribe replay redrive purge_dead_letters; do $G =_${f}_impl $f; done
 cat <<'EOF2'
@@ -57,6 +59,7 @@ EOF2
 for f in pause resume; do $G =_${f}_impl =$f; done
 $G =stats_reset
 for f in claim ack fail dead_letter extend; do $G =_${f}_impl =$f; done
+sed -n '/^CREATE FUNCTION event_bus.to_cloudevent(d event_bus.delivery)/,/^.Render a row returned by claim/p' src/sql/12_cloudevents.sql
 $G =alter_subscription_owner
 $G =_wait_check
 sed -n '/^CREATE PROCEDURE event_bus.wait(/,/^COMMENT ON PROCEDURE event_bus.wait/p' src/sql/07_claim_ack.sql

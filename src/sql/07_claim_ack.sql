@@ -249,10 +249,16 @@ BEGIN
     END LOOP;
 END
 $$;
+-- What claim() hands out, one row per event: a named type, so that a row
+-- of a claim can be passed on whole (to_cloudevent(delivery)).
+CREATE TYPE event_bus.delivery AS (
+    seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
+    headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid);
+COMMENT ON TYPE event_bus.delivery IS 'An event as claim() hands it out: the event, its attempt number, its lane and the lease_token of the claim.';
+
 CREATE FUNCTION event_bus.claim(subscription text, max_events integer DEFAULT 100, lease interval DEFAULT NULL,
                                 wait interval DEFAULT NULL)
-RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
-               headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid)
+RETURNS SETOF event_bus.delivery
 AS 'MODULE_PATHNAME', 'eb_api'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.claim(text, integer, interval, interval) IS

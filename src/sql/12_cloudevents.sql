@@ -36,3 +36,10 @@ $$;
 COMMENT ON FUNCTION event_bus.to_cloudevent(event_bus.events) IS
 'Render a row of event_bus.events as a CloudEvents 1.0 JSON document.';
 
+CREATE FUNCTION event_bus.to_cloudevent(d event_bus.delivery) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT event_bus.to_cloudevent(d.seq, d.id, d.topic, d.type, d.version, d.key, d.payload, d.headers, d.emitted_at)
+$$;
+COMMENT ON FUNCTION event_bus.to_cloudevent(event_bus.delivery) IS
+'Render a row returned by claim() as a CloudEvents 1.0 JSON document: SELECT event_bus.to_cloudevent(c) FROM event_bus.claim(...) c.';

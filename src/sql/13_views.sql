@@ -197,3 +197,12 @@ SELECT 'subscription', ss.subscription, NULL, st.claimed, st.acked, st.failed, s
   FROM event_bus.subscription_status ss, LATERAL event_bus._stat('s', ss.subscription) st;
 COMMENT ON VIEW event_bus.stats IS
 'Cumulative counts since stats_since (the server start, the topic''s or subscription''s creation, or the last stats_reset()): per topic, events emitted; per subscription, events claimed, acked, failed (fail() calls), retried (scheduled for another attempt), dead_lettered, expired (leases that ran out), and its lag: pending events and the age of the oldest. Counted in shared memory at commit.';
+
+-- (CloudEvents of dead letters: the view must exist first.)
+CREATE FUNCTION event_bus.to_cloudevent(d event_bus.dead_letter_queue) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT event_bus.to_cloudevent(d.seq, d.id, d.topic, d.type, d.version, d.key, d.payload, d.headers, d.emitted_at)
+$$;
+COMMENT ON FUNCTION event_bus.to_cloudevent(event_bus.dead_letter_queue) IS
+'Render a dead letter (a row of event_bus.dead_letter_queue) as a CloudEvents 1.0 JSON document.';

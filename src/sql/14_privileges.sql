@@ -40,6 +40,8 @@ GRANT EXECUTE ON FUNCTION event_bus.create_topic(text, integer, text, boolean),
       TO event_bus_admin;
 GRANT EXECUTE ON FUNCTION event_bus.to_cloudevent(bigint, uuid, text, text, integer, text, jsonb, jsonb, timestamptz),
                           event_bus.to_cloudevent(event_bus.events),
+                          event_bus.to_cloudevent(event_bus.delivery),
+                          event_bus.to_cloudevent(event_bus.dead_letter_queue),
                           event_bus._visible(regrole)
       TO event_bus_producer, event_bus_consumer;
 -- Called by the views they may read (function privileges are checked as the
