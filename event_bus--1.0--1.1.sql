@@ -654,7 +654,10 @@ BEGIN
                    AND e.seq OPERATOR(pg_catalog.>) coalesce(l.last_upto, 0)
                    AND e.seq OPERATOR(pg_catalog.<=) p_upto
                  GROUP BY e.type) k
-         GROUP BY k.type;
+         GROUP BY k.type
+        -- A concurrent run_maintenance() may write the same mark: every
+        -- event up to p_upto is final, so its counts are the same.
+        ON CONFLICT DO NOTHING;
         marked := marked + 1;
     END LOOP;
 
