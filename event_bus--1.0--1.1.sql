@@ -323,6 +323,15 @@ AS $$
     ON CONFLICT (subscription, seq) DO UPDATE SET due_at = excluded.due_at, lease_id = NULL;
 $$;
 
+CREATE FUNCTION event_bus._keep_seqs(p_lease_id bigint, p_seqs bigint[]) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM event_bus.leases x
+     WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id AND pg_catalog.cardinality(p_seqs) OPERATOR(pg_catalog.=) 0;
+    UPDATE event_bus.leases x SET seqs = p_seqs
+     WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id AND pg_catalog.cardinality(p_seqs) OPERATOR(pg_catalog.>) 0;
+$$;
+
 CREATE OR REPLACE FUNCTION event_bus._check_delivered(s event_bus.subscriptions, seqs bigint[]) RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1576,11 +1585,7 @@ BEGIN
         l.seqs := ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
                          WHERE v OPERATOR(pg_catalog.<) _fail_impl.seq ORDER BY v);
     END IF;
-    IF pg_catalog.cardinality(l.seqs) = 0 THEN
-        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-    ELSE
-        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-    END IF;
+    PERFORM event_bus._keep_seqs(l.lease_id, l.seqs);
     RETURN outcome;
 END
 $$;
@@ -1609,11 +1614,7 @@ BEGIN
      WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _dead_letter_impl.seq;
     PERFORM event_bus._bury(s, _dead_letter_impl.seq, l.topic, l.lane, coalesce(att, 1), _dead_letter_impl.reason);
     l.seqs := pg_catalog.array_remove(l.seqs, _dead_letter_impl.seq);
-    IF pg_catalog.cardinality(l.seqs) = 0 THEN
-        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-    ELSE
-        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-    END IF;
+    PERFORM event_bus._keep_seqs(l.lease_id, l.seqs);
 END
 $$;
 

@@ -22,7 +22,7 @@ sed -n '/^-- Storage: topic grants/,/^-- Internal SQL helpers/p' "$PREV" | sed '
 echo
 cat "$STORAGE"
 echo "DROP FUNCTION event_bus._release(event_bus.subscriptions, bigint, timestamptz);"
-$G =_handed_out =_claimable_lanes =_check_seqs _ensure_partitions =_droppable_partitions _retention =_retention_candidates =_retention_drop =_release _check_delivered _bury _failed _backoff =_topic_allowed =_check_topic_privilege =_check_interval =_visible _subscription
+$G =_handed_out =_claimable_lanes =_check_seqs _ensure_partitions =_droppable_partitions _retention =_retention_candidates =_retention_drop =_release =_keep_seqs _check_delivered _bury _failed _backoff =_topic_allowed =_check_topic_privilege =_check_interval =_visible _subscription
 sed -n '/^-- Topics and their grants/,/^DROP FUNCTION event_bus.create_topic/p' "$PREV" | sed '1i -----------------------------------------------------------------------------'
 $G =create_topic drop_topic =_check_grant =grant_topic =revoke_topic =_mark_lanes run_maintenance _dispatch
 cat <<'EOF'

@@ -300,6 +300,17 @@ BEGIN
 END
 $$;
 
+-- A lease now holds only p_seqs (fail and dead_letter took some out): it
+-- goes once none are left.
+CREATE FUNCTION event_bus._keep_seqs(p_lease_id bigint, p_seqs bigint[]) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM event_bus.leases x
+     WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id AND pg_catalog.cardinality(p_seqs) OPERATOR(pg_catalog.=) 0;
+    UPDATE event_bus.leases x SET seqs = p_seqs
+     WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id AND pg_catalog.cardinality(p_seqs) OPERATOR(pg_catalog.>) 0;
+$$;
+
 -- For an ordered subscription, give back seqs of a lease as retries at
 -- due_at, keeping their attempts: the lane then delivers them again in seq
 -- order before anything newer.  The caller takes them out of the lease.

@@ -422,11 +422,7 @@ BEGIN
         l.seqs := ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
                          WHERE v OPERATOR(pg_catalog.<) _fail_impl.seq ORDER BY v);
     END IF;
-    IF pg_catalog.cardinality(l.seqs) = 0 THEN
-        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-    ELSE
-        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-    END IF;
+    PERFORM event_bus._keep_seqs(l.lease_id, l.seqs);
     RETURN outcome;
 END
 $$;
@@ -454,11 +450,7 @@ BEGIN
      WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _dead_letter_impl.seq;
     PERFORM event_bus._bury(s, _dead_letter_impl.seq, l.topic, l.lane, coalesce(att, 1), _dead_letter_impl.reason);
     l.seqs := pg_catalog.array_remove(l.seqs, _dead_letter_impl.seq);
-    IF pg_catalog.cardinality(l.seqs) = 0 THEN
-        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-    ELSE
-        UPDATE event_bus.leases x SET seqs = l.seqs WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id;
-    END IF;
+    PERFORM event_bus._keep_seqs(l.lease_id, l.seqs);
 END
 $$;
 CREATE FUNCTION event_bus.dead_letter(subscription text, seq bigint, reason text DEFAULT NULL,
