@@ -252,14 +252,18 @@ DECLARE
     p       record;
     dropped integer := 0;
 BEGIN
-    FOR p IN SELECT d.lo, d.relname FROM event_bus._droppable_partitions() d
+    -- Partitions the worker's retention process is detaching are its own.
+    FOR p IN SELECT d.lo, d.relname FROM event_bus._droppable_partitions() d WHERE d.detaching_at IS NULL
     LOOP
         BEGIN
             EXECUTE pg_catalog.format('DROP TABLE event_bus.%I', p.relname);
             DELETE FROM event_bus.log_partitions lp WHERE lp.lo OPERATOR(pg_catalog.=) p.lo;
             dropped := dropped + 1;
-        EXCEPTION WHEN lock_not_available THEN
-            EXIT;   -- busy right now: next time
+        EXCEPTION
+            WHEN lock_not_available THEN
+                EXIT;   -- busy right now: next time
+            WHEN undefined_table THEN
+                NULL;   -- dropped meanwhile by the worker's retention process
         END;
     END LOOP;
     RETURN dropped;
