@@ -59,6 +59,10 @@ CREATE FUNCTION event_bus._stat(kind "char", name text, OUT since timestamptz, O
                                 OUT claimed bigint, OUT acked bigint, OUT failed bigint, OUT retried bigint,
                                 OUT dead_lettered bigint, OUT expired bigint)
     AS 'MODULE_PATHNAME', 'eb_stat_sql' LANGUAGE C STRICT VOLATILE;
+-- Statement trigger on event_bus.subscriptions: the worker, which sends
+-- NOTIFYs from its own copy of them (dispatch.c), reads them again.
+CREATE FUNCTION event_bus._subscriptions_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'eb_subscriptions_changed' LANGUAGE C;
 
 -----------------------------------------------------------------------------
 -- Storage: topic grants (existing topics keep today's open set-up),
@@ -83,6 +87,10 @@ COMMENT ON TABLE event_bus.topic_grants IS 'Roles that may produce to (emit, cap
 
 ALTER TABLE event_bus.subscriptions ADD COLUMN owner regrole NOT NULL DEFAULT pg_catalog.to_regrole('event_bus_consumer');
 ALTER TABLE event_bus.subscriptions ALTER COLUMN owner DROP DEFAULT;
+-- The worker keeps a copy of the subscriptions (dispatch.c).
+CREATE TRIGGER subscriptions_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON event_bus.subscriptions
+    FOR EACH STATEMENT EXECUTE FUNCTION event_bus._subscriptions_changed();
 
 ALTER TABLE event_bus.captures ADD COLUMN condition_expr text;
 
@@ -760,10 +768,7 @@ SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     r         record;
-    t         timestamptz := pg_catalog.clock_timestamp();
-    due       jsonb;
-    last_dead bigint := (p_state OPERATOR(pg_catalog.->>) 'dead_id')::bigint;
-    dead      bigint;
+    d         record;
     top       bigint;
     prev_top  bigint := (p_state OPERATOR(pg_catalog.->>) 'max_seq')::bigint;
     prev_open xid8[] := (p_state OPERATOR(pg_catalog.->>) 'open')::xid8[];
@@ -840,7 +845,27 @@ BEGIN
         END LOOP;
     END IF;
 
-    -- Retries that became due since the previous round.
+    -- Retries that became due, new dead letters.
+    d := event_bus._dispatch_due(p_state, horizon);
+    notified := notified OPERATOR(pg_catalog.+) d.notified;
+    state := d.state OPERATOR(pg_catalog.||)
+             pg_catalog.jsonb_build_object('max_seq', top, 'open', em.xids::text);
+END
+$$;
+
+CREATE FUNCTION event_bus._dispatch_due(p_state jsonb, p_horizon bigint,
+                                        OUT state jsonb, OUT notified integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    r         record;
+    t         timestamptz := pg_catalog.clock_timestamp();
+    due       jsonb;
+    last_dead bigint := (p_state OPERATOR(pg_catalog.->>) 'dead_id')::bigint;
+    dead      bigint;
+BEGIN
+    notified := 0;
     SELECT pg_catalog.jsonb_object_agg(x.subscription, x.n) INTO due
       FROM (SELECT q.subscription, pg_catalog.count(*) AS n FROM event_bus.retries q
              WHERE q.lease_id IS NULL AND q.due_at OPERATOR(pg_catalog.<=) t
@@ -855,7 +880,7 @@ BEGIN
                             WHERE s.subscription OPERATOR(pg_catalog.=) d.key AND s.paused)
     LOOP
         PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
-            pg_catalog.json_build_object('subscription', r.subscription, 'seq', horizon, 'events', 0,
+            pg_catalog.json_build_object('subscription', r.subscription, 'seq', p_horizon, 'events', 0,
                                          'retries', r.n)::text);
         notified := notified + 1;
         PERFORM event_bus._wake();
@@ -877,7 +902,8 @@ BEGIN
             dead := GREATEST(dead, r.top);
         END LOOP;
     END IF;
-    state := pg_catalog.jsonb_build_object('due', due, 'dead_id', dead, 'max_seq', top, 'open', em.xids::text);
+    state := coalesce(p_state, '{}') OPERATOR(pg_catalog.||)
+             pg_catalog.jsonb_build_object('due', due, 'dead_id', dead);
 END
 $$;
 

@@ -26,6 +26,7 @@ extern void eb_note_emit_topic(text *topic);
 extern void eb_note_seq(EventBusDb *db, uint64 seq);
 extern uint64 eb_horizon(EventBusDb *db);
 extern int	eb_emitters(EventBusDb *db, uint64 *max_seq, EventBusEmitter **out);
+extern int	eb_emitters_known(EventBusDb *db, uint64 *max_seq, EventBusEmitter **out);
 extern void eb_warn_long_emitters(void);
 extern void eb_note_coverage(uint64 covered);
 extern uint64 eb_known_coverage(EventBusDb *db);

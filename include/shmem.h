@@ -23,7 +23,24 @@
 
 #include "port/atomics.h"
 #include "storage/lwlock.h"
+#include "storage/spin.h"
 #include "utils/timestamp.h"
+
+/*
+ * Committed events of one topic and type, as a committing emitter reports
+ * them to the worker's dispatch (dispatch.c): hashes of the names, how many,
+ * and the newest seq.
+ */
+typedef struct EventBusCommit
+{
+	uint64		topic;
+	uint64		type;
+	int64		newest;
+	int64		n;
+} EventBusCommit;
+
+/* How many commit reports a database's ring holds between two rounds. */
+#define EB_COMMIT_RING	1024
 
 /* Per-database state; dboid == InvalidOid marks a free entry. */
 typedef struct EventBusDb
@@ -37,6 +54,12 @@ typedef struct EventBusDb
 	pg_atomic_uint64 wake_gen;	/* bumped whenever claimable events may appear */
 	pg_atomic_uint32 replan;	/* set by commits that changed retries or
 								 * leases: the worker reads its next due time */
+	pg_atomic_uint64 subs_gen;	/* bumped by commits that changed
+								 * event_bus.subscriptions */
+	/* Commit reports for the worker (dispatch.c): */
+	slock_t		ring_lock;		/* taken to append or to read */
+	pg_atomic_uint64 ring_head; /* reports appended so far, ever */
+	EventBusCommit ring[EB_COMMIT_RING];	/* report i at i % EB_COMMIT_RING */
 } EventBusDb;
 
 /* What a per-database worker is doing; see worker.c. */

@@ -39,6 +39,7 @@
 #include "utils/xid8.h"
 
 #include "event_bus.h"
+#include "dispatch.h"
 #include "horizon.h"
 #include "log.h"
 #include "shmem.h"
@@ -476,6 +477,7 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 
 	eb_note_seq(db, (uint64) row.seq);
 	eb_stat_count('t', VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic), EB_EMITTED, 1);
+	eb_dispatch_note(row.topic, row.type, 1, row.seq);
 	PG_RETURN_INT64(row.seq);
 }
 
@@ -587,6 +589,7 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 
 	eb_note_seq(db, (uint64) maxseq);
 	eb_stat_count('t', VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic), EB_EMITTED, n);
+	eb_dispatch_note(row.topic, row.type, n, maxseq);
 	PG_RETURN_ARRAYTYPE_P(construct_array(seqs, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 

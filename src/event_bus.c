@@ -19,6 +19,7 @@
 #include "storage/shmem.h"
 
 #include "event_bus.h"
+#include "dispatch.h"
 #include "horizon.h"
 #include "shmem.h"
 #include "stats.h"
@@ -68,6 +69,7 @@ _PG_init(void)
 
 	eb_horizon_init();
 	eb_stats_init();
+	eb_dispatch_init();
 	eb_launcher_init();
 	eb_hook_init();
 }

@@ -60,6 +60,7 @@
 #include "utils/syscache.h"
 
 #include "event_bus.h"
+#include "dispatch.h"
 #include "horizon.h"
 #include "worker.h"
 
@@ -93,6 +94,9 @@ eb_xact_callback(XactEvent event, void *arg)
 						 errdetail("Events emitted by a prepared transaction would hold back every consumer of the database until it is committed or rolled back."),
 						 errhint("Emit events in a transaction that commits directly.")));
 			break;
+		case XACT_EVENT_PREPARE:
+			eb_dispatch_xact_end(NULL, false);	/* nothing emitted (see above) */
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (xact_coverage != 0 && eb_current_db != NULL)
@@ -106,6 +110,9 @@ eb_xact_callback(XactEvent event, void *arg)
 			/* FALLTHROUGH */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			/* Report the events to the worker before the floor goes. */
+			eb_dispatch_xact_end(eb_current_db, event == XACT_EVENT_COMMIT ||
+								 event == XACT_EVENT_PARALLEL_COMMIT);
 			if (xact_emitted && eb_current_slot != NULL)
 				pg_atomic_write_u64(&eb_current_slot->floor, 0);
 
@@ -366,11 +373,23 @@ eb_read_emitter(int i, EventBusEmitter *e)
 int
 eb_emitters(EventBusDb *db, uint64 *max_seq, EventBusEmitter **out)
 {
+	eb_read_seq(db);
+	return eb_emitters_known(db, max_seq, out);
+}
+
+/*
+ * The same, without reading the sequence: the max_seq that emits have
+ * raised, for a reader that need not see seqs taken otherwise (setval, a
+ * restored dump).
+ */
+int
+eb_emitters_known(EventBusDb *db, uint64 *max_seq, EventBusEmitter **out)
+{
 	int			n = 0;
 	int			i;
 	EventBusEmitter *e = NULL;
 
-	eb_read_seq(db);
+	eb_load_max_seq(db);
 	*max_seq = pg_atomic_read_u64(&db->max_seq);
 	pg_memory_barrier();
 	for (i = 0; i < eb_shared->nslots; i++)

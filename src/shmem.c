@@ -107,6 +107,9 @@ eb_shmem_init(void)
 			pg_atomic_init_u32(&db->worker_procno, 0);
 			pg_atomic_init_u64(&db->wake_gen, 0);
 			pg_atomic_init_u32(&db->replan, 0);
+			pg_atomic_init_u64(&db->subs_gen, 0);
+			SpinLockInit(&db->ring_lock);
+			pg_atomic_init_u64(&db->ring_head, 0);
 			memset(&eb_shared->workers[i], 0, sizeof(EventBusWorker));
 		}
 		for (i = 0; i < eb_shared->nslots; i++)

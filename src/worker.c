@@ -34,6 +34,7 @@
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -51,6 +52,7 @@
 #include "utils/timestamp.h"
 
 #include "event_bus.h"
+#include "dispatch.h"
 #include "horizon.h"
 #include "shmem.h"
 #include "worker.h"
@@ -65,6 +67,7 @@
 
 static EventBusWorker *my_worker = NULL;
 static EventBusDb *my_worker_db = NULL;
+static Oid	my_worker_seqoid = InvalidOid;
 
 static void
 eb_worker_exit(int code, Datum arg)
@@ -120,6 +123,12 @@ typedef struct WorkerRound
 {
 	int64		horizon;		/* highest seq already dispatched, -1: none yet */
 	Datum		state;			/* jsonb state of _dispatch, or 0 */
+	bool		fast;			/* the schema has _dispatch_due (1.1): new
+								 * events are dispatched from the commit
+								 * reports (dispatch.c) */
+	uint64		tail;			/* commit reports drained so far */
+	int64		top;			/* max_seq read before the last drain */
+	StringInfoData open;		/* the emitters then open, as xid8[] text */
 	TimestampTz next_maintenance;
 	TimestampTz next_retention;
 	TimestampTz next_due;		/* earliest retry due / lease expiry, or 0 */
@@ -150,33 +159,129 @@ eb_read_next_due(WorkerRound *r)
 	r->next_due = isnull ? 0 : DatumGetTimestampTz(d);
 }
 
-/* Dispatch: notify listeners and wake waiters; also learn the next due time. */
+/* Keep a jsonb state returned by SQL in the keep context. */
 static void
-eb_part_dispatch(WorkerRound *r, MemoryContext keep)
+eb_keep_state(WorkerRound *r, MemoryContext keep, int col)
 {
-	Datum		args[2];
-	char		nulls[2] = {' ', ' '};
-	Oid			argtypes[2] = {INT8OID, JSONBOID};
 	bool		isnull;
+	Datum		st = eb_spi_value(col, &isnull);
+	MemoryContext old = MemoryContextSwitchTo(keep);
+
+	if (r->state != (Datum) 0)
+		pfree(DatumGetPointer(r->state));
+	r->state = isnull ? (Datum) 0 : datumCopy(st, false, -1);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Dispatch from the log with event_bus._dispatch(): every round of a
+ * database whose schema predates the commit reports, and otherwise the
+ * first round and one after reports were lost.  In the latter case the
+ * state passed in says what the worker read before its last drain.
+ */
+static void
+eb_dispatch_sql(WorkerRound *r, MemoryContext keep)
+{
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			argtypes[4] = {INT8OID, JSONBOID, INT8OID, TEXTOID};
+	bool		isnull;
+	int			ret;
 
 	args[0] = Int64GetDatum(r->horizon);
 	nulls[0] = r->horizon < 0 ? 'n' : ' ';
 	args[1] = r->state;
 	nulls[1] = r->state == (Datum) 0 ? 'n' : ' ';
-	if (SPI_execute_with_args("SELECT horizon, state, notified FROM event_bus._dispatch($1, $2)",
-							  2, argtypes, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (r->fast)
+	{
+		args[2] = Int64GetDatum(r->top);
+		args[3] = CStringGetTextDatum(r->open.data);
+		nulls[2] = nulls[3] = nulls[0];
+		ret = SPI_execute_with_args("SELECT horizon, state, notified FROM event_bus._dispatch($1, "
+									"coalesce($2, '{}') OPERATOR(pg_catalog.||) "
+									"pg_catalog.jsonb_build_object('max_seq', $3, 'open', $4))",
+									4, argtypes, args, nulls, false, 1);
+	}
+	else
+		ret = SPI_execute_with_args("SELECT horizon, state, notified FROM event_bus._dispatch($1, $2)",
+									2, argtypes, args, nulls, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "event_bus: _dispatch() failed");
 	r->horizon = DatumGetInt64(eb_spi_value(1, &isnull));
-	{
-		Datum		st = eb_spi_value(2, &isnull);
-		MemoryContext old = MemoryContextSwitchTo(keep);
-
-		if (r->state != (Datum) 0)
-			pfree(DatumGetPointer(r->state));
-		r->state = isnull ? (Datum) 0 : datumCopy(st, false, -1);
-		MemoryContextSwitchTo(old);
-	}
+	eb_keep_state(r, keep, 2);
 	r->notified = (uint64) DatumGetInt32(eb_spi_value(3, &isnull));
+}
+
+/*
+ * Dispatch from the commit reports (dispatch.c): read the open emitters,
+ * then drain the reports and notify the subscriptions they concern; count
+ * from the log instead (from what the previous round read) if reports were
+ * lost.  Retries and dead letters (_dispatch_due) only when retries or
+ * leases changed or one became due.
+ */
+static void
+eb_dispatch_fast(WorkerRound *r, MemoryContext keep, bool replan)
+{
+	EventBusEmitter *em;
+	EventBusCommit *commits;
+	uint64		top;
+	uint64		horizon;
+	int			nem;
+	int			n;
+	int			i;
+	bool		lost;
+
+	nem = eb_emitters_known(my_worker_db, &top, &em);
+	horizon = top;
+	for (i = 0; i < nem; i++)
+		horizon = Min(horizon, em[i].floor - 1);
+	n = eb_dispatch_drain(my_worker_db, &r->tail, &commits, &lost);
+
+	if (r->horizon < 0 || lost)
+		eb_dispatch_sql(r, keep);
+	else
+	{
+		r->notified = eb_dispatch_notify(my_worker_db, commits, n);
+		if (replan || r->state == (Datum) 0 ||
+			(r->next_due != 0 && GetCurrentTimestamp() >= r->next_due))
+		{
+			Datum		args[2];
+			char		nulls[2] = {' ', ' '};
+			Oid			argtypes[2] = {JSONBOID, INT8OID};
+			bool		isnull;
+
+			args[0] = r->state;
+			nulls[0] = r->state == (Datum) 0 ? 'n' : ' ';
+			args[1] = Int64GetDatum((int64) horizon);
+			if (SPI_execute_with_args("SELECT state, notified FROM event_bus._dispatch_due($1, $2)",
+									  2, argtypes, args, nulls, false, 1) != SPI_OK_SELECT ||
+				SPI_processed != 1)
+				elog(ERROR, "event_bus: _dispatch_due() failed");
+			eb_keep_state(r, keep, 1);
+			r->notified += (uint64) DatumGetInt32(eb_spi_value(2, &isnull));
+		}
+	}
+
+	/* What the next round counts from if reports are lost. */
+	r->horizon = (int64) horizon;
+	r->top = (int64) top;
+	resetStringInfo(&r->open);
+	appendStringInfoChar(&r->open, '{');
+	for (i = 0; i < nem; i++)
+		appendStringInfo(&r->open, "%s" UINT64_FORMAT, i > 0 ? "," : "", em[i].xid);
+	appendStringInfoChar(&r->open, '}');
+}
+
+/* Dispatch: notify listeners and wake waiters; also learn the next due time. */
+static void
+eb_part_dispatch(WorkerRound *r, MemoryContext keep)
+{
+	bool		replan = pg_atomic_exchange_u32(&my_worker_db->replan, 0) != 0;
+
+	if (r->fast)
+		eb_dispatch_fast(r, keep, replan);
+	else
+		eb_dispatch_sql(r, keep);
 
 	/*
 	 * The next due time changes when retries or leases do.  Commits that
@@ -184,8 +289,28 @@ eb_part_dispatch(WorkerRound *r, MemoryContext keep)
 	 * that claims take are seen by the next maintenance round.  Listeners
 	 * make rounds frequent: reading it every round was a tenth of their cost.
 	 */
-	if (pg_atomic_exchange_u32(&my_worker_db->replan, 0) != 0)
+	if (replan)
 		eb_read_next_due(r);
+}
+
+/*
+ * Does this database's schema have what the commit reports need (1.1)?  An
+ * ALTER EXTENSION UPDATE while the worker runs is seen at the next
+ * maintenance.
+ */
+static void
+eb_check_fast(WorkerRound *r)
+{
+	bool		isnull;
+	bool		fast;
+
+	if (SPI_execute("SELECT pg_catalog.to_regprocedure('event_bus._dispatch_due(jsonb,bigint)') IS NOT NULL",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "event_bus: could not look up the dispatch functions");
+	fast = DatumGetBool(eb_spi_value(1, &isnull));
+	if (fast && !r->fast)
+		r->horizon = -1;		/* start with a round from the log */
+	r->fast = fast;
 }
 
 static void
@@ -194,6 +319,9 @@ eb_part_maintenance(WorkerRound *r, MemoryContext keep)
 	if (SPI_execute("SELECT * FROM event_bus.run_maintenance()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "event_bus: run_maintenance() failed");
 	eb_read_next_due(r);
+	eb_check_fast(r);
+	/* In case the subscriptions changed unseen (a prepared transaction). */
+	eb_dispatch_forget_subscriptions();
 }
 
 /*
@@ -252,11 +380,18 @@ eb_run_part(WorkerRound *r, WorkerPart part, MemoryContext keep,
 			r->gone = true;
 		else
 		{
-			if (my_worker_db == NULL)
+			EventBusDb *db = eb_db_state();
+
+			if (db != my_worker_db || db->seqoid != my_worker_seqoid)
 			{
-				my_worker_db = eb_db_state();
-				pg_atomic_write_u32(&my_worker_db->worker_procno, MyProc->pgprocno + 1);
-				pg_atomic_write_u32(&my_worker_db->replan, 1);	/* first round */
+				/* The first round, or the extension was created anew. */
+				my_worker_db = db;
+				my_worker_seqoid = db->seqoid;
+				pg_atomic_write_u32(&db->worker_procno, MyProc->pgprocno + 1);
+				pg_atomic_write_u32(&db->replan, 1);
+				r->horizon = -1;
+				r->state = (Datum) 0;	/* freed with the keep context */
+				eb_check_fast(r);
 			}
 			fn(r, keep);
 		}
@@ -297,6 +432,8 @@ eb_run_part(WorkerRound *r, WorkerPart part, MemoryContext keep,
 			/* Start over: the next dispatch notifies what is pending. */
 			r->horizon = -1;
 			r->state = (Datum) 0;	/* freed with the keep context's reset below */
+			if (my_worker_db != NULL)
+				pg_atomic_write_u32(&my_worker_db->replan, 1);
 		}
 		RESUME_INTERRUPTS();
 		ok = false;
@@ -309,6 +446,20 @@ eb_run_part(WorkerRound *r, WorkerPart part, MemoryContext keep,
 }
 
 /*
+ * Has dispatch anything to do?  With commit reports, a round with none, no
+ * change to retries or leases and nothing due needs no transaction at all.
+ */
+static bool
+eb_dispatch_needed(WorkerRound *r, TimestampTz now)
+{
+	if (!r->fast || r->horizon < 0 || my_worker_db == NULL)
+		return true;
+	return eb_dispatch_waiting(my_worker_db, r->tail) ||
+		pg_atomic_read_u32(&my_worker_db->replan) != 0 ||
+		(r->next_due != 0 && now >= r->next_due);
+}
+
+/*
  * One round: dispatch, then maintenance and retention when due.  The round's
  * allocations live in round_cxt, reset by the caller.
  */
@@ -318,7 +469,8 @@ eb_worker_round(WorkerRound *r, MemoryContext keep)
 	TimestampTz now = GetCurrentTimestamp();
 
 	r->notified = 0;
-	(void) eb_run_part(r, PART_DISPATCH, keep, eb_part_dispatch);
+	if (eb_dispatch_needed(r, now))
+		(void) eb_run_part(r, PART_DISPATCH, keep, eb_part_dispatch);
 	if (!r->gone && (now >= r->next_maintenance || (r->next_due != 0 && now >= r->next_due)))
 	{
 		if (eb_run_part(r, PART_MAINTENANCE, keep, eb_part_maintenance))
@@ -405,6 +557,13 @@ eb_worker_main(Datum arg)
 	/* Our queries are small; compiling them would cost more than it saves. */
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * Nothing the worker commits needs to wait for the WAL flush: a NOTIFY
+	 * goes with its listeners in a crash, and maintenance that a crash
+	 * undoes (a lease expired, a lane marked) is done again.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	StartTransactionCommand();
 	present = eb_extension_present();
 	CommitTransactionCommand();
@@ -419,6 +578,12 @@ eb_worker_main(Datum arg)
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "event_bus worker round", ALLOCSET_DEFAULT_SIZES);
 	memset(&r, 0, sizeof(r));
 	r.horizon = -1;
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		initStringInfo(&r.open);
+		MemoryContextSwitchTo(old);
+	}
 
 	for (;;)
 	{

@@ -65,3 +65,7 @@ CREATE FUNCTION event_bus._stat(kind "char", name text, OUT since timestamptz, O
                                 OUT claimed bigint, OUT acked bigint, OUT failed bigint, OUT retried bigint,
                                 OUT dead_lettered bigint, OUT expired bigint)
     AS 'MODULE_PATHNAME', 'eb_stat_sql' LANGUAGE C STRICT VOLATILE;
+-- Statement trigger on event_bus.subscriptions: the worker, which sends
+-- NOTIFYs from its own copy of them (dispatch.c), reads them again.
+CREATE FUNCTION event_bus._subscriptions_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'eb_subscriptions_changed' LANGUAGE C;

@@ -65,6 +65,9 @@ CREATE TABLE event_bus.subscriptions (
     created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
     owner        regrole NOT NULL   -- its members (and admins) may work it
 );
+CREATE TRIGGER subscriptions_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON event_bus.subscriptions
+    FOR EACH STATEMENT EXECUTE FUNCTION event_bus._subscriptions_changed();
 
 -- One cursor per subscription, topic and lane: every event of the lane at
 -- or below position has been handed out; so has every one up to high,

@@ -2,14 +2,16 @@
 -- The worker's jobs (each callable by hand or from cron as well)
 -----------------------------------------------------------------------------
 
--- One dispatch round: NOTIFY "event_bus.<subscription>" once per
--- subscription with events that became claimable since the previous round
--- (all claimable ones when p_from is NULL) or retries that became due, and
--- "event_bus.dead_letters" once per subscription with new dead letters.
+-- One dispatch round from the log: NOTIFY "event_bus.<subscription>" once
+-- per subscription with events that became claimable since the previous
+-- round (all claimable ones when p_from is NULL) or retries that became due,
+-- and "event_bus.dead_letters" once per subscription with new dead letters.
 -- p_from is the previous round's horizon and p_state what else it saw: its
 -- max_seq and the transactions then open.  New are the events above that
 -- max_seq, and those above p_from of the transactions that have ended since.
--- Pass the returned horizon and state to the next call.
+-- Pass the returned horizon and state to the next call.  The worker counts
+-- new events itself from what emitting commits report (dispatch.c), and
+-- calls this only for its first round and when it missed reports.
 -- Generic plans: with the log's partitions, the plan cache keeps choosing
 -- custom plans (they prune partitions at plan time), and planning was most
 -- of a round's cost; generic plans prune when they start.
@@ -20,10 +22,7 @@ SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     r         record;
-    t         timestamptz := pg_catalog.clock_timestamp();
-    due       jsonb;
-    last_dead bigint := (p_state OPERATOR(pg_catalog.->>) 'dead_id')::bigint;
-    dead      bigint;
+    d         record;
     top       bigint;
     prev_top  bigint := (p_state OPERATOR(pg_catalog.->>) 'max_seq')::bigint;
     prev_open xid8[] := (p_state OPERATOR(pg_catalog.->>) 'open')::xid8[];
@@ -100,7 +99,33 @@ BEGIN
         END LOOP;
     END IF;
 
-    -- Retries that became due since the previous round.
+    -- Retries that became due, new dead letters.
+    d := event_bus._dispatch_due(p_state, horizon);
+    notified := notified OPERATOR(pg_catalog.+) d.notified;
+    state := d.state OPERATOR(pg_catalog.||)
+             pg_catalog.jsonb_build_object('max_seq', top, 'open', em.xids::text);
+END
+$$;
+
+-- The part of a dispatch round that is not about new events: NOTIFY
+-- "event_bus.<subscription>" for retries that became due since the previous
+-- round, "event_bus.dead_letters" for new dead letters.  p_state is the
+-- previous round's state (its "due" and "dead_id"); the returned state has
+-- them updated.  The worker calls it after it has dispatched new events
+-- itself (dispatch.c), when retries or leases changed or one became due.
+CREATE FUNCTION event_bus._dispatch_due(p_state jsonb, p_horizon bigint,
+                                        OUT state jsonb, OUT notified integer)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    r         record;
+    t         timestamptz := pg_catalog.clock_timestamp();
+    due       jsonb;
+    last_dead bigint := (p_state OPERATOR(pg_catalog.->>) 'dead_id')::bigint;
+    dead      bigint;
+BEGIN
+    notified := 0;
     SELECT pg_catalog.jsonb_object_agg(x.subscription, x.n) INTO due
       FROM (SELECT q.subscription, pg_catalog.count(*) AS n FROM event_bus.retries q
              WHERE q.lease_id IS NULL AND q.due_at OPERATOR(pg_catalog.<=) t
@@ -115,7 +140,7 @@ BEGIN
                             WHERE s.subscription OPERATOR(pg_catalog.=) d.key AND s.paused)
     LOOP
         PERFORM pg_catalog.pg_notify('event_bus.' || r.subscription,
-            pg_catalog.json_build_object('subscription', r.subscription, 'seq', horizon, 'events', 0,
+            pg_catalog.json_build_object('subscription', r.subscription, 'seq', p_horizon, 'events', 0,
                                          'retries', r.n)::text);
         notified := notified + 1;
         PERFORM event_bus._wake();
@@ -137,7 +162,8 @@ BEGIN
             dead := GREATEST(dead, r.top);
         END LOOP;
     END IF;
-    state := pg_catalog.jsonb_build_object('due', due, 'dead_id', dead, 'max_seq', top, 'open', em.xids::text);
+    state := coalesce(p_state, '{}') OPERATOR(pg_catalog.||)
+             pg_catalog.jsonb_build_object('due', due, 'dead_id', dead);
 END
 $$;
 

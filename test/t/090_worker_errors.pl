@@ -21,12 +21,19 @@ $node->safe_psql('postgres', q{
 });
 ok($node->poll_query_until('postgres', q{SELECT rounds > 0 FROM event_bus.worker_status}), 'the worker runs');
 
-# Break dispatch for good.
+# Break dispatch for good: both the round from the log (the first after a
+# failure) and the part about retries and dead letters (which the lease
+# below makes due).
 my $dispatch = $node->safe_psql('postgres',
 	q{SELECT pg_get_functiondef('event_bus._dispatch(bigint, jsonb)'::regprocedure)});
+my $dispatch_due = $node->safe_psql('postgres',
+	q{SELECT pg_get_functiondef('event_bus._dispatch_due(jsonb, bigint)'::regprocedure)});
 $node->safe_psql('postgres', q{
 	CREATE OR REPLACE FUNCTION event_bus._dispatch(p_from bigint, p_state jsonb,
 	                                               OUT horizon bigint, OUT state jsonb, OUT notified integer)
+	LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'dispatch is broken'; END $$;
+	CREATE OR REPLACE FUNCTION event_bus._dispatch_due(p_state jsonb, p_horizon bigint,
+	                                                   OUT state jsonb, OUT notified integer)
 	LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'dispatch is broken'; END $$;
 	SELECT event_bus.emit('t', 'E', '{"n": 0}');
 });
@@ -59,6 +66,7 @@ is($node->safe_psql('postgres', 'SELECT notifications FROM event_bus.worker_stat
 
 # Repaired, dispatch comes back by itself (within the back-off).
 $node->safe_psql('postgres', $dispatch);
+$node->safe_psql('postgres', $dispatch_due);
 ok($node->poll_query_until('postgres',
 		"SELECT notifications > $notified_before FROM event_bus.worker_status"),
 	'after the repair the worker notifies again');
