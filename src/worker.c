@@ -11,10 +11,16 @@
  * like set it when they change what the worker plans.  Otherwise it wakes
  * after event_bus.naptime, or sooner when a retry becomes due or a lease
  * expires.  A round, each part in its own transaction:
- *	- event_bus._dispatch(): one coalesced NOTIFY per subscription with new
- *	  claimable events (channel "event_bus.<subscription>"), one on
+ *	- dispatch: one coalesced NOTIFY per subscription with new claimable
+ *	  events (channel "event_bus.<subscription>"), counted from what the
+ *	  emitting commits reported (dispatch.c) - or from the log with
+ *	  event_bus._dispatch() in the first round, after lost reports, and for
+ *	  a schema still on 1.0; and with event_bus._dispatch_due(), when
+ *	  retries or leases changed or one became due, one NOTIFY per
+ *	  subscription with retries that became due, one on
  *	  "event_bus.dead_letters" per subscription with new dead letters, and a
- *	  wake-up of claim(wait) sleepers when retries become due;
+ *	  wake-up of claim(wait) sleepers.  A round with none of this to do
+ *	  starts no transaction;
  *	- at most every naptime, event_bus.run_maintenance(): expired leases to
  *	  retries or dead letters, log partitions ahead;
  *	- every 10 seconds, event_bus._retention_candidates(): when there are
