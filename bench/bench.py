@@ -50,6 +50,7 @@ from phase_emit import run_emit_phase
 from phase_latency import run_latency_phase
 from phase_soak import run_soak_phase
 from phase_status import run_status_phase
+from phase_worker import run_worker_phase
 from report import build_report, make_plots
 
 
@@ -103,7 +104,9 @@ def main():
     ap.add_argument("--soak-rate", type=int, default=2000)
     ap.add_argument("--soak-partition-size", type=int, default=50000)
     ap.add_argument("--soak-sample", type=int, default=10)
-    ap.add_argument("--phases", default="emit,consume,latency,soak,status")
+    ap.add_argument("--phases", default="emit,consume,latency,worker,soak,status")
+    ap.add_argument("--worker-rates", default="200,2000,10000")
+    ap.add_argument("--worker-seconds", type=int, default=30)
     ap.add_argument("--status-events", type=int, default=10000000)
     ap.add_argument("--argv", default="")
     ap.add_argument("--commit", default="")
@@ -149,6 +152,8 @@ def main():
             run_consume_phase(results)
         if "latency" in phases:
             run_latency_phase(results)
+        if "worker" in phases:
+            run_worker_phase(results)
         if "soak" in phases:
             run_soak_phase(results)
         if "status" in phases:

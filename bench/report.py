@@ -19,6 +19,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
+from phase_worker import PROBE_RATE
 from common import *  # noqa: F401,F403
 from phase_soak import levels_off
 
@@ -227,6 +228,32 @@ def build_report(results, info):
         v = Lr["listen"]["lat_ms"]
         summary.append(("latency emit → LISTEN notification", "median %.3f ms, p99 %.3f ms" % (pct(v, 50), pct(v, 99)),
                         "(same bar, for reference)", verdict(pct(v, 50) < 1 and pct(v, 99) < 10)))
+
+    W = results.get("worker")
+    if W:
+        add("## The worker under load, with a listener")
+        add("")
+        add("One session LISTENs on the subscription's channel, so every emitting commit wakes the worker. "
+            "pgbench -R: 4 producer clients emitting one keyed event per transaction (synchronous_commit off), "
+            "2 consumer clients calling `claim(sub, 100)` then `ack` at twice the needed rate; one topic of "
+            "8 lanes. Beside them a process emits %d probe events/s to a topic of their own, and the listener "
+            "times the notification of each probe from its commit. Worker CPU from `/proc/<pid>/stat`; "
+            "rounds from `worker_status`." % PROBE_RATE)
+        add("")
+        add("| emit rate | achieved | worker CPU | rounds/s | LISTEN latency median | p99 | probes | load |")
+        add("|---|---|---|---|---|---|---|---|")
+        for d in W:
+            add("| %d ev/s | %.0f | %.1f%% | %.0f | %.2f ms | %.2f ms | %d | %.2f–%.2f |"
+                % (d["rate"], d["producers_tps"], 100 * (d["worker_cpu"] or 0), d["rounds_per_s"],
+                   pct(d["lat_ms"], 50), pct(d["lat_ms"], 99), len(d["lat_ms"]), d["load"], d["load_end"]))
+        add("")
+        at2k = [d for d in W if d["rate"] == 2000]
+        if at2k:
+            d = at2k[0]
+            add("Goal at 2,000 ev/s: worker under 5%% of one CPU (%.1f%%: **%s**), LISTEN p99 under 10 ms "
+                "(%.2f ms: **%s**)." % (100 * d["worker_cpu"], "yes" if d["worker_cpu"] < 0.05 else "no",
+                                         pct(d["lat_ms"], 99), "yes" if pct(d["lat_ms"], 99) < 10 else "no"))
+            add("")
 
     St = results.get("status")
     if St:

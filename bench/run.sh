@@ -14,7 +14,9 @@
 #   --reps R           interleaved rounds per emit measurement (default 3)
 #   --events N         events pre-loaded for the consume phase (default 1000000)
 #   --soak-rate R      events/s emitted during the soak (default 2000)
-#   --phases LIST      comma-separated subset of emit,consume,latency,soak,status
+#   --phases LIST      comma-separated subset of emit,consume,latency,worker,soak,status
+#   --worker-rates L   emit rates of the worker phase (default 200,2000,10000)
+#   --worker-seconds N seconds per rate in the worker phase (default 30)
 #   --status-events N  pending events for the status phase (default 10000000)
 #   --out DIR          where report.md, the plots and raw/ go (default bench/results)
 #   --build            rebuild and reinstall the extension from this checkout first
@@ -42,7 +44,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1; shift ;;
         --build) BUILD=1; shift ;;
         --out) OUT=$2; shift 2 ;;
-        --seconds|--reps|--events|--soak-rate|--phases|--latency-samples|--soak-partition-size|--bulk-clients|--lanes|--status-events)
+        --seconds|--reps|--events|--soak-rate|--phases|--latency-samples|--soak-partition-size|--bulk-clients|--lanes|--status-events|--worker-rates|--worker-seconds)
             PY_ARGS+=("$1" "$2"); shift 2 ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -51,7 +53,7 @@ done
 if [ "$QUICK" = 1 ]; then
     # Later arguments win in argparse: explicit options still apply.
     PY_ARGS=(--seconds 3 --reps 1 --events 100000 --latency-samples 300 --soak-partition-size 10000 --status-events 200000
-             --soak-sample 5 "${PY_ARGS[@]}")
+             --worker-seconds 8 --soak-sample 5 "${PY_ARGS[@]}")
     [ "$SOAK_SET" = 1 ] || SOAK_MINUTES=0.5
     OUT=${OUT:-$BENCH/results/quick}
 fi
