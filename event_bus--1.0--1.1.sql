@@ -129,6 +129,19 @@ CREATE TABLE event_bus.lane_marks (
 );
 COMMENT ON TABLE event_bus.lane_marks IS 'Per lane and type, the number of committed events with seq <= upto; pending counts read these instead of the backlog.';
 
+-- Dedupe keys of emits, and a dedupe window per topic.
+ALTER TABLE event_bus.topics ADD COLUMN dedupe_window interval;
+CREATE TABLE event_bus.dedupe_keys (
+    topic      text COLLATE "C" NOT NULL,
+    dedupe_key text COLLATE "C" NOT NULL,
+    seq        bigint NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (topic, dedupe_key)
+);
+CREATE INDEX dedupe_keys_expires_at ON event_bus.dedupe_keys (expires_at);
+COMMENT ON TABLE event_bus.dedupe_keys IS 'Per topic and dedupe key, the seq of the event that holds the key until expires_at.';
+SELECT pg_catalog.pg_extension_config_dump('event_bus.dedupe_keys', '');
+
 -----------------------------------------------------------------------------
 -- Internal SQL helpers
 -----------------------------------------------------------------------------
@@ -510,7 +523,7 @@ $$;
 -----------------------------------------------------------------------------
 DROP FUNCTION event_bus.create_topic(text, integer, text);
 CREATE FUNCTION event_bus.create_topic(topic text, lanes integer DEFAULT 4, description text DEFAULT NULL,
-                                       private boolean DEFAULT false)
+                                       private boolean DEFAULT false, dedupe_window interval DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -526,8 +539,14 @@ BEGIN
     IF create_topic.private IS NULL THEN
         RAISE EXCEPTION 'private must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    INSERT INTO event_bus.topics AS t (topic, lanes, description)
-    VALUES (create_topic.topic, create_topic.lanes, create_topic.description)
+    IF create_topic.dedupe_window OPERATOR(pg_catalog.<=) '0'::interval
+       OR create_topic.dedupe_window OPERATOR(pg_catalog.>) '1 year'::interval THEN
+        RAISE EXCEPTION 'dedupe_window must be positive and at most 1 year, not %', create_topic.dedupe_window
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL to use the event_bus.dedupe_window setting.';
+    END IF;
+    INSERT INTO event_bus.topics AS t (topic, lanes, description, dedupe_window)
+    VALUES (create_topic.topic, create_topic.lanes, create_topic.description, create_topic.dedupe_window)
     ON CONFLICT DO NOTHING;
     IF FOUND THEN
         IF NOT create_topic.private THEN
@@ -548,8 +567,8 @@ BEGIN
     RETURN false;
 END
 $$;
-COMMENT ON FUNCTION event_bus.create_topic(text, integer, text, boolean) IS
-'Create a topic split into lanes (1-256); returns false if it already exists with the same lanes. Unless private, event_bus_producer may produce to it and event_bus_consumer consume from it.';
+COMMENT ON FUNCTION event_bus.create_topic(text, integer, text, boolean, interval) IS
+'Create a topic split into lanes (1-256); returns false if it already exists with the same lanes. Unless private, event_bus_producer may produce to it and event_bus_consumer consume from it. dedupe_window (NULL: the event_bus.dedupe_window setting) is how long a dedupe key of an emit holds.';
 
 CREATE OR REPLACE FUNCTION event_bus.drop_topic(topic text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -572,6 +591,7 @@ BEGIN
                   HINT = 'Unsubscribe them first with event_bus.unsubscribe().';
     END IF;
     DELETE FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) drop_topic.topic;
+    DELETE FROM event_bus.dedupe_keys d WHERE d.topic OPERATOR(pg_catalog.=) drop_topic.topic;
     PERFORM event_bus._topics_changed();
 END
 $$;
@@ -749,6 +769,15 @@ BEGIN
         PERFORM event_bus._wake();
     END IF;
 
+    -- Dedupe keys past their window, a batch at a time (an emit that meets
+    -- one first takes it over).  By ctid, so that a key an emit took over
+    -- meanwhile (a new row version) stays.
+    DELETE FROM event_bus.dedupe_keys d
+     WHERE d.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
+           SELECT x.ctid FROM event_bus.dedupe_keys x
+            WHERE x.expires_at OPERATOR(pg_catalog.<=) t
+            LIMIT 10000));
+
     -- Lane marks for monitoring, up to the horizon.
     PERFORM event_bus._mark_lanes(event_bus._horizon(), false);
 
@@ -910,21 +939,26 @@ $$;
 -----------------------------------------------------------------------------
 -- Publishing: emit and emit_many run as their caller and check its grant
 -----------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION event_bus.emit(topic text, type text, payload jsonb, key text DEFAULT NULL,
-                               headers jsonb DEFAULT NULL, version integer DEFAULT 1)
+-- emit and emit_many take dedupe keys: their signatures change.
+DROP FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer);
+DROP FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer);
+CREATE FUNCTION event_bus.emit(topic text, type text, payload jsonb, key text DEFAULT NULL,
+                               headers jsonb DEFAULT NULL, version integer DEFAULT 1,
+                               dedupe_key text DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'eb_emit_1_1'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer) IS
-'Publish one event in the current transaction; returns its seq.  The topic must exist and the caller needs its produce grant.';
+COMMENT ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text) IS
+'Publish one event in the current transaction; returns its seq.  The topic must exist and the caller needs its produce grant.  With a dedupe_key that an event of the topic already holds (within its dedupe window), publishes nothing and returns that event''s seq.';
 
-CREATE OR REPLACE FUNCTION event_bus.emit_many(topic text, type text, payloads jsonb[], keys text[] DEFAULT NULL,
-                                    headers jsonb DEFAULT NULL, version integer DEFAULT 1)
+CREATE FUNCTION event_bus.emit_many(topic text, type text, payloads jsonb[], keys text[] DEFAULT NULL,
+                                    headers jsonb DEFAULT NULL, version integer DEFAULT 1,
+                                    dedupe_keys text[] DEFAULT NULL)
 RETURNS bigint[]
 AS 'MODULE_PATHNAME', 'eb_emit_many_1_1'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer) IS
-'Publish one event per payload (with the matching key); returns their seqs in order.';
+COMMENT ON FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer, text[]) IS
+'Publish one event per payload (with the matching key); returns their seqs in order.  A payload whose dedupe key an event of the topic already holds publishes nothing; its place in the result holds that event''s seq.';
 
 -----------------------------------------------------------------------------
 -- The API functions become C entry points (eb_api) that record the caller
@@ -2367,10 +2401,10 @@ REVOKE EXECUTE ON FUNCTION event_bus.unsubscribe(text), event_bus.pause(text), e
     FROM event_bus_admin;
 GRANT SELECT ON event_bus.topic_grants, event_bus.dead_letter_queue TO event_bus_admin;
 GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;
-GRANT SELECT ON event_bus.open_emitters, event_bus.stats, event_bus.lane_marks TO event_bus_admin;
+GRANT SELECT ON event_bus.open_emitters, event_bus.stats, event_bus.lane_marks, event_bus.dedupe_keys TO event_bus_admin;
 GRANT EXECUTE ON PROCEDURE event_bus.wait(text, interval) TO event_bus_consumer;
-GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer),
-                          event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer),
+GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text),
+                          event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer, text[]),
                           event_bus.capture(regclass, text, text[], jsonb, text[], text[], text[], text, text),
                           event_bus.uncapture(regclass)
       TO event_bus_producer;
@@ -2387,7 +2421,7 @@ GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval, interval),
                           event_bus.redrive(text, bigint[]),
                           event_bus.purge_dead_letters(text, interval)
       TO event_bus_consumer;
-GRANT EXECUTE ON FUNCTION event_bus.create_topic(text, integer, text, boolean),
+GRANT EXECUTE ON FUNCTION event_bus.create_topic(text, integer, text, boolean, interval),
                           event_bus.drop_topic(text),
                           event_bus.grant_topic(text, regrole, text),
                           event_bus.revoke_topic(text, regrole, text),

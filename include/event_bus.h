@@ -33,6 +33,7 @@
 #define EB_NAME_MAXLEN		48
 #define EB_TYPE_MAXLEN		255
 #define EB_KEY_MAXLEN		1024
+#define EB_DEDUPE_KEY_MAXLEN	512
 
 /* settings.c */
 extern int	eb_max_payload_size;
@@ -45,6 +46,7 @@ extern int	eb_retention;
 extern int	eb_expire_batch_size;
 extern int	eb_dispatch_interval;
 extern int	eb_long_emit_warning;
+extern int	eb_dedupe_window;
 extern void eb_define_settings(void);
 
 /* api.c */

@@ -333,6 +333,98 @@ eb_check_key(text *key)
 				 errdetail("Event keys are at most %d bytes long.", EB_KEY_MAXLEN)));
 }
 
+static void
+eb_check_dedupe_key(text *dkey)
+{
+	if (VARSIZE_ANY_EXHDR(dkey) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("dedupe key must not be empty"),
+				 errhint("Pass NULL for an event without a dedupe key.")));
+	if (VARSIZE_ANY_EXHDR(dkey) > EB_DEDUPE_KEY_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("dedupe key is too long"),
+				 errdetail("Dedupe keys are at most %d bytes long.", EB_DEDUPE_KEY_MAXLEN),
+				 errhint("Use a hash of a longer identifier.")));
+}
+
+/*
+ * Dedupe keys (event_bus.dedupe_keys).  Taking a key inserts its row, or
+ * takes over the row of an expired holder; the primary key makes a
+ * concurrent emit of the same key wait for the first one's transaction,
+ * then find its row (committed) or insert its own (rolled back).
+ */
+static SPIPlanPtr dedupe_take_plan = NULL;
+static SPIPlanPtr dedupe_find_plan = NULL;
+
+static const char *dedupe_take_sql =
+"INSERT INTO event_bus.dedupe_keys AS d (topic, dedupe_key, seq, expires_at) "
+"SELECT $1, $2, $3, pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) "
+"       coalesce(t.dedupe_window, pg_catalog.make_interval(secs => $4::pg_catalog.float8)) "
+"  FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) $1 "
+"ON CONFLICT (topic, dedupe_key) DO UPDATE SET seq = excluded.seq, expires_at = excluded.expires_at "
+" WHERE d.expires_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() "
+"RETURNING d.seq";
+
+static const char *dedupe_find_sql =
+"SELECT d.seq FROM event_bus.dedupe_keys d "
+" WHERE d.topic OPERATOR(pg_catalog.=) $1 AND d.dedupe_key OPERATOR(pg_catalog.=) $2";
+
+static SPIPlanPtr
+eb_dedupe_plan(SPIPlanPtr *plan, const char *sql)
+{
+	static Oid	argtypes[4] = {TEXTOID, TEXTOID, INT8OID, INT4OID};
+
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, sql == dedupe_take_sql ? 4 : 2, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
+}
+
+/*
+ * Let the event with 'seq' hold (topic, dedupe key).  Returns 0 if it does
+ * now, or the seq of the event of this topic that holds the key within its
+ * dedupe window (and then nothing was written).
+ */
+static int64
+eb_dedupe(text *topic, text *dkey, int64 seq, bool as_owner)
+{
+	Datum		values[4];
+	EventBusAsOwner user;
+	int64		held = -1;
+	int			attempt;
+	bool		isnull;
+
+	values[0] = PointerGetDatum(topic);
+	values[1] = PointerGetDatum(dkey);
+	values[2] = Int64GetDatum(seq);
+	values[3] = Int32GetDatum(eb_dedupe_window);
+	eb_spi_begin(&user, as_owner);
+	/* Again if the holder's row went between the two statements (expired). */
+	for (attempt = 0; attempt < 3 && held < 0; attempt++)
+	{
+		if (SPI_execute_plan(eb_dedupe_plan(&dedupe_take_plan, dedupe_take_sql), values, NULL,
+							 false, 0) != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "event_bus: could not record a dedupe key");
+		if (SPI_processed == 1)
+			held = 0;
+		else if (SPI_execute_plan(eb_dedupe_plan(&dedupe_find_plan, dedupe_find_sql), values, NULL,
+								  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
+			held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	if (held < 0)
+		elog(ERROR, "event_bus: could not record dedupe key \"%s\"", text_to_cstring(dkey));
+	eb_spi_end(&user);
+	return held;
+}
+
 /*
  * Make sure log partitions reach past 'maxseq'.  Emits call it twice: with
  * the seqs they are about to take (so that the 1.0 install script's
@@ -442,6 +534,7 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 	Size		hsize;
 	EventBusDb *db;
 	int32		lanes;
+	text	   *dkey;
 
 	hsize = eb_check_common(fcinfo, &row.topic, &row.type, &headers, &row.version);
 	if (PG_ARGISNULL(2))
@@ -453,6 +546,10 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 	eb_check_payload(row.topic, row.payload, hsize);
 	row.key = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
 	eb_check_key(row.key);
+	/* The 1.0 entry point has no dedupe key. */
+	dkey = PG_NARGS() > 6 && !PG_ARGISNULL(6) ? PG_GETARG_TEXT_PP(6) : NULL;
+	if (dkey != NULL)
+		eb_check_dedupe_key(dkey);
 	row.headers = headers ? headers : eb_empty_headers();
 
 	db = eb_db_state();
@@ -463,6 +560,14 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 	eb_ensure_coverage(db, pg_atomic_read_u64(&db->max_seq) + 1, check_grants);
 	row.seq = nextval_internal(db->seqoid, false);
 	eb_ensure_coverage(db, row.seq, check_grants);
+	eb_note_seq(db, (uint64) row.seq);
+	if (dkey != NULL)
+	{
+		int64		held = eb_dedupe(row.topic, dkey, row.seq, check_grants);
+
+		if (held > 0)
+			PG_RETURN_INT64(held);	/* the seq taken stays unused */
+	}
 
 	row.lane = eb_lane(row.key, row.seq, lanes);
 	row.emitted_at = GetCurrentTimestamp();
@@ -475,7 +580,6 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 	eb_write_event(&log, &row, check_grants);
 	eb_log_close(&log);
 
-	eb_note_seq(db, (uint64) row.seq);
 	eb_stat_count('t', VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic), EB_EMITTED, 1);
 	eb_dispatch_note(row.topic, row.type, 1, row.seq);
 	PG_RETURN_INT64(row.seq);
@@ -506,6 +610,11 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 	int32		lanes = 0;
 	Datum	   *seqs;
 	int64		maxseq = 0;
+	Datum	   *delems = NULL;
+	bool	   *dnulls = NULL;
+	bool	   *held;
+	int64		written = 0;
+	int64		newest = 0;
 
 	hsize = eb_check_common(fcinfo, &row.topic, &row.type, &headers, &row.version);
 	if (PG_ARGISNULL(2))
@@ -547,6 +656,26 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 			if (!knulls[i])
 				eb_check_key(DatumGetTextPP(kelems[i]));
 	}
+	/* The 1.0 entry point has no dedupe keys. */
+	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
+	{
+		ArrayType  *dkeys = PG_GETARG_ARRAYTYPE_P(6);
+		int			nd;
+
+		if (ARR_NDIM(dkeys) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("dedupe_keys must be a one-dimensional array")));
+		deconstruct_array(dkeys, TEXTOID, -1, false, TYPALIGN_INT, &delems, &dnulls, &nd);
+		if (nd != n)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("dedupe_keys has %d elements but payloads has %d", nd, n),
+					 errhint("Pass one dedupe key (or NULL) per payload, or NULL for none.")));
+		for (i = 0; i < nd; i++)
+			if (!dnulls[i])
+				eb_check_dedupe_key(DatumGetTextPP(delems[i]));
+	}
 	row.headers = headers ? headers : eb_empty_headers();
 
 	if (check_grants || n > 0)
@@ -570,6 +699,23 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 			maxseq = s;
 	}
 	eb_ensure_coverage(db, maxseq, check_grants);
+	eb_note_seq(db, (uint64) maxseq);
+
+	/* Payloads whose dedupe key an event holds are not written. */
+	held = palloc0(sizeof(bool) * n);
+	for (i = 0; delems != NULL && i < n; i++)
+	{
+		int64		h;
+
+		if (dnulls[i])
+			continue;
+		h = eb_dedupe(row.topic, DatumGetTextPP(delems[i]), DatumGetInt64(seqs[i]), check_grants);
+		if (h > 0)
+		{
+			seqs[i] = Int64GetDatum(h);
+			held[i] = true;
+		}
+	}
 
 	row.with_txid = check_grants;	/* 1.1 or later: with txid */
 	row.txid = check_grants ? GetTopFullTransactionId() : InvalidFullTransactionId;
@@ -577,7 +723,11 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 	eb_log_open(&log);
 	for (i = 0; i < n; i++)
 	{
+		if (held[i])
+			continue;
 		row.seq = DatumGetInt64(seqs[i]);
+		newest = Max(newest, row.seq);
+		written++;
 		row.payload = DatumGetJsonbP(elems[i]);
 		row.key = kelems == NULL || knulls[i] ? NULL : DatumGetTextPP(kelems[i]);
 		row.lane = eb_lane(row.key, row.seq, lanes);
@@ -587,9 +737,9 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 	}
 	eb_log_close(&log);
 
-	eb_note_seq(db, (uint64) maxseq);
-	eb_stat_count('t', VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic), EB_EMITTED, n);
-	eb_dispatch_note(row.topic, row.type, n, maxseq);
+	eb_stat_count('t', VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic), EB_EMITTED, written);
+	if (written > 0)
+		eb_dispatch_note(row.topic, row.type, written, newest);
 	PG_RETURN_ARRAYTYPE_P(construct_array(seqs, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 

@@ -29,6 +29,7 @@ int			eb_retention = 7 * 24 * 3600;
 int			eb_expire_batch_size = 1000;
 int			eb_dispatch_interval = 2;
 int			eb_long_emit_warning = 60 * 1000;
+int			eb_dedupe_window = 24 * 3600;
 
 /* Define every setting; called first thing from _PG_init. */
 void
@@ -82,6 +83,13 @@ eb_define_settings(void)
 							&eb_long_emit_warning,
 							60 * 1000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("event_bus.dedupe_window",
+							"How long a dedupe key of an emit holds.",
+							"A second emit to the same topic with the same dedupe key within it publishes nothing and returns the first event's seq. create_topic(dedupe_window => ...) overrides it per topic.",
+							&eb_dedupe_window,
+							24 * 3600, 1, 366 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("event_bus.expire_batch_size",
 							"Most expired leases one run_maintenance() call turns into retries.",

@@ -30,7 +30,12 @@ cat <<'EOF'
 -- Publishing: emit and emit_many run as their caller and check its grant
 -----------------------------------------------------------------------------
 EOF
-$G emit emit_many
+cat <<'EOF2'
+-- emit and emit_many take dedupe keys: their signatures change.
+DROP FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer);
+DROP FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer);
+EOF2
+$G =emit =emit_many
 cat <<'EOF'
 -----------------------------------------------------------------------------
 -- The API functions become C entry points (eb_api) that record the caller
@@ -92,7 +97,7 @@ sed -n '/^CREATE VIEW event_bus.open_emitters/,$p' src/sql/13_views.sql
 echo
 sed -n '/^-- Privileges$/,/^GRANT SELECT ON event_bus.topic_grants, event_bus.dead_letter_queue TO event_bus_admin;/p' "$PREV" | sed '1i -----------------------------------------------------------------------------'
 echo "GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;"
-echo "GRANT SELECT ON event_bus.open_emitters, event_bus.stats, event_bus.lane_marks TO event_bus_admin;"
+echo "GRANT SELECT ON event_bus.open_emitters, event_bus.stats, event_bus.lane_marks, event_bus.dedupe_keys TO event_bus_admin;"
 sed -n '/^GRANT EXECUTE/,/^GRANT SELECT ON ALL TABLES/p' src/sql/14_privileges.sql | grep -v "GRANT SELECT ON ALL TABLES"
 } > event_bus--1.0--1.1.sql.new
 mv event_bus--1.0--1.1.sql.new event_bus--1.0--1.1.sql

@@ -10,7 +10,8 @@ CREATE TABLE event_bus.topics (
     topic       text COLLATE "C" PRIMARY KEY,
     lanes       integer NOT NULL CHECK (lanes BETWEEN 1 AND 256),
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    description text
+    description text,
+    dedupe_window interval          -- NULL: event_bus.dedupe_window
 );
 
 -- Who may produce to and consume from a topic.  A role has a privilege if
@@ -157,6 +158,21 @@ CREATE TABLE event_bus.dead_letters (
 );
 CREATE INDEX dead_letters_dead_id ON event_bus.dead_letters (dead_id);
 
+-- Dedupe keys of emits (emit(..., dedupe_key => ...)): per topic and key,
+-- the seq of the event that holds it until expires_at (emit time plus the
+-- topic's dedupe window).  run_maintenance() deletes expired keys in
+-- batches, off the emit path; an emit that meets an expired key before then
+-- takes it over.
+CREATE TABLE event_bus.dedupe_keys (
+    topic      text COLLATE "C" NOT NULL,
+    dedupe_key text COLLATE "C" NOT NULL,
+    seq        bigint NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (topic, dedupe_key)
+);
+CREATE INDEX dedupe_keys_expires_at ON event_bus.dedupe_keys (expires_at);
+COMMENT ON TABLE event_bus.dedupe_keys IS 'Per topic and dedupe key, the seq of the event that holds the key until expires_at.';
+
 SELECT pg_catalog.pg_extension_config_dump('event_bus.event_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.topics', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.log_partitions', '');
@@ -167,6 +183,7 @@ SELECT pg_catalog.pg_extension_config_dump('event_bus.lease_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.dead_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.retries', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.dedupe_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.topic_grants', '');
 
 COMMENT ON TABLE event_bus.topics IS 'Named event streams; lanes fix how many ordered lanes a topic is split into.';

@@ -2,7 +2,7 @@
 -- Topics
 -----------------------------------------------------------------------------
 CREATE FUNCTION event_bus.create_topic(topic text, lanes integer DEFAULT 4, description text DEFAULT NULL,
-                                       private boolean DEFAULT false)
+                                       private boolean DEFAULT false, dedupe_window interval DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -18,8 +18,14 @@ BEGIN
     IF create_topic.private IS NULL THEN
         RAISE EXCEPTION 'private must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    INSERT INTO event_bus.topics AS t (topic, lanes, description)
-    VALUES (create_topic.topic, create_topic.lanes, create_topic.description)
+    IF create_topic.dedupe_window OPERATOR(pg_catalog.<=) '0'::interval
+       OR create_topic.dedupe_window OPERATOR(pg_catalog.>) '1 year'::interval THEN
+        RAISE EXCEPTION 'dedupe_window must be positive and at most 1 year, not %', create_topic.dedupe_window
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL to use the event_bus.dedupe_window setting.';
+    END IF;
+    INSERT INTO event_bus.topics AS t (topic, lanes, description, dedupe_window)
+    VALUES (create_topic.topic, create_topic.lanes, create_topic.description, create_topic.dedupe_window)
     ON CONFLICT DO NOTHING;
     IF FOUND THEN
         IF NOT create_topic.private THEN
@@ -40,8 +46,8 @@ BEGIN
     RETURN false;
 END
 $$;
-COMMENT ON FUNCTION event_bus.create_topic(text, integer, text, boolean) IS
-'Create a topic split into lanes (1-256); returns false if it already exists with the same lanes. Unless private, event_bus_producer may produce to it and event_bus_consumer consume from it.';
+COMMENT ON FUNCTION event_bus.create_topic(text, integer, text, boolean, interval) IS
+'Create a topic split into lanes (1-256); returns false if it already exists with the same lanes. Unless private, event_bus_producer may produce to it and event_bus_consumer consume from it. dedupe_window (NULL: the event_bus.dedupe_window setting) is how long a dedupe key of an emit holds.';
 
 CREATE FUNCTION event_bus.drop_topic(topic text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -64,6 +70,7 @@ BEGIN
                   HINT = 'Unsubscribe them first with event_bus.unsubscribe().';
     END IF;
     DELETE FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) drop_topic.topic;
+    DELETE FROM event_bus.dedupe_keys d WHERE d.topic OPERATOR(pg_catalog.=) drop_topic.topic;
     PERFORM event_bus._topics_changed();
 END
 $$;

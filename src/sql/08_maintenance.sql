@@ -124,6 +124,15 @@ BEGIN
         PERFORM event_bus._wake();
     END IF;
 
+    -- Dedupe keys past their window, a batch at a time (an emit that meets
+    -- one first takes it over).  By ctid, so that a key an emit took over
+    -- meanwhile (a new row version) stays.
+    DELETE FROM event_bus.dedupe_keys d
+     WHERE d.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
+           SELECT x.ctid FROM event_bus.dedupe_keys x
+            WHERE x.expires_at OPERATOR(pg_catalog.<=) t
+            LIMIT 10000));
+
     -- Lane marks for monitoring, up to the horizon.
     PERFORM event_bus._mark_lanes(event_bus._horizon(), false);
 

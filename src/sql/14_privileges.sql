@@ -7,8 +7,8 @@
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA event_bus FROM PUBLIC;
 REVOKE ALL ON PROCEDURE event_bus.wait(text, interval) FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE event_bus.wait(text, interval) TO event_bus_consumer;
-GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer),
-                          event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer),
+GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text),
+                          event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer, text[]),
                           event_bus.capture(regclass, text, text[], jsonb, text[], text[], text[], text, text),
                           event_bus.uncapture(regclass)
       TO event_bus_producer;
@@ -25,7 +25,7 @@ GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval, interval),
                           event_bus.redrive(text, bigint[]),
                           event_bus.purge_dead_letters(text, interval)
       TO event_bus_consumer;
-GRANT EXECUTE ON FUNCTION event_bus.create_topic(text, integer, text, boolean),
+GRANT EXECUTE ON FUNCTION event_bus.create_topic(text, integer, text, boolean, interval),
                           event_bus.drop_topic(text),
                           event_bus.grant_topic(text, regrole, text),
                           event_bus.revoke_topic(text, regrole, text),

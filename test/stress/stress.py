@@ -26,6 +26,12 @@ both subscriptions, then the checker verifies:
             seq/id/key between emit and claim, an ordered lane held by
             two leases at once (sampled every 200 ms)                  (must be 0)
   drained   nothing pending, in flight, retrying or dead at the end
+  dedupe    producers pass dedupe keys: fresh ones (must write), keys shared
+            by all producers (one transaction waits for another's), and
+            repeats of a key this producer committed before (must write
+            nothing and return the holder's seq); no two committed events
+            may hold one key, and event_bus.dedupe_keys must name the holder
+            of each                                                   (must be 0)
   duplicates an event whose delivery was acked twice: each ack counted
             only the seqs its lease token still held, so a second one means
             the event was handed out again after an ack of it committed
@@ -137,6 +143,14 @@ class Producer(threading.Thread):
         self.calls = collections.Counter()
         self.emit_t = {}       # id -> when the emit call was made
         self.commit_t = {}     # id -> when its COMMIT returned
+        # Dedupe keys: some events get one of their own, some a key shared by
+        # every producer (at most one per transaction, so that two
+        # transactions never wait for each other's keys), and some repeat the
+        # key of an event this producer committed earlier on purpose.
+        self.shared_keys = True
+        self.dkey_of = {}      # id -> dedupe key of an event that was written with one
+        self.keyed = []        # (dedupe key, seq, topic) of committed keyed events
+        self.txn_shared = False
 
     def new_event(self, topic):
         self.counter += 1
@@ -149,35 +163,76 @@ class Producer(threading.Thread):
                    'pad': 'x' * self.rnd.randint(0, 200)}
         return eid, key, json.dumps(payload)
 
+    def dedupe_key(self, eid, topic):
+        """(dedupe key or None, kind, seq of the event holding it if known)."""
+        r = self.rnd.random()
+        if r < 0.10:
+            return 'own-' + eid, 'own', None
+        if r < 0.14 and self.shared_keys and not self.txn_shared:
+            self.txn_shared = True
+            return 'shared-%d' % self.rnd.randint(0, 40), 'shared', None
+        if r < 0.18:
+            mine = [k for k in self.keyed[-200:] if k[2] == topic]
+            if mine:
+                k = self.rnd.choice(mine)
+                return k[0], 'repeat', k[1]
+        return None, None, None
+
     def emit_some(self, cur):
-        """One emit or emit_many call; returns [(id, seq, topic, key)]."""
+        """One emit or emit_many call; returns [(id, seq, topic, key)] of the
+        events it wrote (a deduplicated one writes nothing)."""
         rnd = self.rnd
         topic = TOPIC if rnd.random() < 0.8 else TOPIC2
         typ = rnd.choice(('created', 'updated'))
         t_emit = now()
         if rnd.random() < 0.5:
             eid, key, payload = self.new_event(topic)
-            cur.execute('SELECT event_bus.emit(%s, %s, %s::jsonb, key => %s)',
-                        (topic, typ, payload, key))
-            seq = cur.fetchone()[0]
+            dk = [self.dedupe_key(eid, topic)]
+            cur.execute('SELECT event_bus.emit(%s, %s, %s::jsonb, key => %s, dedupe_key => %s)',
+                        (topic, typ, payload, key, dk[0][0]))
+            seqs = [cur.fetchone()[0]]
             self.calls['emit'] += 1
-            self.emit_t[eid] = t_emit
-            return [(eid, seq, topic, key)]
-        n = rnd.randint(1, 10)
-        evs = [self.new_event(topic) for _ in range(n)]
+            evs = [(eid, key, payload)]
+        else:
+            n = rnd.randint(1, 10)
+            evs = [self.new_event(topic) for _ in range(n)]
+            dk = [self.dedupe_key(e[0], topic) for e in evs]
+            cur.execute('SELECT event_bus.emit_many(%s, %s, %s::jsonb[], %s::text[], dedupe_keys => %s::text[])',
+                        (topic, typ, [e[2] for e in evs], [e[1] for e in evs], [d[0] for d in dk]))
+            seqs = cur.fetchone()[0]
+            self.calls['emit_many'] += 1
+            if len(seqs) != n:
+                self.run_.error(self.name, 'emit_many returned %d seqs for %d payloads' % (len(seqs), n))
+                return []
         for e in evs:
             self.emit_t[e[0]] = t_emit
-        cur.execute('SELECT event_bus.emit_many(%s, %s, %s::jsonb[], %s::text[])',
-                    (topic, typ, [e[2] for e in evs], [e[1] for e in evs]))
-        seqs = cur.fetchone()[0]
-        self.calls['emit_many'] += 1
-        if len(seqs) != n:
-            self.run_.error(self.name, 'emit_many returned %d seqs for %d payloads' % (len(seqs), n))
-        return [(e[0], s, topic, e[1]) for e, s in zip(evs, seqs)]
+        written_by = {}
+        if any(d[0] for d in dk):
+            cur.execute("SELECT seq, payload->>'id' FROM event_bus.events WHERE seq = ANY (%s)",
+                        ([s for s, d in zip(seqs, dk) if d[0]],))
+            written_by = dict(cur.fetchall())
+        out = []
+        for e, s, (dkey, kind, holder) in zip(evs, seqs, dk):
+            if dkey is None:
+                out.append((e[0], s, topic, e[1]))
+                continue
+            written = written_by.get(s) == e[0]
+            if kind == 'own' and not written:
+                self.run_.error(self.name, 'an emit with a fresh dedupe key %s wrote nothing (seq %s)' % (dkey, s))
+            if kind == 'repeat' and (written or s != holder):
+                self.run_.error(self.name, 'dedupe key %s of event %s: a repeat returned seq %s and wrote %s'
+                                % (dkey, holder, s, 'it' if written else 'nothing'))
+            if written:
+                self.dkey_of[e[0]] = dkey
+                out.append((e[0], s, topic, e[1]))
+            else:
+                self.calls['deduplicated_' + kind] += 1
+        return out
 
     def one_txn(self, cur):
         rnd = self.rnd
         live = []       # events of this transaction not rolled back by a savepoint
+        self.txn_shared = False
         cur.execute('BEGIN')
         try:
             for i in range(rnd.randint(1, 6)):
@@ -234,6 +289,8 @@ class Producer(threading.Thread):
         for (eid, seq, topic, key) in live:
             self.committed[eid] = (seq, topic, key)
             self.commit_t[eid] = t
+            if eid in self.dkey_of:
+                self.keyed.append((self.dkey_of[eid], seq, topic))
         self.txns['commits'] += 1
 
     def run(self):
@@ -268,6 +325,7 @@ class LongProducer(Producer):
         super().__init__(run, pid, seed)
         self.name = 'long-producer-%d' % pid
         self.windows = []      # (t_first_emit, t_end)
+        self.shared_keys = False   # others would wait seconds for its keys
 
     def one_txn(self, cur):
         rnd = self.rnd
@@ -901,6 +959,8 @@ def main():
         leftover_claims[sub] = cur.fetchone()[0]
     cur.execute("SELECT seq, topic, lane, key, payload->>'id' FROM event_bus.events")
     log_rows = cur.fetchall()
+    cur.execute('SELECT topic, dedupe_key, seq FROM event_bus.dedupe_keys')
+    dedupe_rows = {(t, k): q for t, k, q in cur.fetchall()}
     cur.execute('SELECT lo, hi FROM event_bus.log_partitions ORDER BY lo')
     live_ranges = cur.fetchall()
     n_partitions = len(live_ranges)
@@ -928,6 +988,21 @@ def main():
     failures = []
     problems = []
     warnings = []
+
+    # Dedupe keys: no two committed events hold one key of a topic, and the
+    # key's row names the committed event that holds it.
+    holders = collections.defaultdict(list)
+    for p in producers:
+        for eid, dkey in p.dkey_of.items():
+            if eid in p.committed:
+                holders[(p.committed[eid][1], dkey)].append(p.committed[eid][0])
+    dedupe_twice = {k: v for k, v in holders.items() if len(v) > 1}
+    dedupe_wrong = {k: (v[0], dedupe_rows.get(k)) for k, v in holders.items()
+                    if len(v) == 1 and dedupe_rows.get(k) != v[0]}
+    if dedupe_twice or dedupe_wrong:
+        failures.append('dedupe: %d keys held by two committed events (e.g. %s), %d keys whose row names '
+                        'another seq (e.g. %s)' % (len(dedupe_twice), list(dedupe_twice.items())[:3],
+                                                   len(dedupe_wrong), list(dedupe_wrong.items())[:3]))
 
     # The log must hold exactly the committed events.
     log_lane = {}
@@ -1097,6 +1172,10 @@ def main():
                r['delivered'], r['redeliveries'], r['max_attempt'], s['fails'], s['crashes'],
                s['txn_batches'], s['txn_rollbacks'], s['claims'], s['zombies'], s['waiting_claims'], s['ack_not_in_flight'],
                s['fail_not_in_flight']))
+    log('dedupe keys: %d committed events hold one (%d of them shared keys) | deduplicated emits: repeats=%d '
+        'shared=%d | keys held twice=%d, rows naming another seq=%d'
+        % (len(holders), sum(1 for k in holders if k[1].startswith('shared-')), calls['deduplicated_repeat'],
+           calls['deduplicated_shared'], len(dedupe_twice), len(dedupe_wrong)))
     log('long transactions: %d (open %.1f s in all) | delivery delay, COMMIT returned -> first claim, ms '
         '(n p50 p99 max):' % (len(windows), sum(e - b for (b, e) in windows)))
     for name, r in (('unordered', u), ('ordered', o)):
