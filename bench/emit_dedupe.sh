@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Emit throughput without and with dedupe keys (issue 11): pgbench -M
+# prepared, one event per transaction, the same ~300-byte payload.
+#   plain    emit without a dedupe key (what every emit was before)
+#   fresh    emit with a new dedupe key each time (writes the event and a key)
+#   repeat   emit with a key already held (writes nothing, returns the seq)
+# Prints one line per case: "case clients tps".  Needs PGHOST, PGPORT,
+# PGDATABASE and PGUSER (bench/ab.sh sets them) and a database with
+# event_bus installed; --cases and --clients pick a subset, --seconds N.
+#   bash bench/ab.sh A B -- bash bench/emit_dedupe.sh --cases plain
+set -euo pipefail
+CASES="plain fresh repeat"
+CLIENTS="1 8"
+SECS=10
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cases) CASES=$2; shift 2 ;;
+        --clients) CLIENTS=$2; shift 2 ;;
+        --seconds) SECS=$2; shift 2 ;;
+        *) echo "emit_dedupe.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+PGBENCH=$(command -v pgbench || echo /usr/lib/postgresql/15/bin/pgbench)
+PSQL=$(command -v psql || echo /usr/lib/postgresql/15/bin/psql)
+PAYLOAD='{"order_id": 12345, "customer": "c-000042", "items": [{"sku": "sku-0", "qty": 1, "price": 9.99}, {"sku": "sku-1", "qty": 2, "price": 9.99}, {"sku": "sku-2", "qty": 3, "price": 9.99}], "note": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
+DIR=$(mktemp -d /tmp/emit_dedupe.XXXXXX)
+trap 'rm -rf "$DIR"' EXIT
+chmod 755 "$DIR"
+"$PSQL" -X -q -v ON_ERROR_STOP=1 -c "SELECT event_bus.create_topic('dedupe_bench', 4)" \
+    -c "SELECT event_bus.run_maintenance()" >/dev/null
+echo "SELECT event_bus.emit('dedupe_bench', 'OrderPlaced', '$PAYLOAD');" > "$DIR/plain.sql"
+printf '%s\n' "SELECT event_bus.emit('dedupe_bench', 'OrderPlaced', '$PAYLOAD', dedupe_key => 'k-' || :client_id || '-' || pg_backend_pid() || '-' || random());" > "$DIR/fresh.sql"
+printf '%s\n' "\\set k random(1, 1000)" "SELECT event_bus.emit('dedupe_bench', 'OrderPlaced', '$PAYLOAD', dedupe_key => 'held-' || :k);" > "$DIR/repeat.sql"
+for c in $CASES; do
+    if [ "$c" = repeat ]; then      # hold the keys first
+        "$PSQL" -X -q -v ON_ERROR_STOP=1 -c "SELECT count(event_bus.emit('dedupe_bench', 'OrderPlaced', '{}', dedupe_key => 'held-' || g)) FROM generate_series(1, 1000) g" >/dev/null
+    fi
+    for n in $CLIENTS; do
+        tps=$(PGOPTIONS="-c synchronous_commit=off" "$PGBENCH" -n -M prepared -c "$n" -j "$n" -T "$SECS" \
+                -f "$DIR/$c.sql" 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+        echo "$c $n ${tps:-failed}"
+    done
+done
