@@ -10,9 +10,9 @@ DATA_built = event_bus--$(EXTVERSION).sql
 DATA = event_bus--1.0.sql event_bus--1.0--1.1.sql
 PGFILEDESC = "event_bus - an event bus inside PostgreSQL"
 
-REGRESS = init topics emit subscribe claim_ack fail_retry dead_letters admin stats privileges dedupe capture errors
+REGRESS = init topics emit subscribe claim_ack fail_retry dead_letters admin stats privileges dedupe scheduled capture errors
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check
-ISOLATION = horizon competing_claims aborted_events lanes_no_stall savepoint_release ordered_fail replay lease_token head_of_line dedupe
+ISOLATION = horizon competing_claims aborted_events lanes_no_stall savepoint_release ordered_fail replay lease_token head_of_line dedupe scheduled
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --outputdir=output_iso \
 	--temp-config=$(srcdir)/test/regress.conf --temp-instance=./tmp_check_iso \
 	--load-extension=event_bus

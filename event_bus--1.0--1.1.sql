@@ -142,6 +142,23 @@ CREATE INDEX dedupe_keys_expires_at ON event_bus.dedupe_keys (expires_at);
 COMMENT ON TABLE event_bus.dedupe_keys IS 'Per topic and dedupe key, the seq of the event that holds the key until expires_at.';
 SELECT pg_catalog.pg_extension_config_dump('event_bus.dedupe_keys', '');
 
+-- Scheduled events (emit(..., deliver_at)).
+CREATE TABLE event_bus.scheduled_events (
+    id           uuid PRIMARY KEY,
+    topic        text COLLATE "C" NOT NULL,
+    type         text NOT NULL,
+    version      integer NOT NULL,
+    key          text,
+    payload      jsonb NOT NULL,
+    headers      jsonb NOT NULL,
+    deliver_at   timestamptz NOT NULL,
+    scheduled_at timestamptz NOT NULL,
+    scheduled_by regrole NOT NULL
+);
+CREATE INDEX scheduled_events_deliver_at ON event_bus.scheduled_events (deliver_at, id);
+COMMENT ON TABLE event_bus.scheduled_events IS 'Events emitted with deliver_at that have not entered the log yet.';
+SELECT pg_catalog.pg_extension_config_dump('event_bus.scheduled_events', '');
+
 -----------------------------------------------------------------------------
 -- Internal SQL helpers
 -----------------------------------------------------------------------------
@@ -592,6 +609,7 @@ BEGIN
     END IF;
     DELETE FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) drop_topic.topic;
     DELETE FROM event_bus.dedupe_keys d WHERE d.topic OPERATOR(pg_catalog.=) drop_topic.topic;
+    DELETE FROM event_bus.scheduled_events x WHERE x.topic OPERATOR(pg_catalog.=) drop_topic.topic;
     PERFORM event_bus._topics_changed();
 END
 $$;
@@ -769,6 +787,9 @@ BEGIN
         PERFORM event_bus._wake();
     END IF;
 
+    -- Scheduled events that are due enter the log.
+    PERFORM event_bus._release_scheduled();
+
     -- Dedupe keys past their window, a batch at a time (an emit that meets
     -- one first takes it over).  By ctid, so that a key an emit took over
     -- meanwhile (a new row version) stays.
@@ -936,6 +957,17 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION event_bus._next_due() RETURNS timestamptz
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN LEAST((SELECT min(r.due_at) FROM event_bus.retries r
+                   WHERE r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()),
+                 (SELECT min(l.expires_at) FROM event_bus.leases l),
+                 (SELECT min(x.deliver_at) FROM event_bus.scheduled_events x));
+END
+$$;
+
 -----------------------------------------------------------------------------
 -- Publishing: emit and emit_many run as their caller and check its grant
 -----------------------------------------------------------------------------
@@ -944,21 +976,88 @@ DROP FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer);
 DROP FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer);
 CREATE FUNCTION event_bus.emit(topic text, type text, payload jsonb, key text DEFAULT NULL,
                                headers jsonb DEFAULT NULL, version integer DEFAULT 1,
-                               dedupe_key text DEFAULT NULL)
+                               dedupe_key text DEFAULT NULL, deliver_at timestamptz DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'eb_emit_1_1'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text) IS
-'Publish one event in the current transaction; returns its seq.  The topic must exist and the caller needs its produce grant.  With a dedupe_key that an event of the topic already holds (within its dedupe window), publishes nothing and returns that event''s seq.';
+COMMENT ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text, timestamptz) IS
+'Publish one event in the current transaction; returns its seq.  The topic must exist and the caller needs its produce grant.  With a dedupe_key that an event of the topic already holds (within its dedupe window), publishes nothing and returns that event''s seq.  With deliver_at, the event enters the log (and gets its seq) when it is due; returns NULL, and event_bus.scheduled shows it until then.';
 
 CREATE FUNCTION event_bus.emit_many(topic text, type text, payloads jsonb[], keys text[] DEFAULT NULL,
                                     headers jsonb DEFAULT NULL, version integer DEFAULT 1,
-                                    dedupe_keys text[] DEFAULT NULL)
+                                    dedupe_keys text[] DEFAULT NULL, deliver_at timestamptz DEFAULT NULL)
 RETURNS bigint[]
 AS 'MODULE_PATHNAME', 'eb_emit_many_1_1'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer, text[]) IS
-'Publish one event per payload (with the matching key); returns their seqs in order.  A payload whose dedupe key an event of the topic already holds publishes nothing; its place in the result holds that event''s seq.';
+COMMENT ON FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer, text[], timestamptz) IS
+'Publish one event per payload (with the matching key); returns their seqs in order.  A payload whose dedupe key an event of the topic already holds publishes nothing; its place in the result holds that event''s seq.  With deliver_at, every event enters the log when it is due (the seqs are NULL).';
+
+CREATE FUNCTION event_bus._emit_scheduled(topic text, type text, payload jsonb, key text, headers jsonb,
+                                          version integer, id uuid)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'eb_emit_scheduled'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION event_bus._release_scheduled() RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    n integer := 0;
+BEGIN
+    FOR r IN
+        WITH due AS (
+            DELETE FROM event_bus.scheduled_events x
+             WHERE x.id OPERATOR(pg_catalog.=) ANY (ARRAY(
+                   SELECT y.id FROM event_bus.scheduled_events y
+                    WHERE y.deliver_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
+                    ORDER BY y.deliver_at, y.id
+                    LIMIT 1000
+                      FOR UPDATE SKIP LOCKED))
+            RETURNING x.*)
+        SELECT * FROM due ORDER BY due.deliver_at, due.id
+    LOOP
+        PERFORM event_bus._emit_scheduled(r.topic, r.type, r.payload, r.key, r.headers, r.version, r.id);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION event_bus._cancel_scheduled_impl(id uuid) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who oid := event_bus._caller();
+    s   event_bus.scheduled_events;
+BEGIN
+    PERFORM event_bus._check_writable();
+    IF _cancel_scheduled_impl.id IS NULL THEN
+        RAISE EXCEPTION 'id must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- Waits for a release that is moving it right now, and then finds it gone.
+    SELECT * INTO s FROM event_bus.scheduled_events x
+     WHERE x.id OPERATOR(pg_catalog.=) _cancel_scheduled_impl.id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;       -- unknown, cancelled, or already in the log
+    END IF;
+    IF NOT (pg_catalog.pg_has_role(who, s.scheduled_by::oid, 'USAGE')
+            OR pg_catalog.pg_has_role(who, 'event_bus_admin', 'USAGE')) THEN
+        RAISE EXCEPTION 'permission denied to cancel scheduled event %', _cancel_scheduled_impl.id
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = pg_catalog.format('Role "%s" scheduled it; only its members and event_bus_admin may cancel it.',
+                                             s.scheduled_by);
+    END IF;
+    DELETE FROM event_bus.scheduled_events x WHERE x.id OPERATOR(pg_catalog.=) _cancel_scheduled_impl.id;
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION event_bus.cancel_scheduled(id uuid) RETURNS boolean
+AS 'MODULE_PATHNAME', 'eb_api'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_bus.cancel_scheduled(uuid) IS
+'Cancel an event emitted with deliver_at that has not entered the log yet; returns whether it did (false: unknown, already cancelled, or already in the log).  Members of the role that scheduled it, and admins.';
 
 -----------------------------------------------------------------------------
 -- The API functions become C entry points (eb_api) that record the caller
@@ -2374,6 +2473,14 @@ $$;
 COMMENT ON FUNCTION event_bus.to_cloudevent(event_bus.dead_letter_queue) IS
 'Render a dead letter (a row of event_bus.dead_letter_queue) as a CloudEvents 1.0 JSON document.';
 
+CREATE VIEW event_bus.scheduled AS
+SELECT s.id, s.topic, s.type, s.version, s.key, s.payload, s.headers, s.deliver_at, s.scheduled_at,
+       s.scheduled_by
+  FROM event_bus.scheduled_events s
+ WHERE event_bus._visible(s.scheduled_by);
+COMMENT ON VIEW event_bus.scheduled IS
+'Events emitted with deliver_at that have not entered the log yet; each enters it (with a seq, keeping its id) when it is due.  Members of the role that scheduled one, and admins, see it and may cancel it with cancel_scheduled(id).';
+
 -----------------------------------------------------------------------------
 -- Privileges
 -----------------------------------------------------------------------------
@@ -2401,12 +2508,14 @@ REVOKE EXECUTE ON FUNCTION event_bus.unsubscribe(text), event_bus.pause(text), e
     FROM event_bus_admin;
 GRANT SELECT ON event_bus.topic_grants, event_bus.dead_letter_queue TO event_bus_admin;
 GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;
-GRANT SELECT ON event_bus.open_emitters, event_bus.stats, event_bus.lane_marks, event_bus.dedupe_keys TO event_bus_admin;
+GRANT SELECT ON event_bus.open_emitters, event_bus.stats, event_bus.lane_marks, event_bus.dedupe_keys,
+    event_bus.scheduled_events, event_bus.scheduled TO event_bus_admin;
 GRANT EXECUTE ON PROCEDURE event_bus.wait(text, interval) TO event_bus_consumer;
-GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text),
-                          event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer, text[]),
+GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text, timestamptz),
+                          event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer, text[], timestamptz),
                           event_bus.capture(regclass, text, text[], jsonb, text[], text[], text[], text, text),
-                          event_bus.uncapture(regclass)
+                          event_bus.uncapture(regclass),
+                          event_bus.cancel_scheduled(uuid)
       TO event_bus_producer;
 GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval, interval),
                           event_bus.ack(text, bigint[], uuid),
@@ -2449,7 +2558,7 @@ GRANT EXECUTE ON FUNCTION event_bus._handed_out(bigint, xid8, bigint, xid8[], bi
 GRANT EXECUTE ON FUNCTION event_bus.stats_reset() TO event_bus_admin;
 GRANT SELECT ON event_bus.stats TO event_bus_producer, event_bus_consumer;
 GRANT SELECT ON event_bus.topics, event_bus.topic_grants TO event_bus_producer, event_bus_consumer;
-GRANT SELECT ON event_bus.captured_tables TO event_bus_producer;
+GRANT SELECT ON event_bus.captured_tables, event_bus.scheduled TO event_bus_producer;
 GRANT SELECT ON event_bus.subscription_status, event_bus.in_flight, event_bus.retry_queue,
                 event_bus.dead_letter_queue
       TO event_bus_consumer;

@@ -176,11 +176,11 @@ SELECT event_bus.emit('priv', 'T', '{}') > 0 AS emitted;
 RESET ROLE;
 REVOKE event_bus_producer FROM eb_prod;
 GRANT USAGE ON SCHEMA event_bus TO eb_prod;
-GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text) TO eb_prod;
+GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text, timestamptz) TO eb_prod;
 SET ROLE eb_prod;
 SELECT event_bus.emit('priv', 'T', '{}');
 RESET ROLE;
-REVOKE EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text) FROM eb_prod;
+REVOKE EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text, timestamptz) FROM eb_prod;
 REVOKE USAGE ON SCHEMA event_bus FROM eb_prod;
 GRANT event_bus_producer TO eb_prod;
 

@@ -520,12 +520,99 @@ eb_write_event(EventBusLog *log, const EventBusRow *row, bool as_owner)
 	eb_spi_end(&user);
 }
 
+/* How an entry point emits. */
+typedef struct EmitHow
+{
+	bool		v11;			/* a 1.1 entry point: rows with txid, SPI as
+								 * the extension's owner */
+	Oid			role;			/* whose produce grant to check, or InvalidOid */
+	bool		options;		/* arguments 6 and 7: dedupe key(s) and
+								 * deliver_at */
+	bool		given_id;		/* argument 6 is the event's id: a scheduled
+								 * event entering the log */
+} EmitHow;
+
+/* deliver_at of a 1.1 emit, or 0 when it has none. */
+static TimestampTz
+eb_deliver_at(FunctionCallInfo fcinfo, const EmitHow *how, bool dedupe)
+{
+	TimestampTz t;
+
+	if (!how->options || PG_NARGS() < 8 || PG_ARGISNULL(7))
+		return 0;
+	t = PG_GETARG_TIMESTAMPTZ(7);
+	if (TIMESTAMP_NOT_FINITE(t))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("deliver_at must be a finite time")));
+	if (t < GetCurrentStatementStartTimestamp())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("deliver_at %s is in the past", timestamptz_to_str(t)),
+				 errhint("Omit deliver_at to publish the event now.")));
+	if (dedupe)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("an event cannot have both a dedupe key and deliver_at"),
+				 errhint("Cancel a scheduled event with event_bus.cancel_scheduled() before scheduling it again.")));
+	return t;
+}
+
+static SPIPlanPtr schedule_plan = NULL;
+
+/*
+ * Keep an event emitted with deliver_at in event_bus.scheduled_events until
+ * it is due (_release_scheduled() moves it into the log then), and have the
+ * worker plan for it once this transaction commits.
+ */
+static void
+eb_schedule(const EventBusRow *row, TimestampTz deliver_at, bool as_owner)
+{
+	static Oid	argtypes[10] = {UUIDOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, JSONBOID, JSONBOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, REGROLEOID};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	EventBusAsOwner user;
+
+	values[0] = UUIDPGetDatum(row->id);
+	values[1] = PointerGetDatum(row->topic);
+	values[2] = PointerGetDatum(row->type);
+	values[3] = Int32GetDatum(row->version);
+	values[4] = PointerGetDatum(row->key);
+	nulls[4] = row->key ? ' ' : 'n';
+	values[5] = PointerGetDatum(row->payload);
+	values[6] = PointerGetDatum(row->headers);
+	values[7] = TimestampTzGetDatum(deliver_at);
+	values[8] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[9] = ObjectIdGetDatum(GetUserId());
+	eb_spi_begin(&user, as_owner);
+	if (schedule_plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare("INSERT INTO event_bus.scheduled_events "
+									   "(id, topic, type, version, key, payload, headers, deliver_at, "
+									   " scheduled_at, scheduled_by) "
+									   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+									   10, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		schedule_plan = plan;
+	}
+	if (SPI_execute_plan(schedule_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "event_bus: could not schedule an event");
+	eb_spi_end(&user);
+	eb_wake_at_commit();
+}
+
 /*
  * emit(topic text, type text, payload jsonb, key text, headers jsonb,
- *		version int) returns bigint: the new event's seq.
+ *		version int[, dedupe_key text, deliver_at timestamptz]) returns bigint:
+ * the new event's seq (NULL for a scheduled one); and _emit_scheduled(...,
+ * id uuid).
  */
 static Datum
-eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
+eb_emit_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 {
 	EventBusRow row;
 	EventBusLog log;
@@ -535,6 +622,7 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 	EventBusDb *db;
 	int32		lanes;
 	text	   *dkey;
+	TimestampTz deliver_at;
 
 	hsize = eb_check_common(fcinfo, &row.topic, &row.type, &headers, &row.version);
 	if (PG_ARGISNULL(2))
@@ -546,24 +634,35 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 	eb_check_payload(row.topic, row.payload, hsize);
 	row.key = PG_ARGISNULL(3) ? NULL : PG_GETARG_TEXT_PP(3);
 	eb_check_key(row.key);
-	/* The 1.0 entry point has no dedupe key. */
-	dkey = PG_NARGS() > 6 && !PG_ARGISNULL(6) ? PG_GETARG_TEXT_PP(6) : NULL;
+	dkey = how->options && !PG_ARGISNULL(6) ? PG_GETARG_TEXT_PP(6) : NULL;
 	if (dkey != NULL)
 		eb_check_dedupe_key(dkey);
+	deliver_at = eb_deliver_at(fcinfo, how, dkey != NULL);
 	row.headers = headers ? headers : eb_empty_headers();
 
 	db = eb_db_state();
-	lanes = eb_producible_topic(row.topic, check_grants ? GetUserId() : InvalidOid);
+	lanes = eb_producible_topic(row.topic, how->role);
+
+	if (how->given_id)
+		id = *PG_GETARG_UUID_P(6);
+	else
+		eb_uuid_v7(&id, GetCurrentTimestamp());
+	row.id = &id;
+	if (deliver_at != 0)
+	{
+		eb_schedule(&row, deliver_at, how->v11);
+		PG_RETURN_NULL();
+	}
 
 	eb_begin_emit(db);
 	eb_note_emit_topic(row.topic);
-	eb_ensure_coverage(db, pg_atomic_read_u64(&db->max_seq) + 1, check_grants);
+	eb_ensure_coverage(db, pg_atomic_read_u64(&db->max_seq) + 1, how->v11);
 	row.seq = nextval_internal(db->seqoid, false);
-	eb_ensure_coverage(db, row.seq, check_grants);
+	eb_ensure_coverage(db, row.seq, how->v11);
 	eb_note_seq(db, (uint64) row.seq);
 	if (dkey != NULL)
 	{
-		int64		held = eb_dedupe(row.topic, dkey, row.seq, check_grants);
+		int64		held = eb_dedupe(row.topic, dkey, row.seq, how->v11);
 
 		if (held > 0)
 			PG_RETURN_INT64(held);	/* the seq taken stays unused */
@@ -571,13 +670,11 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
 
 	row.lane = eb_lane(row.key, row.seq, lanes);
 	row.emitted_at = GetCurrentTimestamp();
-	eb_uuid_v7(&id, row.emitted_at);
-	row.id = &id;
-	row.with_txid = check_grants;	/* 1.1 or later: with txid */
-	row.txid = check_grants ? GetTopFullTransactionId() : InvalidFullTransactionId;
+	row.with_txid = how->v11;	/* 1.1 or later: with txid */
+	row.txid = how->v11 ? GetTopFullTransactionId() : InvalidFullTransactionId;
 
 	eb_log_open(&log);
-	eb_write_event(&log, &row, check_grants);
+	eb_write_event(&log, &row, how->v11);
 	eb_log_close(&log);
 
 	eb_stat_count('t', VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic), EB_EMITTED, 1);
@@ -592,7 +689,7 @@ eb_emit_internal(FunctionCallInfo fcinfo, bool check_grants)
  * log is made to cover them, then the rows are written.
  */
 static Datum
-eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
+eb_emit_many_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 {
 	EventBusRow row;
 	EventBusLog log;
@@ -615,6 +712,7 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 	bool	   *held;
 	int64		written = 0;
 	int64		newest = 0;
+	TimestampTz deliver_at;
 
 	hsize = eb_check_common(fcinfo, &row.topic, &row.type, &headers, &row.version);
 	if (PG_ARGISNULL(2))
@@ -656,8 +754,7 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 			if (!knulls[i])
 				eb_check_key(DatumGetTextPP(kelems[i]));
 	}
-	/* The 1.0 entry point has no dedupe keys. */
-	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
+	if (how->options && !PG_ARGISNULL(6))
 	{
 		ArrayType  *dkeys = PG_GETARG_ARRAYTYPE_P(6);
 		int			nd;
@@ -676,19 +773,39 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 			if (!dnulls[i])
 				eb_check_dedupe_key(DatumGetTextPP(delems[i]));
 	}
+	deliver_at = eb_deliver_at(fcinfo, how, delems != NULL);
 	row.headers = headers ? headers : eb_empty_headers();
 
-	if (check_grants || n > 0)
-		lanes = eb_producible_topic(row.topic, check_grants ? GetUserId() : InvalidOid);
+	if (how->v11 || n > 0)
+		lanes = eb_producible_topic(row.topic, how->role);
 	if (n == 0)
 		PG_RETURN_ARRAYTYPE_P(construct_empty_array(INT8OID));
+	if (deliver_at != 0)
+	{
+		int			dims[1] = {n};
+		int			lbs[1] = {1};
+
+		seqs = palloc0(sizeof(Datum) * n);
+		held = palloc(sizeof(bool) * n);
+		row.id = &id;
+		for (i = 0; i < n; i++)
+		{
+			row.payload = DatumGetJsonbP(elems[i]);
+			row.key = kelems == NULL || knulls[i] ? NULL : DatumGetTextPP(kelems[i]);
+			eb_uuid_v7(&id, GetCurrentTimestamp());
+			eb_schedule(&row, deliver_at, how->v11);
+			held[i] = true;		/* NULL: no seq yet */
+		}
+		PG_RETURN_ARRAYTYPE_P(construct_md_array(seqs, held, 1, dims, lbs, INT8OID, sizeof(int64),
+												 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	}
 
 	db = eb_db_state();
 	eb_begin_emit(db);
 	eb_note_emit_topic(row.topic);
 
 	/* The seqs first, then partitions for them, then the rows. */
-	eb_ensure_coverage(db, pg_atomic_read_u64(&db->max_seq) + n, check_grants);
+	eb_ensure_coverage(db, pg_atomic_read_u64(&db->max_seq) + n, how->v11);
 	seqs = palloc(sizeof(Datum) * n);
 	for (i = 0; i < n; i++)
 	{
@@ -698,7 +815,7 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 		if (s > maxseq)
 			maxseq = s;
 	}
-	eb_ensure_coverage(db, maxseq, check_grants);
+	eb_ensure_coverage(db, maxseq, how->v11);
 	eb_note_seq(db, (uint64) maxseq);
 
 	/* Payloads whose dedupe key an event holds are not written. */
@@ -709,7 +826,7 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 
 		if (dnulls[i])
 			continue;
-		h = eb_dedupe(row.topic, DatumGetTextPP(delems[i]), DatumGetInt64(seqs[i]), check_grants);
+		h = eb_dedupe(row.topic, DatumGetTextPP(delems[i]), DatumGetInt64(seqs[i]), how->v11);
 		if (h > 0)
 		{
 			seqs[i] = Int64GetDatum(h);
@@ -717,8 +834,8 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 		}
 	}
 
-	row.with_txid = check_grants;	/* 1.1 or later: with txid */
-	row.txid = check_grants ? GetTopFullTransactionId() : InvalidFullTransactionId;
+	row.with_txid = how->v11;	/* 1.1 or later: with txid */
+	row.txid = how->v11 ? GetTopFullTransactionId() : InvalidFullTransactionId;
 	row.id = &id;
 	eb_log_open(&log);
 	for (i = 0; i < n; i++)
@@ -733,7 +850,7 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 		row.lane = eb_lane(row.key, row.seq, lanes);
 		row.emitted_at = GetCurrentTimestamp();
 		eb_uuid_v7(&id, row.emitted_at);
-		eb_write_event(&log, &row, check_grants);
+		eb_write_event(&log, &row, how->v11);
 	}
 	eb_log_close(&log);
 
@@ -745,29 +862,54 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, bool check_grants)
 
 PG_FUNCTION_INFO_V1(eb_emit_1_1);
 PG_FUNCTION_INFO_V1(eb_emit_many_1_1);
+PG_FUNCTION_INFO_V1(eb_emit_scheduled);
 
 /* The entry points of the 1.0 install script: SECURITY DEFINER, no grants. */
+static const EmitHow how_1_0 = {false, InvalidOid, false, false};
+
 Datum
 eb_emit(PG_FUNCTION_ARGS)
 {
-	return eb_emit_internal(fcinfo, false);
+	return eb_emit_internal(fcinfo, &how_1_0);
 }
 
 Datum
 eb_emit_many(PG_FUNCTION_ARGS)
 {
-	return eb_emit_many_internal(fcinfo, false);
+	return eb_emit_many_internal(fcinfo, &how_1_0);
 }
 
-/* Since 1.1: run as the caller, who needs a produce grant on the topic. */
+/*
+ * Since 1.1: run as the caller, who needs a produce grant on the topic;
+ * dedupe keys and deliver_at.
+ */
 Datum
 eb_emit_1_1(PG_FUNCTION_ARGS)
 {
-	return eb_emit_internal(fcinfo, true);
+	EmitHow		how = {true, GetUserId(), true, false};
+
+	return eb_emit_internal(fcinfo, &how);
 }
 
 Datum
 eb_emit_many_1_1(PG_FUNCTION_ARGS)
 {
-	return eb_emit_many_internal(fcinfo, true);
+	EmitHow		how = {true, GetUserId(), true, false};
+
+	return eb_emit_many_internal(fcinfo, &how);
+}
+
+/*
+ * event_bus._emit_scheduled(topic, type, payload, key, headers, version,
+ * id): a scheduled event that is due enters the log with its id.  Its
+ * producer's grant was checked when it was scheduled.
+ */
+Datum
+eb_emit_scheduled(PG_FUNCTION_ARGS)
+{
+	static const EmitHow how = {true, InvalidOid, false, true};
+
+	if (PG_ARGISNULL(6))
+		elog(ERROR, "event_bus: a scheduled event needs its id");
+	return eb_emit_internal(fcinfo, &how);
 }

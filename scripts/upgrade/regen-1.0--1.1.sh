@@ -24,7 +24,7 @@ cat "$STORAGE"
 echo "DROP FUNCTION event_bus._release(event_bus.subscriptions, bigint, timestamptz);"
 $G =_handed_out =_claimable_lanes =_check_seqs _ensure_partitions =_droppable_partitions _retention =_retention_candidates =_retention_drop =_release =_keep_seqs _check_delivered _bury _failed _backoff =_topic_allowed =_check_topic_privilege =_check_interval =_visible _subscription
 sed -n '/^-- Topics and their grants/,/^DROP FUNCTION event_bus.create_topic/p' "$PREV" | sed '1i -----------------------------------------------------------------------------'
-$G =create_topic drop_topic =_check_grant =grant_topic =revoke_topic =_mark_lanes run_maintenance _dispatch =_dispatch_due
+$G =create_topic drop_topic =_check_grant =grant_topic =revoke_topic =_mark_lanes run_maintenance _dispatch =_dispatch_due _next_due
 cat <<'EOF'
 -----------------------------------------------------------------------------
 -- Publishing: emit and emit_many run as their caller and check its grant
@@ -35,7 +35,7 @@ cat <<'EOF2'
 DROP FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer);
 DROP FUNCTION event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer);
 EOF2
-$G =emit =emit_many
+$G =emit =emit_many =_emit_scheduled =_release_scheduled =_cancel_scheduled_impl =cancel_scheduled
 cat <<'EOF'
 -----------------------------------------------------------------------------
 -- The API functions become C entry points (eb_api) that record the caller
@@ -97,7 +97,8 @@ sed -n '/^CREATE VIEW event_bus.open_emitters/,$p' src/sql/13_views.sql
 echo
 sed -n '/^-- Privileges$/,/^GRANT SELECT ON event_bus.topic_grants, event_bus.dead_letter_queue TO event_bus_admin;/p' "$PREV" | sed '1i -----------------------------------------------------------------------------'
 echo "GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;"
-echo "GRANT SELECT ON event_bus.open_emitters, event_bus.stats, event_bus.lane_marks, event_bus.dedupe_keys TO event_bus_admin;"
+echo "GRANT SELECT ON event_bus.open_emitters, event_bus.stats, event_bus.lane_marks, event_bus.dedupe_keys,
+    event_bus.scheduled_events, event_bus.scheduled TO event_bus_admin;"
 sed -n '/^GRANT EXECUTE/,/^GRANT SELECT ON ALL TABLES/p' src/sql/14_privileges.sql | grep -v "GRANT SELECT ON ALL TABLES"
 } > event_bus--1.0--1.1.sql.new
 mv event_bus--1.0--1.1.sql.new event_bus--1.0--1.1.sql

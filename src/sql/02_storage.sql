@@ -158,6 +158,25 @@ CREATE TABLE event_bus.dead_letters (
 );
 CREATE INDEX dead_letters_dead_id ON event_bus.dead_letters (dead_id);
 
+-- Events emitted with deliver_at, until they are due: run_maintenance()
+-- (which the worker runs at the earliest deliver_at) moves each into the
+-- log then, where it gets its seq and keeps the id it was given.  Members
+-- of scheduled_by (and admins) see and may cancel it.
+CREATE TABLE event_bus.scheduled_events (
+    id           uuid PRIMARY KEY,
+    topic        text COLLATE "C" NOT NULL,
+    type         text NOT NULL,
+    version      integer NOT NULL,
+    key          text,
+    payload      jsonb NOT NULL,
+    headers      jsonb NOT NULL,
+    deliver_at   timestamptz NOT NULL,
+    scheduled_at timestamptz NOT NULL,
+    scheduled_by regrole NOT NULL
+);
+CREATE INDEX scheduled_events_deliver_at ON event_bus.scheduled_events (deliver_at, id);
+COMMENT ON TABLE event_bus.scheduled_events IS 'Events emitted with deliver_at that have not entered the log yet.';
+
 -- Dedupe keys of emits (emit(..., dedupe_key => ...)): per topic and key,
 -- the seq of the event that holds it until expires_at (emit time plus the
 -- topic's dedupe window).  run_maintenance() deletes expired keys in
@@ -184,6 +203,7 @@ SELECT pg_catalog.pg_extension_config_dump('event_bus.dead_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.retries', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.dedupe_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('event_bus.scheduled_events', '');
 SELECT pg_catalog.pg_extension_config_dump('event_bus.topic_grants', '');
 
 COMMENT ON TABLE event_bus.topics IS 'Named event streams; lanes fix how many ordered lanes a topic is split into.';

@@ -71,6 +71,7 @@ BEGIN
     END IF;
     DELETE FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) drop_topic.topic;
     DELETE FROM event_bus.dedupe_keys d WHERE d.topic OPERATOR(pg_catalog.=) drop_topic.topic;
+    DELETE FROM event_bus.scheduled_events x WHERE x.topic OPERATOR(pg_catalog.=) drop_topic.topic;
     PERFORM event_bus._topics_changed();
 END
 $$;

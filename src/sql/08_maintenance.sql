@@ -124,6 +124,9 @@ BEGIN
         PERFORM event_bus._wake();
     END IF;
 
+    -- Scheduled events that are due enter the log.
+    PERFORM event_bus._release_scheduled();
+
     -- Dedupe keys past their window, a batch at a time (an emit that meets
     -- one first takes it over).  By ctid, so that a key an emit took over
     -- meanwhile (a new row version) stays.

@@ -167,8 +167,8 @@ BEGIN
 END
 $$;
 
--- When the worker must look again: the next retry to become due or lease
--- to expire.
+-- When the worker must look again: the next retry to become due, lease to
+-- expire, or scheduled event to enter the log.
 -- (PL/pgSQL rather than SQL so that its plan is kept between calls.)
 CREATE FUNCTION event_bus._next_due() RETURNS timestamptz
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -176,7 +176,8 @@ AS $$
 BEGIN
     RETURN LEAST((SELECT min(r.due_at) FROM event_bus.retries r
                    WHERE r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()),
-                 (SELECT min(l.expires_at) FROM event_bus.leases l));
+                 (SELECT min(l.expires_at) FROM event_bus.leases l),
+                 (SELECT min(x.deliver_at) FROM event_bus.scheduled_events x));
 END
 $$;
 

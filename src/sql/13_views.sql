@@ -206,3 +206,11 @@ AS $$
 $$;
 COMMENT ON FUNCTION event_bus.to_cloudevent(event_bus.dead_letter_queue) IS
 'Render a dead letter (a row of event_bus.dead_letter_queue) as a CloudEvents 1.0 JSON document.';
+
+CREATE VIEW event_bus.scheduled AS
+SELECT s.id, s.topic, s.type, s.version, s.key, s.payload, s.headers, s.deliver_at, s.scheduled_at,
+       s.scheduled_by
+  FROM event_bus.scheduled_events s
+ WHERE event_bus._visible(s.scheduled_by);
+COMMENT ON VIEW event_bus.scheduled IS
+'Events emitted with deliver_at that have not entered the log yet; each enters it (with a seq, keeping its id) when it is due.  Members of the role that scheduled one, and admins, see it and may cancel it with cancel_scheduled(id).';

@@ -7,10 +7,11 @@
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA event_bus FROM PUBLIC;
 REVOKE ALL ON PROCEDURE event_bus.wait(text, interval) FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE event_bus.wait(text, interval) TO event_bus_consumer;
-GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text),
-                          event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer, text[]),
+GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text, timestamptz),
+                          event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer, text[], timestamptz),
                           event_bus.capture(regclass, text, text[], jsonb, text[], text[], text[], text, text),
-                          event_bus.uncapture(regclass)
+                          event_bus.uncapture(regclass),
+                          event_bus.cancel_scheduled(uuid)
       TO event_bus_producer;
 GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval, interval),
                           event_bus.ack(text, bigint[], uuid),
@@ -53,7 +54,7 @@ GRANT EXECUTE ON FUNCTION event_bus._handed_out(bigint, xid8, bigint, xid8[], bi
 GRANT EXECUTE ON FUNCTION event_bus.stats_reset() TO event_bus_admin;
 GRANT SELECT ON event_bus.stats TO event_bus_producer, event_bus_consumer;
 GRANT SELECT ON event_bus.topics, event_bus.topic_grants TO event_bus_producer, event_bus_consumer;
-GRANT SELECT ON event_bus.captured_tables TO event_bus_producer;
+GRANT SELECT ON event_bus.captured_tables, event_bus.scheduled TO event_bus_producer;
 GRANT SELECT ON event_bus.subscription_status, event_bus.in_flight, event_bus.retry_queue,
                 event_bus.dead_letter_queue
       TO event_bus_consumer;
