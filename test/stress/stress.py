@@ -26,6 +26,9 @@ both subscriptions, then the checker verifies:
             seq/id/key between emit and claim, an ordered lane held by
             two leases at once (sampled every 200 ms)                  (must be 0)
   drained   nothing pending, in flight, retrying or dead at the end
+  scheduled some events are emitted with deliver_at 0.2-2 s ahead: each
+            must enter the log once, and no claim may return it before
+            deliver_at                                               (must be 0)
   dedupe    producers pass dedupe keys: fresh ones (must write), keys shared
             by all producers (one transaction waits for another's), and
             repeats of a key this producer committed before (must write
@@ -151,6 +154,9 @@ class Producer(threading.Thread):
         self.dkey_of = {}      # id -> dedupe key of an event that was written with one
         self.keyed = []        # (dedupe key, seq, topic) of committed keyed events
         self.txn_shared = False
+        # Scheduled events (deliver_at): their seq is known only once they
+        # enter the log; due_t is deliver_at on the monotonic clock.
+        self.due_t = {}        # id -> when it may be delivered at the earliest
 
     def new_event(self, topic):
         self.counter += 1
@@ -185,6 +191,19 @@ class Producer(threading.Thread):
         topic = TOPIC if rnd.random() < 0.8 else TOPIC2
         typ = rnd.choice(('created', 'updated'))
         t_emit = now()
+        if rnd.random() < 0.03:
+            # Scheduled 0.2-2 s ahead: it enters the log (with a seq) then.
+            eid, key, payload = self.new_event(topic)
+            delay = rnd.uniform(0.2, 2.0)
+            due_t, wall = now() + delay, time.time() + delay
+            cur.execute('SELECT event_bus.emit(%s, %s, %s::jsonb, key => %s, deliver_at => to_timestamp(%s))',
+                        (topic, typ, payload, key, wall))
+            if cur.fetchone()[0] is not None:
+                self.run_.error(self.name, 'a scheduled emit returned a seq')
+            self.calls['scheduled'] += 1
+            self.emit_t[eid] = due_t
+            self.due_t[eid] = due_t
+            return [(eid, None, topic, key)]
         if rnd.random() < 0.5:
             eid, key, payload = self.new_event(topic)
             dk = [self.dedupe_key(eid, topic)]
@@ -789,6 +808,8 @@ def delay_report(deliveries, commit_t, windows, own):
     during, other, mine = [], [], []
     for seq, t in first.items():
         c = commit_t[seq]
+        if c == float('inf'):
+            continue            # a scheduled event
         d = max(0.0, t - c) * 1000
         if seq in own:
             mine.append(d)
@@ -923,7 +944,9 @@ def main():
     while now() < deadline:
         time.sleep(0.25)
         st = status()
-        idle = all(v[0] == 0 and v[1] == 0 and v[2] == 0 for v in st.values())
+        cur.execute('SELECT count(*) FROM event_bus.scheduled_events')
+        n_scheduled = cur.fetchone()[0]
+        idle = n_scheduled == 0 and all(v[0] == 0 and v[1] == 0 and v[2] == 0 for v in st.values())
         recent = max(c.last_nonempty for c in consumers)
         if idle and now() - recent >= 1.0:
             if quiet_since is None:
@@ -966,6 +989,35 @@ def main():
     n_partitions = len(live_ranges)
 
     # --- checks ---------------------------------------------------------------
+    # Scheduled events got their seq when they entered the log: find it there
+    # or in a delivery.  They count as committed when they entered it (never
+    # "earlier" than another event in the order checks), and no delivery may
+    # come before their deliver_at.
+    seq_of = {eid: seq for seq, topic, lane, key, eid in log_rows}
+    for c in consumers:
+        for d in c.deliveries:
+            seq_of.setdefault(d[1], d[0])
+    sched_lost = []
+    for p in producers:
+        for eid in p.due_t:
+            if eid in p.committed:
+                seq, topic, key = p.committed[eid]
+                if eid in seq_of:
+                    p.committed[eid] = (seq_of[eid], topic, key)
+                    p.commit_t[eid] = float('inf')
+                else:
+                    sched_lost.append(eid)
+                    del p.committed[eid]
+                    p.commit_t.pop(eid, None)
+    due_t = {eid: t for p in producers for eid, t in p.due_t.items()}
+    early = [(d[1], round(due_t[d[1]] - d[6], 3)) for c in consumers for d in c.deliveries
+             if d[1] in due_t and d[6] < due_t[d[1]] - 0.005]
+    sched_failures = []
+    if sched_lost or early:
+        sched_failures.append('scheduled: %d committed scheduled events never entered the log (e.g. %s), %d deliveries '
+                        'before deliver_at (e.g. id, seconds early: %s)' % (len(sched_lost), sched_lost[:3],
+                                                                           len(early), early[:3]))
+
     committed = {}     # id -> (seq, topic, key)
     aborted = {}
     uncertain = {}
@@ -985,7 +1037,7 @@ def main():
             emit_t[p.committed[eid][0]] = p.emit_t[eid]
     windows = [w for p in producers for w in getattr(p, 'windows', [])]
     long_own = set(p.committed[eid][0] for p in producers if isinstance(p, LongProducer) for eid in p.commit_t)
-    failures = []
+    failures = list(sched_failures)
     problems = []
     warnings = []
 
@@ -1172,6 +1224,9 @@ def main():
                r['delivered'], r['redeliveries'], r['max_attempt'], s['fails'], s['crashes'],
                s['txn_batches'], s['txn_rollbacks'], s['claims'], s['zombies'], s['waiting_claims'], s['ack_not_in_flight'],
                s['fail_not_in_flight']))
+    log('scheduled events: %d committed, %d never entered the log, %d delivered before deliver_at'
+        % (sum(1 for p in producers for e in p.due_t if e in p.committed) + len(sched_lost), len(sched_lost),
+           len(early)))
     log('dedupe keys: %d committed events hold one (%d of them shared keys) | deduplicated emits: repeats=%d '
         'shared=%d | keys held twice=%d, rows naming another seq=%d'
         % (len(holders), sum(1 for k in holders if k[1].startswith('shared-')), calls['deduplicated_repeat'],
