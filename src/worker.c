@@ -247,9 +247,26 @@ eb_dispatch_fast(WorkerRound *r, MemoryContext keep, bool replan)
 		eb_dispatch_sql(r, keep);
 	else
 	{
+		bool		due = r->next_due != 0 && GetCurrentTimestamp() >= r->next_due;
+
 		r->notified = eb_dispatch_notify(my_worker_db, commits, n);
-		if (replan || r->state == (Datum) 0 ||
-			(r->next_due != 0 && GetCurrentTimestamp() >= r->next_due))
+
+		/*
+		 * Scheduled events that became due enter the log now, not after the
+		 * rest of the round; their commit reports are dispatched in the next
+		 * round, which follows at once.
+		 */
+		if (due)
+		{
+			bool		isnull;
+
+			if (SPI_execute("SELECT event_bus._release_scheduled()", false, 1) != SPI_OK_SELECT ||
+				SPI_processed != 1)
+				elog(ERROR, "event_bus: _release_scheduled() failed");
+			if (DatumGetInt32(eb_spi_value(1, &isnull)) > 0)
+				SetLatch(MyLatch);
+		}
+		if (replan || r->state == (Datum) 0 || due)
 		{
 			Datum		args[2];
 			char		nulls[2] = {' ', ' '};

@@ -21,9 +21,10 @@ $node->safe_psql('postgres', q{
 });
 ok($node->poll_query_until('postgres', q{SELECT rounds > 0 FROM event_bus.worker_status}), 'the worker runs');
 
-# Break dispatch for good: both the round from the log (the first after a
-# failure) and the part about retries and dead letters (which the lease
-# below makes due).
+# Break dispatch for good: both the round from the log and the part about
+# retries and dead letters.  New events are dispatched from commit reports
+# without either, so the worker is restarted: its first round is one from
+# the log, and while that keeps failing every round is.
 my $dispatch = $node->safe_psql('postgres',
 	q{SELECT pg_get_functiondef('event_bus._dispatch(bigint, jsonb)'::regprocedure)});
 my $dispatch_due = $node->safe_psql('postgres',
@@ -38,6 +39,11 @@ $node->safe_psql('postgres', q{
 	SELECT event_bus.emit('t', 'E', '{"n": 0}');
 });
 my $log_start = -s $node->logfile;
+my $old_pid = $node->safe_psql('postgres', 'SELECT pid FROM event_bus.worker_status');
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($old_pid)");
+ok($node->poll_query_until('postgres', qq{
+	SELECT pid <> $old_pid AND last_error = 'dispatch: dispatch is broken' FROM event_bus.worker_status}),
+	'the restarted worker fails to dispatch');
 my $notified_before = $node->safe_psql('postgres', 'SELECT notifications FROM event_bus.worker_status');
 
 # A lease that expires while dispatch is broken: maintenance must still run.
