@@ -51,6 +51,7 @@ from phase_latency import run_latency_phase
 from phase_soak import run_soak_phase
 from phase_status import run_status_phase
 from phase_worker import run_worker_phase
+from phase_memory import run_memory_phase
 from report import build_report, make_plots
 
 
@@ -107,6 +108,8 @@ def main():
     ap.add_argument("--phases", default="emit,consume,latency,worker,soak,status")
     ap.add_argument("--worker-rates", default="200,2000,10000")
     ap.add_argument("--worker-seconds", type=int, default=30)
+    ap.add_argument("--memory-minutes", type=float, default=10)
+    ap.add_argument("--memory-sample", type=int, default=30)
     ap.add_argument("--status-events", type=int, default=10000000)
     ap.add_argument("--argv", default="")
     ap.add_argument("--commit", default="")
@@ -158,6 +161,8 @@ def main():
             run_soak_phase(results)
         if "status" in phases:
             run_status_phase(results)
+        if "memory" in phases:
+            run_memory_phase(results)
     finally:
         stop.set()
         with open(os.path.join(ARGS.out, "raw", "results.json"), "w") as f:

@@ -255,6 +255,33 @@ def build_report(results, info):
                                          pct(d["lat_ms"], 99), "yes" if pct(d["lat_ms"], 99) < 10 else "no"))
             add("")
 
+    M = results.get("memory")
+    if M:
+        sm = M["samples"]
+        add("## Memory: %d databases, %d connections, %g min" % (M["databases"], M["connections"], M["seconds"] / 60))
+        add("")
+        add("%d databases with event_bus (one worker each), %d client connections spread over them, each "
+            "emitting about 10 events/s and half of them claiming and acking; a sample every %d s. Shared "
+            "memory: the `event_bus%%` rows of `pg_shmem_allocations`. Worker memory from `/proc/<pid>/status`: "
+            "VmRSS counts the shared buffers a worker has touched, RssAnon only its private memory."
+            % (M["databases"], M["connections"], ARGS.memory_sample))
+        add("")
+        add("| | first sample | last sample | highest | levels off |")
+        add("|---|---|---|---|---|")
+        for label, key, flat in (("event_bus shared memory", "shmem", M["flat_shmem"]),
+                                 ("largest worker, private (RssAnon)", "worker_anon_max", M["flat_anon"]),
+                                 ("all workers, private (RssAnon)", "worker_anon_sum", M["flat_anon_sum"]),
+                                 ("largest worker, VmRSS", "worker_rss_max", None)):
+            v = [x[key] for x in sm if x.get(key) is not None]
+            if v:
+                add("| %s | %s | %s | %s | %s |" % (label, kb(v[0]), kb(v[-1]), kb(max(v)),
+                                                   {True: "yes", False: "**no**", None: "-"}[flat]))
+        add("")
+        add("Workers running: %d; client connections at the end: %d; operations: %s; load %.2f-%.2f."
+            % (sm[-1]["workers"], sm[-1]["connections"], "{:,}".format(sm[-1]["ops"]),
+               min(x["load"] for x in sm), max(x["load"] for x in sm)))
+        add("")
+
     St = results.get("status")
     if St:
         add("## Monitoring with a backlog")

@@ -17,6 +17,8 @@
 #   --phases LIST      comma-separated subset of emit,consume,latency,worker,soak,status
 #   --worker-rates L   emit rates of the worker phase (default 200,2000,10000)
 #   --worker-seconds N seconds per rate in the worker phase (default 30)
+#   --memory-minutes N the memory phase (not run unless --phases names it):
+#                      32 databases, 100 connections, N minutes (default 10)
 #   --status-events N  pending events for the status phase (default 10000000)
 #   --out DIR          where report.md, the plots and raw/ go (default bench/results)
 #   --build            rebuild and reinstall the extension from this checkout first
@@ -44,7 +46,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1; shift ;;
         --build) BUILD=1; shift ;;
         --out) OUT=$2; shift 2 ;;
-        --seconds|--reps|--events|--soak-rate|--phases|--latency-samples|--soak-partition-size|--bulk-clients|--lanes|--status-events|--worker-rates|--worker-seconds)
+        --seconds|--reps|--events|--soak-rate|--phases|--latency-samples|--soak-partition-size|--bulk-clients|--lanes|--status-events|--worker-rates|--worker-seconds|--memory-minutes|--memory-sample)
             PY_ARGS+=("$1" "$2"); shift 2 ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -138,7 +140,9 @@ trap 'exit 130' INT TERM
 
 echo "run.sh: cluster in $DIR (user $EB_USER)" >&2
 eb_start_cluster "$DIR" $PORT <<CONF
-max_connections = 100
+max_connections = 140
+max_worker_processes = 48
+event_bus.max_databases = 40
 shared_buffers = 2GB
 max_wal_size = 16GB
 min_wal_size = 1GB
