@@ -175,7 +175,34 @@ eb_register_database_process(const char *function, const char *type, Oid dboid,
 	return RegisterDynamicBackgroundWorker(&worker, handle);
 }
 
-/* Start a worker for a database; false if no background worker slot. */
+/*
+ * Give back the worker slots of databases that were dropped (no longer in
+ * 'current'), once nothing of theirs runs: slots are otherwise kept for
+ * good, and a server that saw event_bus.max_databases databases come and go
+ * would start no worker for the next one.
+ */
+static void
+eb_free_dropped_slots(List *current)
+{
+	int			i;
+
+	LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < eb_shared->max_databases; i++)
+	{
+		EventBusWorker *w = &eb_shared->workers[i];
+
+		if (w->state != EBW_FREE && w->state != EBW_STARTING && !eb_worker_alive(w) &&
+			w->retention_pid == 0 && !list_member_oid(current, w->dboid))
+			memset(w, 0, sizeof(EventBusWorker));
+	}
+	LWLockRelease(eb_shared->lock);
+}
+
+/*
+ * Start a worker for a database; false if no background worker slot.  True
+ * (with the next attempt a second away) when every slot is taken only for a
+ * moment.
+ */
 static bool
 eb_start_worker(LauncherDb *ldb)
 {
@@ -187,11 +214,31 @@ eb_start_worker(LauncherDb *ldb)
 	for (i = 0; w == NULL && i < eb_shared->max_databases; i++)
 		if (eb_shared->workers[i].state == EBW_FREE)
 			w = &eb_shared->workers[i];
+	/* None free: the slot of a database found without event_bus will do. */
+	for (i = 0; w == NULL && i < eb_shared->max_databases; i++)
+		if (eb_shared->workers[i].state == EBW_NO_EXTENSION && !eb_worker_alive(&eb_shared->workers[i]))
+			w = &eb_shared->workers[i];
 	if (w == NULL)
 	{
+		bool		all_running = true;
+
+		/*
+		 * Every slot serves a database that uses event_bus: too many of them.
+		 * Otherwise a slot frees up soon (a worker finding no event_bus
+		 * exits at once): try again in a second.
+		 */
+		for (i = 0; i < eb_shared->max_databases; i++)
+			if (eb_shared->workers[i].state != EBW_RUNNING)
+				all_running = false;
 		LWLockRelease(eb_shared->lock);
+		if (!all_running)
+		{
+			ldb->next_start = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+			return true;
+		}
 		ereport(WARNING,
 				(errmsg("event_bus: no worker slot for database %u", ldb->dboid),
+				 errdetail("All %d worker slots serve databases that use event_bus.", eb_shared->max_databases),
 				 errhint("Raise event_bus.max_databases and restart the server.")));
 		return false;
 	}
@@ -302,6 +349,7 @@ eb_launcher_pass(List **dbs)
 	}
 
 	current = eb_list_databases();
+	eb_free_dropped_slots(current);
 	foreach(lc, current)
 	{
 		Oid			dboid = lfirst_oid(lc);
