@@ -101,6 +101,7 @@ def main():
     ap.add_argument("--lanes", type=int, default=16)
     ap.add_argument("--latency-samples", type=int, default=1000)
     ap.add_argument("--latency-rate", type=int, default=200)
+    ap.add_argument("--latency-consumers", type=int, default=1)
     ap.add_argument("--soak-minutes", type=float, default=2)
     ap.add_argument("--soak-rate", type=int, default=2000)
     ap.add_argument("--soak-partition-size", type=int, default=50000)

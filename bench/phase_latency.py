@@ -80,16 +80,18 @@ def latency_claim(db, n, rate):
                 cur.execute("SELECT event_bus.ack('lat_claim', %s::bigint[])", ([r[0] for r in rows],))
         c.close()
 
-    th = threading.Thread(target=consumer, daemon=True)
-    th.start()
+    ths = [threading.Thread(target=consumer, daemon=True) for _ in range(ARGS.latency_consumers)]
+    for th in ths:
+        th.start()
     time.sleep(0.3)
     producer(db, "lat_a", n, rate, commit_times, start_evt)
     deadline = time.time() + 10
     while len(woke) < len(commit_times) and time.time() < deadline:
         time.sleep(0.05)
     stop.set()
-    q(db, "SELECT event_bus.emit('lat_a', 'Stop', '{}')")      # wake the consumer
-    th.join(10)
+    q(db, "SELECT event_bus.emit('lat_a', 'Stop', '{}')")      # wake the consumers
+    for th in ths:
+        th.join(10)
     return [(woke[s] - t) * 1000 for s, t in commit_times.items() if s in woke], len(commit_times)
 
 
@@ -142,7 +144,8 @@ def run_latency_phase(results):
     c.close()
     n, rate = ARGS.latency_samples, ARGS.latency_rate
     res = {}
-    log("latency phase: %d events at %d/s, emit commit -> claim(wait) return ..." % (n, rate))
+    log("latency phase: %d events at %d/s, emit commit -> claim(wait) return (%d consumer%s) ..."
+        % (n, rate, ARGS.latency_consumers, "" if ARGS.latency_consumers == 1 else "s"))
     la = loadavg()
     lat, sent = latency_claim(db, n, rate)
     res["claim"] = dict(lat_ms=lat, sent=sent, load=la)
