@@ -25,6 +25,7 @@
 
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 
 #define EB_SCHEMA			"event_bus"
@@ -67,5 +68,22 @@ extern void eb_as_owner_begin(EventBusAsOwner *o, bool switch_user);
 extern void eb_as_owner_end(EventBusAsOwner *o);
 extern void eb_check_writable(void);
 extern Datum eb_call_impl(FunctionCallInfo fcinfo, const char *impl_name, Oid caller);
+
+/*
+ * This transaction's items (counts, reports) kept until it ends, each
+ * belonging to the (sub)transaction that added it: an item's first member
+ * is that nest level (an int).  Declare one with EB_XACT_LIST(type).
+ */
+typedef struct EventBusXactList
+{
+	char	   *items;
+	int			n;
+	int			space;
+	Size		size;			/* of one item */
+} EventBusXactList;
+
+#define EB_XACT_LIST(type)	{NULL, 0, 0, sizeof(type)}
+extern void *eb_xact_list_add(EventBusXactList *l);
+extern void eb_xact_list_subxact(EventBusXactList *l, SubXactEvent event);
 
 #endif							/* EVENT_BUS_H */

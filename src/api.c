@@ -301,3 +301,57 @@ eb_check_name(const char *kind, text *name)
 					 errdetail("Names start with a lower-case letter or digit and contain only lower-case letters, digits, \".\", \"_\" and \"-\".")));
 	}
 }
+
+/*
+ * Append an item (zeroed, stamped with the current nest level) to a list of
+ * this transaction's items; the list lives in TopMemoryContext.
+ */
+void *
+eb_xact_list_add(EventBusXactList *l)
+{
+	char	   *item;
+
+	if (l->n == l->space)
+	{
+		l->space = Max(8, l->space * 2);
+		l->items = l->items == NULL ?
+			MemoryContextAlloc(TopMemoryContext, l->space * l->size) :
+			repalloc(l->items, l->space * l->size);
+	}
+	item = l->items + l->n++ * l->size;
+	memset(item, 0, l->size);
+	*(int *) item = GetCurrentTransactionNestLevel();
+	return item;
+}
+
+/*
+ * A subtransaction ends: a rolled-back savepoint takes its items with it, a
+ * released one hands them to its parent.  From a SubXactCallback.
+ */
+void
+eb_xact_list_subxact(EventBusXactList *l, SubXactEvent event)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	int			i,
+				kept = 0;
+
+	for (i = 0; i < l->n; i++)
+	{
+		char	   *item = l->items + i * l->size;
+		int		   *item_level = (int *) item;
+
+		if (event == SUBXACT_EVENT_ABORT_SUB)
+		{
+			if (*item_level < level)
+			{
+				if (kept != i)
+					memcpy(l->items + kept * l->size, item, l->size);
+				kept++;
+			}
+		}
+		else if (event == SUBXACT_EVENT_COMMIT_SUB && *item_level >= level)
+			*item_level = level - 1;
+	}
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		l->n = kept;
+}

@@ -54,13 +54,11 @@
 /* This transaction's events per topic and type, not yet reported. */
 typedef struct PendingReport
 {
-	EventBusCommit c;
 	int			nest_level;		/* of the (sub)transaction that emitted */
+	EventBusCommit c;
 } PendingReport;
 
-static PendingReport *pending = NULL;
-static int	npending = 0;
-static int	pending_space = 0;
+static EventBusXactList pending = EB_XACT_LIST(PendingReport);
 static bool subs_changed = false;	/* the trigger ran in this transaction */
 
 static uint64
@@ -75,13 +73,14 @@ eb_dispatch_note(text *topic, text *type, int64 n, int64 newest)
 {
 	uint64		th = eb_name_hash(topic);
 	uint64		yh = eb_name_hash(type);
+	PendingReport *items = (PendingReport *) pending.items;
+	PendingReport *p;
 	int			level = GetCurrentTransactionNestLevel();
 	int			i;
 
-	for (i = npending - 1; i >= 0; i--)
+	for (i = pending.n - 1; i >= 0; i--)
 	{
-		PendingReport *p = &pending[i];
-
+		p = &items[i];
 		if (p->c.topic == th && p->c.type == yh && p->nest_level == level)
 		{
 			p->c.n += n;
@@ -89,19 +88,11 @@ eb_dispatch_note(text *topic, text *type, int64 n, int64 newest)
 			return;
 		}
 	}
-	if (npending == pending_space)
-	{
-		pending_space = Max(8, pending_space * 2);
-		pending = pending == NULL ?
-			MemoryContextAlloc(TopMemoryContext, pending_space * sizeof(PendingReport)) :
-			repalloc(pending, pending_space * sizeof(PendingReport));
-	}
-	pending[npending].c.topic = th;
-	pending[npending].c.type = yh;
-	pending[npending].c.n = n;
-	pending[npending].c.newest = newest;
-	pending[npending].nest_level = level;
-	npending++;
+	p = eb_xact_list_add(&pending);
+	p->c.topic = th;
+	p->c.type = yh;
+	p->c.n = n;
+	p->c.newest = newest;
 }
 
 /*
@@ -112,21 +103,22 @@ eb_dispatch_note(text *topic, text *type, int64 n, int64 newest)
 void
 eb_dispatch_xact_end(EventBusDb *db, bool commit)
 {
-	if (commit && db != NULL && npending > 0)
+	if (commit && db != NULL && pending.n > 0)
 	{
+		PendingReport *items = (PendingReport *) pending.items;
 		uint64		head;
 		int			i;
 
 		SpinLockAcquire(&db->ring_lock);
 		head = pg_atomic_read_u64(&db->ring_head);
-		for (i = 0; i < npending; i++)
-			db->ring[(head + i) % EB_COMMIT_RING] = pending[i].c;
-		pg_atomic_write_u64(&db->ring_head, head + npending);
+		for (i = 0; i < pending.n; i++)
+			db->ring[(head + i) % EB_COMMIT_RING] = items[i].c;
+		pg_atomic_write_u64(&db->ring_head, head + pending.n);
 		SpinLockRelease(&db->ring_lock);
 	}
 	if (commit && db != NULL && subs_changed)
 		pg_atomic_fetch_add_u64(&db->subs_gen, 1);
-	npending = 0;
+	pending.n = 0;
 	subs_changed = false;
 }
 
@@ -135,25 +127,7 @@ static void
 eb_dispatch_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 							 SubTransactionId parentSubid, void *arg)
 {
-	int			level = GetCurrentTransactionNestLevel();
-	int			i,
-				kept = 0;
-
-	if (npending == 0)
-		return;
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		for (i = 0; i < npending; i++)
-			if (pending[i].nest_level < level)
-				pending[kept++] = pending[i];
-		npending = kept;
-	}
-	else if (event == SUBXACT_EVENT_COMMIT_SUB)
-	{
-		for (i = 0; i < npending; i++)
-			if (pending[i].nest_level >= level)
-				pending[i].nest_level = level - 1;
-	}
+	eb_xact_list_subxact(&pending, event);
 }
 
 /* From _PG_init while preloading. */

@@ -48,6 +48,22 @@
 PG_FUNCTION_INFO_V1(eb_emit);
 PG_FUNCTION_INFO_V1(eb_emit_many);
 
+/* The plan of 'sql', prepared once per backend and kept; SPI connected. */
+static SPIPlanPtr
+eb_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
+}
+
 /*
  * The fallback INSERT, for a log partition eb_log_insert() cannot write
  * itself (see log.c).  [0]: the 1.0 install script's table; [1]: since 1.1,
@@ -371,22 +387,7 @@ static const char *dedupe_find_sql =
 "SELECT d.seq FROM event_bus.dedupe_keys d "
 " WHERE d.topic OPERATOR(pg_catalog.=) $1 AND d.dedupe_key OPERATOR(pg_catalog.=) $2";
 
-static SPIPlanPtr
-eb_dedupe_plan(SPIPlanPtr *plan, const char *sql)
-{
-	static Oid	argtypes[4] = {TEXTOID, TEXTOID, INT8OID, INT4OID};
-
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, sql == dedupe_take_sql ? 4 : 2, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		*plan = p;
-	}
-	return *plan;
-}
+static Oid	dedupe_argtypes[4] = {TEXTOID, TEXTOID, INT8OID, INT4OID};
 
 /*
  * Let the event with 'seq' hold (topic, dedupe key).  Returns 0 if it does
@@ -410,13 +411,13 @@ eb_dedupe(text *topic, text *dkey, int64 seq, bool as_owner)
 	/* Again if the holder's row went between the two statements (expired). */
 	for (attempt = 0; attempt < 3 && held < 0; attempt++)
 	{
-		if (SPI_execute_plan(eb_dedupe_plan(&dedupe_take_plan, dedupe_take_sql), values, NULL,
-							 false, 0) != SPI_OK_INSERT_RETURNING)
+		if (SPI_execute_plan(eb_kept_plan(&dedupe_take_plan, dedupe_take_sql, 4, dedupe_argtypes),
+							 values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "event_bus: could not record a dedupe key");
 		if (SPI_processed == 1)
 			held = 0;
-		else if (SPI_execute_plan(eb_dedupe_plan(&dedupe_find_plan, dedupe_find_sql), values, NULL,
-								  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		else if (SPI_execute_plan(eb_kept_plan(&dedupe_find_plan, dedupe_find_sql, 2, dedupe_argtypes),
+								  values, NULL, false, 1) == SPI_OK_SELECT && SPI_processed == 1)
 			held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	if (held < 0)
@@ -505,16 +506,8 @@ eb_write_event(EventBusLog *log, const EventBusRow *row, bool as_owner)
 	values[10] = FullTransactionIdGetDatum(row->txid);
 
 	eb_spi_begin(&user, as_owner);
-	if (emit_plan[v] == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(emit_sql[v], 10 + v, emit_argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		emit_plan[v] = plan;
-	}
-	ret = SPI_execute_plan(emit_plan[v], values, nulls, false, 0);
+	ret = SPI_execute_plan(eb_kept_plan(&emit_plan[v], emit_sql[v], 10 + v, emit_argtypes),
+						   values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "event_bus: emit failed: %s", SPI_result_code_string(ret));
 	eb_spi_end(&user);
@@ -586,20 +579,13 @@ eb_schedule(const EventBusRow *row, TimestampTz deliver_at, bool as_owner)
 	values[8] = TimestampTzGetDatum(GetCurrentTimestamp());
 	values[9] = ObjectIdGetDatum(GetUserId());
 	eb_spi_begin(&user, as_owner);
-	if (schedule_plan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare("INSERT INTO event_bus.scheduled_events "
-									   "(id, topic, type, version, key, payload, headers, deliver_at, "
-									   " scheduled_at, scheduled_by) "
-									   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-									   10, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		schedule_plan = plan;
-	}
-	if (SPI_execute_plan(schedule_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(eb_kept_plan(&schedule_plan,
+									  "INSERT INTO event_bus.scheduled_events "
+									  "(id, topic, type, version, key, payload, headers, deliver_at, "
+									  " scheduled_at, scheduled_by) "
+									  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+									  10, argtypes),
+						 values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "event_bus: could not schedule an event");
 	eb_spi_end(&user);
 	eb_wake_at_commit();
@@ -785,8 +771,8 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 		int			dims[1] = {n};
 		int			lbs[1] = {1};
 
-		seqs = palloc0(sizeof(Datum) * n);
-		held = palloc(sizeof(bool) * n);
+		bool	   *no_seq = palloc(sizeof(bool) * n);
+
 		row.id = &id;
 		for (i = 0; i < n; i++)
 		{
@@ -794,10 +780,10 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 			row.key = kelems == NULL || knulls[i] ? NULL : DatumGetTextPP(kelems[i]);
 			eb_uuid_v7(&id, GetCurrentTimestamp());
 			eb_schedule(&row, deliver_at, how->v11);
-			held[i] = true;		/* NULL: no seq yet */
+			no_seq[i] = true;	/* NULL: no seq until it enters the log */
 		}
-		PG_RETURN_ARRAYTYPE_P(construct_md_array(seqs, held, 1, dims, lbs, INT8OID, sizeof(int64),
-												 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		PG_RETURN_ARRAYTYPE_P(construct_md_array(palloc0(sizeof(Datum) * n), no_seq, 1, dims, lbs,
+												 INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	}
 
 	db = eb_db_state();

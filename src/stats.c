@@ -73,15 +73,13 @@ static HTAB *stat_cache = NULL;
 /* Counts of the current transaction, not yet in shared memory. */
 typedef struct PendingCount
 {
+	int			nest_level;		/* of the (sub)transaction that counted */
 	EventBusStatEntry *entry;
 	int			counter;		/* an EventBusCounter, or -1: reset the entry */
 	int64		n;
-	int			nest_level;		/* of the (sub)transaction that counted */
 } PendingCount;
 
-static PendingCount *pending = NULL;
-static int	npending = 0;
-static int	pending_space = 0;
+static EventBusXactList pending = EB_XACT_LIST(PendingCount);
 static bool warned_full = false;
 
 static const char *const counter_names[EB_NUM_COUNTERS] = {
@@ -247,32 +245,25 @@ eb_stat_entry(char kind, const char *name, int len, bool create)
 static void
 eb_add_pending(EventBusStatEntry *e, int counter, int64 n)
 {
+	PendingCount *items = (PendingCount *) pending.items;
+	PendingCount *p;
 	int			level = GetCurrentTransactionNestLevel();
 	int			i;
 
 	/* Fold into the last count of the same kind: lists stay short. */
-	for (i = npending - 1; i >= 0 && i >= npending - 8; i--)
+	for (i = pending.n - 1; i >= 0 && i >= pending.n - 8; i--)
 	{
-		PendingCount *p = &pending[i];
-
+		p = &items[i];
 		if (p->entry == e && p->counter == counter && p->nest_level == level)
 		{
 			p->n += n;
 			return;
 		}
 	}
-	if (npending == pending_space)
-	{
-		pending_space = Max(16, pending_space * 2);
-		pending = pending == NULL ?
-			MemoryContextAlloc(TopMemoryContext, pending_space * sizeof(PendingCount)) :
-			repalloc(pending, pending_space * sizeof(PendingCount));
-	}
-	pending[npending].entry = e;
-	pending[npending].counter = counter;
-	pending[npending].n = n;
-	pending[npending].nest_level = level;
-	npending++;
+	p = eb_xact_list_add(&pending);
+	p->entry = e;
+	p->counter = counter;
+	p->n = n;
 }
 
 /* Count n events for a topic ('t') or subscription ('s') at commit. */
@@ -291,29 +282,30 @@ eb_stat_count(char kind, const char *name, int len, EventBusCounter counter, int
 static void
 eb_stats_xact_callback(XactEvent event, void *arg)
 {
+	PendingCount *items = (PendingCount *) pending.items;
 	int			i;
 
-	if (npending == 0)
+	if (pending.n == 0)
 		return;
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
-			for (i = 0; i < npending; i++)
+			for (i = 0; i < pending.n; i++)
 			{
-				PendingCount *p = &pending[i];
+				PendingCount *p = &items[i];
 
 				if (p->counter < 0)
 					eb_entry_reset(p->entry, GetCurrentTimestamp());
 				else
 					pg_atomic_fetch_add_u64(&p->entry->counters[p->counter], (uint64) p->n);
 			}
-			npending = 0;
+			pending.n = 0;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			npending = 0;
+			pending.n = 0;
 			break;
 		default:
 			break;
@@ -325,25 +317,7 @@ static void
 eb_stats_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						  SubTransactionId parentSubid, void *arg)
 {
-	int			level = GetCurrentTransactionNestLevel();
-	int			i,
-				kept = 0;
-
-	if (npending == 0)
-		return;
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		for (i = 0; i < npending; i++)
-			if (pending[i].nest_level < level)
-				pending[kept++] = pending[i];
-		npending = kept;
-	}
-	else if (event == SUBXACT_EVENT_COMMIT_SUB)
-	{
-		for (i = 0; i < npending; i++)
-			if (pending[i].nest_level >= level)
-				pending[i].nest_level = level - 1;
-	}
+	eb_xact_list_subxact(&pending, event);
 }
 
 /* Register the transaction callbacks; from _PG_init while preloading. */

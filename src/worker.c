@@ -165,6 +165,13 @@ eb_read_next_due(WorkerRound *r)
 	r->next_due = isnull ? 0 : DatumGetTimestampTz(d);
 }
 
+/* Has a retry become due, a lease expired or a scheduled event come due? */
+static bool
+eb_due(WorkerRound *r, TimestampTz now)
+{
+	return r->next_due != 0 && now >= r->next_due;
+}
+
 /* Keep a jsonb state returned by SQL in the keep context. */
 static void
 eb_keep_state(WorkerRound *r, MemoryContext keep, int col)
@@ -247,7 +254,7 @@ eb_dispatch_fast(WorkerRound *r, MemoryContext keep, bool replan)
 		eb_dispatch_sql(r, keep);
 	else
 	{
-		bool		due = r->next_due != 0 && GetCurrentTimestamp() >= r->next_due;
+		bool		due = eb_due(r, GetCurrentTimestamp());
 
 		r->notified = eb_dispatch_notify(my_worker_db, commits, n);
 
@@ -479,7 +486,7 @@ eb_dispatch_needed(WorkerRound *r, TimestampTz now)
 		return true;
 	return eb_dispatch_waiting(my_worker_db, r->tail) ||
 		pg_atomic_read_u32(&my_worker_db->replan) != 0 ||
-		(r->next_due != 0 && now >= r->next_due);
+		eb_due(r, now);
 }
 
 /*
@@ -494,7 +501,7 @@ eb_worker_round(WorkerRound *r, MemoryContext keep)
 	r->notified = 0;
 	if (eb_dispatch_needed(r, now))
 		(void) eb_run_part(r, PART_DISPATCH, keep, eb_part_dispatch);
-	if (!r->gone && (now >= r->next_maintenance || (r->next_due != 0 && now >= r->next_due)))
+	if (!r->gone && (now >= r->next_maintenance || eb_due(r, now)))
 	{
 		if (eb_run_part(r, PART_MAINTENANCE, keep, eb_part_maintenance))
 			r->next_maintenance = TimestampTzPlusMilliseconds(now, eb_naptime);
