@@ -12,6 +12,7 @@
 #define EVENT_BUS_WORKER_H
 
 #include "shmem.h"
+#include "utils/array.h"
 
 struct BackgroundWorkerHandle;
 
@@ -36,5 +37,7 @@ extern void eb_hook_init(void);
 /* wait.c */
 extern void eb_wake_database(EventBusDb *db, uint64 topics, bool worker);
 extern void eb_wake_launcher(void);
+extern uint64 eb_topics_mask(ArrayType *topics);
+extern int64 eb_wait_internal(uint64 gen, int32 timeout_ms, uint64 mask);
 
 #endif							/* EVENT_BUS_WORKER_H */

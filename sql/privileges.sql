@@ -88,7 +88,7 @@ WITH calls(what, stmt) AS (VALUES
     ('table events',          $$SELECT * FROM event_bus.events$$),
     ('insert into events',    $$INSERT INTO event_bus.events SELECT * FROM event_bus.events LIMIT 1$$),
     ('update cursors',        $$UPDATE event_bus.cursors SET position = 0$$),
-    ('internal _claim_impl',  $$SELECT event_bus._claim_impl('priv_s', 10, NULL, NULL)$$),
+    ('internal _claim_once',  $$SELECT * FROM event_bus._claim_once(NULL::event_bus.subscriptions, 10, '1 min', NULL)$$),
     ('internal _subscription', $$SELECT event_bus._subscription('priv_s')$$),
     ('internal _wait_check',  $$SELECT event_bus._wait_check('priv_s')$$),
     ('internal _caller',      $$SELECT event_bus._caller()$$),
@@ -250,7 +250,7 @@ SELECT event_bus._backoff('1 day', '7 days', 1000) BETWEEN '3 days 12:00' AND '7
 
 -- Internal functions refuse to be called outside the API, even by a superuser.
 SELECT event_bus._caller();
-SELECT * FROM event_bus._claim_impl('priv_s', 1, NULL, NULL);
+SELECT * FROM event_bus._subscription('priv_s');
 
 -- Names with quotes, separators and unicode are refused.
 SELECT event_bus.subscribe('priv"s', ARRAY['priv']);

@@ -100,7 +100,7 @@ eb_wake_gen(PG_FUNCTION_ARGS)
 }
 
 /* The wait mask of a list of topics: their bits, or all ones for none. */
-static uint64
+uint64
 eb_topics_mask(ArrayType *topics)
 {
 	Datum	   *elems;
@@ -123,7 +123,7 @@ eb_topics_mask(ArrayType *topics)
  * returns the generation.  Query cancel and statement_timeout end the
  * sleep with an error, as for any query; postmaster death ends the process.
  */
-static int64
+int64
 eb_wait_internal(uint64 gen, int32 timeout_ms, uint64 mask)
 {
 	EventBusDb *db = eb_db_state();

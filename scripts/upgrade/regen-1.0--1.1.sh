@@ -63,7 +63,8 @@ DROP FUNCTION event_bus.resume(text);
 EOF2
 for f in pause resume; do $G =_${f}_impl =$f; done
 $G =stats_reset
-for f in claim ack fail dead_letter extend; do $G =_${f}_impl =$f; done
+$G =claim =ack
+for f in fail dead_letter extend; do $G =_${f}_impl =$f; done
 sed -n '/^CREATE FUNCTION event_bus.to_cloudevent(d event_bus.delivery)/,/^.Render a row returned by claim/p' src/sql/12_cloudevents.sql
 $G =alter_subscription_owner
 $G =_wait_check

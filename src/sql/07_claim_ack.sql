@@ -33,7 +33,8 @@ BEGIN
 END
 $$;
 
--- One attempt at a claim for a validated, unpaused subscription.
+-- One attempt at a claim for a validated, unpaused ordered subscription (claim.c
+-- claims for unordered ones itself).  Unordered subscriptions work here too.
 -- Generic plans: a claim runs the same few statements over and over, and
 -- planning them afresh each time (custom plans) was a tenth of its cost.
 CREATE FUNCTION event_bus._claim_once(s event_bus.subscriptions, max_events integer, len interval, tok uuid)
@@ -185,70 +186,6 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION event_bus._claim_impl(subscription text, max_events integer, lease interval,
-                                wait interval)
-RETURNS TABLE (seq bigint, id uuid, topic text, type text, version integer, key text, payload jsonb,
-               headers jsonb, emitted_at timestamptz, attempt integer, lane integer, lease_token uuid)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    s        event_bus.subscriptions;
-    gen      bigint;
-    deadline timestamptz;
-    ms       bigint;
-    n        bigint;
-BEGIN
-    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
-        RAISE EXCEPTION 'event_bus.claim() requires READ COMMITTED isolation'
-            USING ERRCODE = 'invalid_transaction_state',
-                  DETAIL = pg_catalog.format('The current transaction is %s.',
-                                             pg_catalog.upper(pg_catalog.current_setting('transaction_isolation'))),
-                  HINT = 'A claim must see events committed after the transaction began; run it in a READ COMMITTED transaction.';
-    END IF;
-    s := event_bus._subscription(_claim_impl.subscription);
-    IF _claim_impl.max_events IS NULL OR _claim_impl.max_events NOT BETWEEN 1 AND 10000 THEN
-        RAISE EXCEPTION 'max_events must be between 1 and 10000, not %', coalesce(_claim_impl.max_events::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF _claim_impl.lease IS NOT NULL AND _claim_impl.lease <= interval '0' THEN
-        RAISE EXCEPTION 'lease must be a positive interval, not %', _claim_impl.lease
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF _claim_impl.wait IS NOT NULL AND _claim_impl.wait < interval '0' THEN
-        RAISE EXCEPTION 'wait must not be negative, not %', _claim_impl.wait
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM event_bus._check_interval('lease', _claim_impl.lease, interval '1 millisecond', interval '1 day');
-    PERFORM event_bus._check_interval('wait', _claim_impl.wait, interval '0', interval '1 hour');
-    deadline := pg_catalog.clock_timestamp() + coalesce(_claim_impl.wait, interval '0');
-    LOOP
-        -- Read the wake-up generation before looking: an event that becomes
-        -- claimable after the look bumps it, so the wait below returns at once.
-        gen := event_bus._wake_gen();
-        IF NOT s.paused THEN
-            RETURN QUERY SELECT * FROM event_bus._claim_once(s, _claim_impl.max_events, coalesce(_claim_impl.lease, s.lease),
-                                                             pg_catalog.gen_random_uuid());
-            GET DIAGNOSTICS n = ROW_COUNT;
-            IF n OPERATOR(pg_catalog.>) 0 THEN
-                PERFORM event_bus._stat_add('s', s.subscription, 'claimed', n);
-                -- A full batch may have left events behind in lanes this
-                -- claim held locked, which waiting claimers skipped: wake
-                -- them when this transaction ends and frees the lanes.
-                IF n OPERATOR(pg_catalog.>=) _claim_impl.max_events THEN
-                    PERFORM event_bus._wake();
-                END IF;
-                RETURN;
-            END IF;
-        END IF;
-        ms := pg_catalog.ceil(pg_catalog.date_part('epoch', deadline - pg_catalog.clock_timestamp()) * 1000);
-        EXIT WHEN ms <= 0;
-        PERFORM event_bus._wait_topics(gen, LEAST(ms, 2147483647)::integer, s.topics);
-        -- The subscription may have been paused, resumed or dropped meanwhile.
-        s := event_bus._subscription(_claim_impl.subscription);
-    END LOOP;
-END
-$$;
 -- What claim() hands out, one row per event: a named type, so that a row
 -- of a claim can be passed on whole (to_cloudevent(delivery)).
 CREATE TYPE event_bus.delivery AS (
@@ -259,7 +196,7 @@ COMMENT ON TYPE event_bus.delivery IS 'An event as claim() hands it out: the eve
 CREATE FUNCTION event_bus.claim(subscription text, max_events integer DEFAULT 100, lease interval DEFAULT NULL,
                                 wait interval DEFAULT NULL)
 RETURNS SETOF event_bus.delivery
-AS 'MODULE_PATHNAME', 'eb_api'
+AS 'MODULE_PATHNAME', 'eb_claim'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.claim(text, integer, interval, interval) IS
 'Lease up to max_events events of a subscription: due retries first, then new events lane by lane. With wait, sleep in the server until events arrive or the wait ends. Every row carries the lease_token of this claim: pass it to ack, fail, dead_letter and extend so that a call made after the lease expired cannot touch a newer delivery. Requires READ COMMITTED.';
@@ -298,58 +235,8 @@ LANGUAGE C;
 COMMENT ON PROCEDURE event_bus.wait(text, interval) IS
 'CALL event_bus.wait(subscription, timeout, NULL): return ready = true as soon as a claim of the subscription would get something, false when the timeout (0 to 1 hour) passes. Outside a transaction block it commits before sleeping, so a waiting consumer holds no snapshot and does not hold back VACUUM (claim(wait => ...) keeps its query''s snapshot while it sleeps).';
 
-CREATE FUNCTION event_bus._ack_impl(subscription text, seqs bigint[], token uuid) RETURNS integer
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan
-AS $$
-#variable_conflict use_column
-DECLARE
-    s      event_bus.subscriptions;
-    acked  bigint[];
-    rest   bigint[];
-BEGIN
-    s := event_bus._subscription(_ack_impl.subscription);
-    PERFORM event_bus._check_seqs(_ack_impl.seqs);
-    WITH l AS (
-        SELECT x.lease_id, x.seqs FROM event_bus.leases x
-         WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
-           AND x.seqs OPERATOR(pg_catalog.&&) _ack_impl.seqs
-           AND (_ack_impl.token IS NULL OR x.token OPERATOR(pg_catalog.=) _ack_impl.token)
-         FOR UPDATE),
-    d AS (
-        DELETE FROM event_bus.leases x USING l
-         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND l.seqs OPERATOR(pg_catalog.<@) _ack_impl.seqs),
-    u AS (
-        UPDATE event_bus.leases x
-           SET seqs = ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
-                             WHERE v OPERATOR(pg_catalog.<>) ALL (_ack_impl.seqs) ORDER BY v)
-          FROM l
-         WHERE x.lease_id OPERATOR(pg_catalog.=) l.lease_id AND NOT l.seqs OPERATOR(pg_catalog.<@) _ack_impl.seqs),
-    a AS (
-        SELECT DISTINCT v FROM l, pg_catalog.unnest(l.seqs) v WHERE v OPERATOR(pg_catalog.=) ANY (_ack_impl.seqs)),
-    r AS (
-        DELETE FROM event_bus.retries x
-         WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
-           AND x.seq IN (SELECT a.v FROM a))
-    SELECT pg_catalog.array_agg(a.v) INTO acked FROM a;
-    IF s.ordered AND acked IS NOT NULL THEN
-        PERFORM event_bus._wake();      -- a lane may be free again
-    END IF;
-
-    SELECT pg_catalog.array_agg(DISTINCT v) INTO rest FROM pg_catalog.unnest(_ack_impl.seqs) v
-     WHERE acked IS NULL OR v OPERATOR(pg_catalog.<>) ALL (acked);
-    IF rest IS NOT NULL THEN
-        -- Acking again is fine (so is a stale ack under an expired lease's
-        -- token: it leaves the newer delivery alone); acking what was never
-        -- delivered is not.
-        PERFORM event_bus._check_delivered(s, rest);
-    END IF;
-    PERFORM event_bus._stat_add('s', s.subscription, 'acked', coalesce(pg_catalog.cardinality(acked), 0));
-    RETURN coalesce(pg_catalog.cardinality(acked), 0);
-END
-$$;
 CREATE FUNCTION event_bus.ack(subscription text, seqs bigint[], token uuid DEFAULT NULL) RETURNS integer
-AS 'MODULE_PATHNAME', 'eb_api'
+AS 'MODULE_PATHNAME', 'eb_ack'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.ack(text, bigint[], uuid) IS
 'Acknowledge claimed events; idempotent, returns how many were still in flight (under token, when given) and are now done.';

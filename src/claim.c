@@ -1,0 +1,914 @@
+/*-------------------------------------------------------------------------
+ *
+ * claim.c
+ *	  event_bus.claim(): lease a batch of a subscription's events.
+ *
+ * A claim used to be two PL/pgSQL functions (_claim_impl, _claim_once) and
+ * a set-returning SQL function that looked at every lane first.  Each layer
+ * cost a SET clause, a tuplestore the rows were copied through and PL/pgSQL's
+ * statement overhead: together more than the statements that do the work.
+ * Here the same statements run as kept generic plans, once per claim, and
+ * their rows go straight into the claim's result:
+ *
+ *	1. due retries first (unordered subscriptions; _lease_retries leases
+ *	   them, as before);
+ *	2. the open emitting transactions of the subscription's topics, read
+ *	   before any of the statements below takes its snapshot (_emitters);
+ *	3. the lanes in random order: a lane is looked at only if its cursor
+ *	   names stepped-over transactions that have ended since, or an index
+ *	   probe finds an event above its high (so a full lane costs one probe,
+ *	   not one per lane of the topic); its cursor row is locked with SKIP
+ *	   LOCKED, and one statement reads the lane's events, leases them and
+ *	   moves the cursor on with one snapshot (see _lane_next).
+ *
+ * An ordered subscription's claim (one lease per lane, retries inside their
+ * lane) is _claim_once, the PL/pgSQL function, unchanged.  The cursor
+ * protocol is described in docs/architecture.md; nothing of it moved.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "port/pg_bitutils.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+#include "utils/xid8.h"
+
+#include "event_bus.h"
+#include "horizon.h"
+#include "shmem.h"
+#include "stats.h"
+#include "worker.h"
+
+PG_FUNCTION_INFO_V1(eb_claim);
+
+/* The statements of a claim, prepared once per backend as generic plans. */
+typedef struct ClaimStmt
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[17];
+	SPIPlanPtr	plan;
+} ClaimStmt;
+
+/* The subscription, as _subscription() checked it for the caller. */
+static ClaimStmt subscription_stmt = {
+	"SELECT s.subscription, s.topics, s.types, s.ordered, s.paused, s.lease"
+	"  FROM event_bus._subscription($1) s",
+	1, {TEXTOID}
+};
+
+/* Step 1: due retries of an unordered subscription, by lane. */
+static ClaimStmt retries_stmt = {
+	"WITH picked AS ("
+	"    SELECT r.seq, r.topic, r.lane FROM event_bus.retries r"
+	"     WHERE r.subscription OPERATOR(pg_catalog.=) $1"
+	"       AND r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.<=) $2"
+	"     ORDER BY r.due_at, r.seq"
+	"     LIMIT $3"
+	"     FOR UPDATE SKIP LOCKED)"
+	" SELECT p.topic, p.lane, pg_catalog.array_agg(p.seq ORDER BY p.seq)"
+	"   FROM picked p GROUP BY p.topic, p.lane",
+	3, {TEXTOID, TIMESTAMPTZOID, INT4OID}
+};
+
+static ClaimStmt lease_retries_stmt = {
+	"SELECT r.* FROM event_bus.subscriptions s,"
+	"       event_bus._lease_retries(s, $2, $3, $4, $5, $6, $7) r"
+	" WHERE s.subscription OPERATOR(pg_catalog.=) $1",
+	7, {TEXTOID, TEXTOID, INT2OID, INT8ARRAYOID, TIMESTAMPTZOID, INTERVALOID, UUIDOID}
+};
+
+/* An ordered subscription's claim. */
+static ClaimStmt ordered_stmt = {
+	"SELECT r.* FROM event_bus.subscriptions s,"
+	"       event_bus._claim_once(s, $2, $3, $4) r"
+	" WHERE s.subscription OPERATOR(pg_catalog.=) $1",
+	4, {TEXTOID, INT4OID, INTERVALOID, UUIDOID}
+};
+
+/* Step 2. */
+static ClaimStmt emitters_stmt = {
+	"SELECT e.max_seq, e.topics, e.xids, e.floors FROM event_bus._emitters($1) e",
+	1, {TEXTARRAYOID}
+};
+
+/* Step 3: the lanes (read without a lock), a probe, the lock, the read. */
+static ClaimStmt lanes_stmt = {
+	"SELECT cu.topic, cu.lane, cu.high, cu.pending_xids FROM event_bus.cursors cu"
+	" WHERE cu.subscription OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static ClaimStmt probe_stmt = {
+	"SELECT EXISTS (SELECT FROM event_bus.events e"
+	"                WHERE e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2"
+	"                  AND e.seq OPERATOR(pg_catalog.>) $3 AND e.seq OPERATOR(pg_catalog.<=) $4)",
+	4, {TEXTOID, INT2OID, INT8OID, INT8OID}
+};
+
+static ClaimStmt lock_stmt = {
+	"SELECT cu.position, cu.high, cu.pending_xids, cu.pending_after FROM event_bus.cursors cu"
+	" WHERE cu.subscription OPERATOR(pg_catalog.=) $1"
+	"   AND cu.topic OPERATOR(pg_catalog.=) $2 AND cu.lane OPERATOR(pg_catalog.=) $3"
+	"   FOR UPDATE SKIP LOCKED",
+	3, {TEXTOID, TEXTOID, INT2OID}
+};
+
+/*
+ * Events of the lane not handed out yet and visible now, from lo up to
+ * max_seq, in seq order; the cursor moves on in the same statement, with
+ * the same snapshot.  A read that does not look below high ($9 rescan
+ * false) leaves the stepped-over transactions' events above it alone too:
+ * one of them may have ended after the emitters were read, and the cursor
+ * could not record which of its events this read took.  A type-filtered
+ * subscription's cursor moves past the events of other types too.
+ *
+ * $1 subscription, $2 topic, $3 lane, $4 lo, $5 max_seq, $6 high,
+ * $7 pending_xids, $8 pending_after, $9 rescan, $10 types, $11 how many,
+ * $12 now, $13 lease, $14 token, $15 position, $16/$17 the lane's topic's
+ * open emitters and their floors.
+ */
+static ClaimStmt take_stmt = {
+	"WITH ev AS ("
+	"    SELECT e.* FROM event_bus.events e"
+	"     WHERE e.topic OPERATOR(pg_catalog.=) $2 AND e.lane OPERATOR(pg_catalog.=) $3"
+	"       AND e.seq OPERATOR(pg_catalog.>) $4 AND e.seq OPERATOR(pg_catalog.<=) $5"
+	"       AND NOT event_bus._handed_out(e.seq, e.txid, $6, $7, $8)"
+	"       AND ($9 OR pg_catalog.array_position($7, e.txid) IS NULL)"
+	"       AND ($10::text[] IS NULL OR e.type OPERATOR(pg_catalog.=) ANY ($10))"
+	"     ORDER BY e.seq"
+	"     LIMIT $11),"
+	" l AS ("
+	"    INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)"
+	"    SELECT $1, $2, $3, pg_catalog.array_agg(ev.seq ORDER BY ev.seq),"
+	"           $12, $12 OPERATOR(pg_catalog.+) $13, pg_catalog.pg_backend_pid(), $14"
+	"      FROM ev HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0),"
+	" nx AS ("
+	"    SELECT x.* FROM (SELECT pg_catalog.count(*) AS n, max(ev.seq) AS last FROM ev) b,"
+	"           event_bus._lane_next($15, $6, $7, $8, $5, $16, $17, b.n OPERATOR(pg_catalog.>=) $11, b.last,"
+	"                                pg_catalog.pg_current_snapshot(), $9) x"
+	"     WHERE b.n OPERATOR(pg_catalog.>) 0 OR $10 IS NOT NULL"
+	"        OR $7 OPERATOR(pg_catalog.<>) '{}' OR $16 OPERATOR(pg_catalog.<>) '{}'),"
+	" u AS ("
+	"    UPDATE event_bus.cursors cu"
+	"       SET position = nx.next_position, high = nx.next_high, pending_xids = nx.next_xids,"
+	"           pending_after = nx.next_afters"
+	"      FROM nx"
+	"     WHERE cu.subscription OPERATOR(pg_catalog.=) $1"
+	"       AND cu.topic OPERATOR(pg_catalog.=) $2 AND cu.lane OPERATOR(pg_catalog.=) $3)"
+	" SELECT ev.seq, ev.id, ev.topic::text, ev.type, ev.version, ev.key, ev.payload, ev.headers,"
+	"        ev.emitted_at, 1, ev.lane::integer, $14"
+	"   FROM ev ORDER BY ev.seq",
+	17, {TEXTOID, TEXTOID, INT2OID, INT8OID, INT8OID, INT8OID, XID8ARRAYOID, INT8ARRAYOID,
+		BOOLOID, TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, INTERVALOID, UUIDOID, INT8OID,
+	XID8ARRAYOID, INT8ARRAYOID}
+};
+
+/* The subscription a claim works, copied out of SPI's memory. */
+typedef struct ClaimSub
+{
+	Datum		name;			/* text */
+	Datum		topics;			/* text[] */
+	Datum		types;			/* text[], or 0 for all types */
+	bool		ordered;
+	bool		paused;
+	Datum		lease;			/* interval */
+} ClaimSub;
+
+/* One lane of the subscription as read before the look. */
+typedef struct ClaimLane
+{
+	Datum		topic;
+	Datum		lane;
+	int64		high;
+	Datum		pending;		/* xid8[] */
+} ClaimLane;
+
+/* The open emitters of the subscription's topics (_emitters). */
+typedef struct ClaimEmitters
+{
+	int64		max_seq;
+	Datum		xids;			/* xid8[], as _emitters returned it */
+	int			n;
+	Datum	   *topics;
+	Datum	   *xid;
+	Datum	   *floor;
+} ClaimEmitters;
+
+static int
+claim_exec(ClaimStmt *st, Datum *values, const char *nulls, long count)
+{
+	if (st->plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare_cursor(st->sql, st->nargs, st->argtypes, CURSOR_OPT_GENERIC_PLAN);
+
+		if (p == NULL)
+			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		st->plan = p;
+	}
+	return SPI_execute_plan(st->plan, values, nulls, false, count);
+}
+
+/* Column 'col' of row 'row' of the last SPI result, copied to 'cxt'. */
+static Datum
+claim_col(int row, int col, bool *isnull, MemoryContext cxt)
+{
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+	Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, col - 1);
+	MemoryContext old;
+
+	if (*isnull || att->attbyval)
+		return d;
+	old = MemoryContextSwitchTo(cxt);
+	d = datumCopy(d, false, att->attlen);
+	MemoryContextSwitchTo(old);
+	return d;
+}
+
+/* Copy the rows of the last SPI result into the claim's result. */
+static uint64
+claim_emit_rows(ReturnSetInfo *rsinfo)
+{
+	uint64		i;
+
+	for (i = 0; i < SPI_processed; i++)
+		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
+	return SPI_processed;
+}
+
+static void
+claim_read_subscription(Datum name, bool isnull, ClaimSub *s, MemoryContext cxt)
+{
+	SPI_connect();
+	if (claim_exec(&subscription_stmt, &name, isnull ? "n" : NULL, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "event_bus: _subscription() returned no row");
+	s->name = claim_col(0, 1, &isnull, cxt);
+	s->topics = claim_col(0, 2, &isnull, cxt);
+	s->types = claim_col(0, 3, &isnull, cxt);
+	if (isnull)
+		s->types = (Datum) 0;
+	s->ordered = DatumGetBool(claim_col(0, 4, &isnull, cxt));
+	s->paused = DatumGetBool(claim_col(0, 5, &isnull, cxt));
+	s->lease = claim_col(0, 6, &isnull, cxt);
+	SPI_finish();
+}
+
+static void
+claim_read_emitters(ClaimSub *s, ClaimEmitters *em, MemoryContext cxt)
+{
+	bool		isnull;
+	int			nt,
+				nf;
+
+	if (claim_exec(&emitters_stmt, &s->topics, NULL, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "event_bus: _emitters() returned no row");
+	em->max_seq = DatumGetInt64(claim_col(0, 1, &isnull, cxt));
+	em->xids = claim_col(0, 3, &isnull, cxt);
+	deconstruct_array(DatumGetArrayTypeP(claim_col(0, 2, &isnull, cxt)), TEXTOID, -1, false,
+					  TYPALIGN_INT, &em->topics, NULL, &nt);
+	deconstruct_array(DatumGetArrayTypeP(em->xids), XID8OID, sizeof(uint64), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &em->xid, NULL, &em->n);
+	deconstruct_array(DatumGetArrayTypeP(claim_col(0, 4, &isnull, cxt)), INT8OID, sizeof(int64),
+					  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &em->floor, NULL, &nf);
+	if (nt != em->n || nf != em->n)
+		elog(ERROR, "event_bus: _emitters() returned arrays of different lengths");
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* Is every xid of the xid8[] 'pending' one of the open emitters? */
+static bool
+claim_pending_open(Datum pending, ClaimEmitters *em)
+{
+	Datum	   *x;
+	int			n,
+				i,
+				j;
+
+	deconstruct_array(DatumGetArrayTypeP(pending), XID8OID, sizeof(uint64), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &x, NULL, &n);
+	for (i = 0; i < n; i++)
+	{
+		for (j = 0; j < em->n; j++)
+			if (DatumGetFullTransactionId(x[i]).value == DatumGetFullTransactionId(em->xid[j]).value)
+				break;
+		if (j == em->n)
+			return false;
+	}
+	return true;
+}
+
+static bool
+claim_array_empty(Datum a)
+{
+	return ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(a)), ARR_DIMS(DatumGetArrayTypeP(a))) == 0;
+}
+
+/* The open emitters of one topic and their floors, as arrays. */
+static void
+claim_topic_emitters(ClaimEmitters *em, Datum topic, Datum *xids, Datum *floors)
+{
+	Datum	   *x = palloc(sizeof(Datum) * Max(em->n, 1));
+	Datum	   *f = palloc(sizeof(Datum) * Max(em->n, 1));
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < em->n; i++)
+		if (VARSIZE_ANY_EXHDR(DatumGetTextPP(em->topics[i])) == VARSIZE_ANY_EXHDR(DatumGetTextPP(topic)) &&
+			memcmp(VARDATA_ANY(DatumGetTextPP(em->topics[i])), VARDATA_ANY(DatumGetTextPP(topic)),
+				   VARSIZE_ANY_EXHDR(DatumGetTextPP(topic))) == 0)
+		{
+			x[n] = em->xid[i];
+			f[n] = em->floor[i];
+			n++;
+		}
+	*xids = PointerGetDatum(construct_array(x, n, XID8OID, sizeof(uint64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	*floors = PointerGetDatum(construct_array(f, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/* A random (version 4) lease token. */
+static Datum
+claim_token(void)
+{
+	pg_uuid_t  *u = palloc(sizeof(pg_uuid_t));
+
+	if (!pg_strong_random(u->data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values")));
+	u->data[6] = (u->data[6] & 0x0f) | 0x40;
+	u->data[8] = (u->data[8] & 0x3f) | 0x80;
+	return UUIDPGetDatum(u);
+}
+
+/*
+ * One look for events of an unordered subscription: lease up to 'max' of
+ * them (due retries first, then lane by lane) under token 'tok'; returns how
+ * many went into the result.
+ */
+static uint64
+claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum tok)
+{
+	MemoryContext cxt = CurrentMemoryContext;	/* SPI's, freed after the look */
+	TimestampTz t = GetCurrentTimestamp();
+	int			left = max;
+	uint64		got = 0;
+	ClaimEmitters em;
+	ClaimLane  *lanes;
+	int			nlanes;
+	int			i;
+	bool		isnull;
+
+	/* 1. Due retries. */
+	{
+		Datum		v[3] = {s->name, TimestampTzGetDatum(t), Int32GetDatum(left)};
+		int			ngroups;
+		Datum	   *gtopic,
+				   *glane,
+				   *gseqs;
+
+		if (claim_exec(&retries_stmt, v, NULL, 0) != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: could not read the retries");
+		ngroups = (int) SPI_processed;
+		gtopic = palloc(sizeof(Datum) * Max(ngroups, 1));
+		glane = palloc(sizeof(Datum) * Max(ngroups, 1));
+		gseqs = palloc(sizeof(Datum) * Max(ngroups, 1));
+		for (i = 0; i < ngroups; i++)
+		{
+			gtopic[i] = claim_col(i, 1, &isnull, cxt);
+			glane[i] = claim_col(i, 2, &isnull, cxt);
+			gseqs[i] = claim_col(i, 3, &isnull, cxt);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		for (i = 0; i < ngroups; i++)
+		{
+			Datum		lv[7] = {s->name, gtopic[i], glane[i], gseqs[i], TimestampTzGetDatum(t), len, tok};
+			ArrayType  *a = DatumGetArrayTypeP(gseqs[i]);
+
+			if (claim_exec(&lease_retries_stmt, lv, NULL, 0) != SPI_OK_SELECT)
+				elog(ERROR, "event_bus: could not lease retries");
+			got += claim_emit_rows(rsinfo);
+			SPI_freetuptable(SPI_tuptable);
+			left -= ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a));
+		}
+		if (left <= 0)
+			return got;
+	}
+
+	/* 2. The open emitters, before any statement below takes its snapshot. */
+	claim_read_emitters(s, &em, cxt);
+
+	/* 3. The lanes, in random order. */
+	if (claim_exec(&lanes_stmt, &s->name, NULL, 0) != SPI_OK_SELECT)
+		elog(ERROR, "event_bus: could not read the cursors");
+	nlanes = (int) SPI_processed;
+	lanes = palloc(sizeof(ClaimLane) * Max(nlanes, 1));
+	for (i = 0; i < nlanes; i++)
+	{
+		lanes[i].topic = claim_col(i, 1, &isnull, cxt);
+		lanes[i].lane = claim_col(i, 2, &isnull, cxt);
+		lanes[i].high = DatumGetInt64(claim_col(i, 3, &isnull, cxt));
+		lanes[i].pending = claim_col(i, 4, &isnull, cxt);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	for (i = nlanes - 1; i > 0; i--)
+	{
+		int			j = (int) pg_prng_uint64_range(&pg_global_prng_state, 0, i);
+		ClaimLane	tmp = lanes[i];
+
+		lanes[i] = lanes[j];
+		lanes[j] = tmp;
+	}
+
+	for (i = 0; i < nlanes && left > 0; i++)
+	{
+		ClaimLane  *c = &lanes[i];
+		Datum		cv[17];
+		char		cn[17];
+		Datum		position,
+					high,
+					pxids,
+					pafter;
+		bool		rescan;
+
+		/*
+		 * Anything to do here?  Stepped-over transactions that have ended
+		 * since (their events are due, or, rolled back, to be forgotten), or
+		 * new events of any type (the cursor of a type-filtered subscription
+		 * moves past the others).
+		 */
+		if (claim_array_empty(c->pending) || claim_pending_open(c->pending, &em))
+		{
+			Datum		pv[4] = {c->topic, c->lane, Int64GetDatum(c->high), Int64GetDatum(em.max_seq)};
+			bool		any;
+
+			if (c->high >= em.max_seq)
+				continue;
+			if (claim_exec(&probe_stmt, pv, NULL, 1) != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "event_bus: could not look at a lane");
+			any = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			SPI_freetuptable(SPI_tuptable);
+			if (!any)
+				continue;
+		}
+
+		/* The lane is ours while the row is locked; a busy one is skipped. */
+		{
+			Datum		lv[3] = {s->name, c->topic, c->lane};
+
+			if (claim_exec(&lock_stmt, lv, NULL, 0) != SPI_OK_SELECT)
+				elog(ERROR, "event_bus: could not lock a cursor");
+		}
+		if (SPI_processed == 0)
+		{
+			SPI_freetuptable(SPI_tuptable);
+			continue;
+		}
+		position = claim_col(0, 1, &isnull, cxt);
+		high = claim_col(0, 2, &isnull, cxt);
+		pxids = claim_col(0, 3, &isnull, cxt);
+		pafter = claim_col(0, 4, &isnull, cxt);
+		SPI_freetuptable(SPI_tuptable);
+
+		/*
+		 * Below high, only events of stepped-over transactions remain, and
+		 * only those of transactions that have ended since can be visible:
+		 * look there only then.
+		 */
+		rescan = !claim_array_empty(pxids) && !claim_pending_open(pxids, &em);
+
+		memset(cn, ' ', sizeof(cn));
+		cv[0] = s->name;
+		cv[1] = c->topic;
+		cv[2] = c->lane;
+		cv[3] = rescan ? position : high;
+		cv[4] = Int64GetDatum(em.max_seq);
+		cv[5] = high;
+		cv[6] = pxids;
+		cv[7] = pafter;
+		cv[8] = BoolGetDatum(rescan);
+		cv[9] = s->types;
+		if (s->types == (Datum) 0)
+			cn[9] = 'n';
+		cv[10] = Int32GetDatum(left);
+		cv[11] = TimestampTzGetDatum(t);
+		cv[12] = len;
+		cv[13] = tok;
+		cv[14] = position;
+		claim_topic_emitters(&em, c->topic, &cv[15], &cv[16]);
+		if (claim_exec(&take_stmt, cv, cn, 0) != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: could not read a lane");
+		left -= (int) SPI_processed;
+		got += claim_emit_rows(rsinfo);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	return got;
+}
+
+static uint64
+claim_ordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum tok)
+{
+	Datum		v[4] = {s->name, Int32GetDatum(max), len, tok};
+	uint64		n;
+
+	if (claim_exec(&ordered_stmt, v, NULL, 0) != SPI_OK_SELECT)
+		elog(ERROR, "event_bus: _claim_once() failed");
+	n = claim_emit_rows(rsinfo);
+	SPI_freetuptable(SPI_tuptable);
+	return n;
+}
+
+static void
+claim_check_interval(const char *what, Interval *v, const char *lo, const char *hi)
+{
+	Datum		lod = DirectFunctionCall3(interval_in, CStringGetDatum(lo), ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	Datum		hid = DirectFunctionCall3(interval_in, CStringGetDatum(hi), ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	Datum		vd = IntervalPGetDatum(v);
+
+	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, vd, lod)) < 0 ||
+		DatumGetInt32(DirectFunctionCall2(interval_cmp, vd, hid)) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be between %s and %s, not %s", what,
+						DatumGetCString(DirectFunctionCall1(interval_out, lod)),
+						DatumGetCString(DirectFunctionCall1(interval_out, hid)),
+						DatumGetCString(DirectFunctionCall1(interval_out, vd)))));
+}
+
+static bool
+claim_interval_positive(Interval *v, bool strictly)
+{
+	Interval	zero;
+	int			c;
+
+	memset(&zero, 0, sizeof(zero));
+	c = DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(v), IntervalPGetDatum(&zero)));
+	return strictly ? c > 0 : c >= 0;
+}
+
+/*
+ * event_bus.claim(subscription text, max_events int DEFAULT 100,
+ *				   lease interval DEFAULT NULL, wait interval DEFAULT NULL)
+ */
+Datum
+eb_claim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		subname = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
+	bool		max_null = PG_ARGISNULL(1);
+	int32		max_events = max_null ? 0 : PG_GETARG_INT32(1);
+	Interval   *lease = PG_ARGISNULL(2) ? NULL : PG_GETARG_INTERVAL_P(2);
+	Interval   *wait = PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3);
+	MemoryContext sub_cxt;
+	EventBusAsOwner owner;
+	Oid			caller = GetUserId();
+
+	eb_check_writable();
+	InitMaterializedSRF(fcinfo, 0);
+
+	if (XactIsoLevel != XACT_READ_COMMITTED)
+	{
+		char	   *level = pstrdup(GetConfigOption("transaction_isolation", false, false));
+		char	   *p;
+
+		for (p = level; *p; p++)
+			*p = pg_toupper((unsigned char) *p);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("event_bus.claim() requires READ COMMITTED isolation"),
+				 errdetail("The current transaction is %s.", level),
+				 errhint("A claim must see events committed after the transaction began; run it in a READ COMMITTED transaction.")));
+	}
+
+	/* The subscription as last read; each look and wait uses SPI's memory. */
+	sub_cxt = AllocSetContextCreate(CurrentMemoryContext, "event_bus claim", ALLOCSET_SMALL_SIZES);
+	eb_as_owner_begin(&owner, true);
+	eb_push_caller(caller);
+	PG_TRY();
+	{
+		ClaimSub	s;
+		TimestampTz deadline;
+
+		claim_read_subscription(subname, PG_ARGISNULL(0), &s, sub_cxt);
+		if (max_null || max_events < 1 || max_events > 10000)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_events must be between 1 and 10000, not %s",
+							max_null ? "NULL" : psprintf("%d", max_events))));
+		if (lease != NULL && !claim_interval_positive(lease, true))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("lease must be a positive interval, not %s",
+							DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(lease))))));
+		if (wait != NULL && !claim_interval_positive(wait, false))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("wait must not be negative, not %s",
+							DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(wait))))));
+		if (lease != NULL)
+			claim_check_interval("lease", lease, "1 millisecond", "1 day");
+		if (wait != NULL)
+			claim_check_interval("wait", wait, "0", "1 hour");
+
+		deadline = wait == NULL ? GetCurrentTimestamp() :
+			DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+													TimestampTzGetDatum(GetCurrentTimestamp()),
+													IntervalPGetDatum(wait)));
+		for (;;)
+		{
+			/*
+			 * Read the wake-up generation before looking: an event that
+			 * becomes claimable after the look bumps it, so the wait below
+			 * returns at once.
+			 */
+			uint64		gen = pg_atomic_read_u64(&eb_db_state()->wake_gen);
+			long		secs;
+			int			usecs;
+			int64		ms;
+
+			if (!s.paused)
+			{
+				Datum		len = lease != NULL ? IntervalPGetDatum(lease) : s.lease;
+				uint64		n;
+
+				SPI_connect();
+				n = s.ordered ? claim_ordered(rsinfo, &s, max_events, len, claim_token()) :
+					claim_unordered(rsinfo, &s, max_events, len, claim_token());
+				SPI_finish();
+				if (n > 0)
+				{
+					eb_stat_count('s', VARDATA_ANY(DatumGetTextPP(s.name)),
+								  VARSIZE_ANY_EXHDR(DatumGetTextPP(s.name)), EB_CLAIMED, (int64) n);
+
+					/*
+					 * A full batch may have left events behind in lanes this
+					 * claim held locked, which waiting claimers skipped: wake
+					 * them when this transaction ends and frees the lanes.
+					 */
+					if (n >= (uint64) max_events)
+						eb_wake_at_commit();
+					break;
+				}
+			}
+			TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
+			ms = (int64) secs * 1000 + (usecs + 999) / 1000;
+			if (ms <= 0)
+				break;
+			(void) eb_wait_internal(gen, (int32) Min(ms, PG_INT32_MAX),
+									eb_topics_mask(DatumGetArrayTypeP(s.topics)));
+			/* The subscription may have been paused, resumed or dropped meanwhile. */
+			MemoryContextReset(sub_cxt);
+			claim_read_subscription(subname, PG_ARGISNULL(0), &s, sub_cxt);
+		}
+	}
+	PG_FINALLY();
+	{
+		eb_pop_caller();
+	}
+	PG_END_TRY();
+	eb_as_owner_end(&owner);
+	MemoryContextDelete(sub_cxt);
+	return (Datum) 0;
+}
+
+/*
+ * ack(): the leases of a subscription that hold any of the seqs (under the
+ * token, when given), locked; the seqs they hold come off them, and a lease
+ * left empty goes.  Linear in the batch: one pass over sorted seqs per
+ * lease, where the SQL version compared every seq with every other.
+ */
+PG_FUNCTION_INFO_V1(eb_ack);
+
+static ClaimStmt ack_leases_stmt = {
+	"SELECT x.lease_id, x.seqs FROM event_bus.leases x"
+	" WHERE x.subscription OPERATOR(pg_catalog.=) $1"
+	"   AND x.seqs OPERATOR(pg_catalog.&&) $2"
+	"   AND ($3::uuid IS NULL OR x.token OPERATOR(pg_catalog.=) $3)"
+	"   FOR UPDATE",
+	3, {TEXTOID, INT8ARRAYOID, UUIDOID}
+};
+
+static ClaimStmt ack_delete_stmt = {
+	"DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) $1",
+	1, {INT8OID}
+};
+
+static ClaimStmt ack_keep_stmt = {
+	"UPDATE event_bus.leases x SET seqs = $2 WHERE x.lease_id OPERATOR(pg_catalog.=) $1",
+	2, {INT8OID, INT8ARRAYOID}
+};
+
+static ClaimStmt ack_retries_stmt = {
+	"DELETE FROM event_bus.retries x"
+	" WHERE x.subscription OPERATOR(pg_catalog.=) $1 AND x.seq OPERATOR(pg_catalog.=) ANY ($2)"
+	"   AND EXISTS (SELECT FROM event_bus.retries y WHERE y.subscription OPERATOR(pg_catalog.=) $1)",
+	2, {TEXTOID, INT8ARRAYOID}
+};
+
+static ClaimStmt ack_check_stmt = {
+	"SELECT event_bus._check_delivered(s, $2) FROM event_bus.subscriptions s"
+	" WHERE s.subscription OPERATOR(pg_catalog.=) $1",
+	2, {TEXTOID, INT8ARRAYOID}
+};
+
+static int
+claim_cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* Sort n seqs and drop repeats; returns how many are left. */
+static int
+claim_sort_unique(int64 *v, int n)
+{
+	int			i,
+				k = 0;
+
+	qsort(v, n, sizeof(int64), claim_cmp_int64);
+	for (i = 0; i < n; i++)
+		if (k == 0 || v[k - 1] != v[i])
+			v[k++] = v[i];
+	return k;
+}
+
+static Datum
+claim_int8_array(int64 *v, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+		d[i] = Int64GetDatum(v[i]);
+	return PointerGetDatum(construct_array(d, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/* Is x one of the n sorted seqs in v? */
+static bool
+claim_has(int64 *v, int n, int64 x)
+{
+	return bsearch(&x, v, n, sizeof(int64), claim_cmp_int64) != NULL;
+}
+
+/* event_bus.ack(subscription text, seqs bigint[], token uuid DEFAULT NULL) */
+Datum
+eb_ack(PG_FUNCTION_ARGS)
+{
+	Datum		subname = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
+	EventBusAsOwner owner;
+	Oid			caller = GetUserId();
+	int			nacked = 0;
+
+	eb_check_writable();
+	eb_as_owner_begin(&owner, true);
+	eb_push_caller(caller);
+	PG_TRY();
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+		ClaimSub	s;
+		ArrayType  *in;
+		Datum	   *elems;
+		bool	   *nulls;
+		int			nin,
+					nwant,
+					nleases,
+					i;
+		int64	   *want,
+				   *acked;
+		int64	   *lease_ids;
+		Datum	   *lease_seqs;
+		Datum		v[3];
+		char		n[3] = {' ', ' ', ' '};
+		bool		isnull;
+
+		claim_read_subscription(subname, PG_ARGISNULL(0), &s, cxt);
+		if (PG_ARGISNULL(1))
+			nin = -1;
+		else
+		{
+			in = PG_GETARG_ARRAYTYPE_P(1);
+			deconstruct_array(in, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, &nin);
+			for (i = 0; i < nin; i++)
+				if (nulls[i])
+					nin = -1;
+		}
+		if (nin < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("seqs must be an array of event seqs without NULLs")));
+		want = palloc(sizeof(int64) * Max(nin, 1));
+		for (i = 0; i < nin; i++)
+			want[i] = DatumGetInt64(elems[i]);
+		nwant = claim_sort_unique(want, nin);
+		acked = palloc(sizeof(int64) * Max(nwant, 1));
+
+		SPI_connect();
+		v[0] = s.name;
+		v[1] = claim_int8_array(want, nwant);
+		v[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+		n[2] = PG_ARGISNULL(2) ? 'n' : ' ';
+		if (claim_exec(&ack_leases_stmt, v, n, 0) != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: could not read the leases");
+		nleases = (int) SPI_processed;
+		lease_ids = palloc(sizeof(int64) * Max(nleases, 1));
+		lease_seqs = palloc(sizeof(Datum) * Max(nleases, 1));
+		for (i = 0; i < nleases; i++)
+		{
+			lease_ids[i] = DatumGetInt64(claim_col(i, 1, &isnull, cxt));
+			lease_seqs[i] = claim_col(i, 2, &isnull, cxt);
+		}
+		SPI_freetuptable(SPI_tuptable);
+
+		for (i = 0; i < nleases; i++)
+		{
+			Datum	   *ls;
+			int			nls,
+						j,
+						nkeep = 0;
+			int64	   *keep;
+			Datum		kv[2];
+
+			deconstruct_array(DatumGetArrayTypeP(lease_seqs[i]), INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+							  TYPALIGN_DOUBLE, &ls, NULL, &nls);
+			keep = palloc(sizeof(int64) * Max(nls, 1));
+			for (j = 0; j < nls; j++)
+			{
+				int64		x = DatumGetInt64(ls[j]);
+
+				if (!claim_has(want, nwant, x))
+					keep[nkeep++] = x;
+				else if (nacked < nwant)
+					acked[nacked++] = x;
+			}
+			kv[0] = Int64GetDatum(lease_ids[i]);
+			if (nkeep == 0)
+			{
+				if (claim_exec(&ack_delete_stmt, kv, NULL, 0) != SPI_OK_DELETE)
+					elog(ERROR, "event_bus: could not delete a lease");
+			}
+			else
+			{
+				/* What is left of the lease, in seq order. */
+				qsort(keep, nkeep, sizeof(int64), claim_cmp_int64);
+				kv[1] = claim_int8_array(keep, nkeep);
+				if (claim_exec(&ack_keep_stmt, kv, NULL, 0) != SPI_OK_UPDATE)
+					elog(ERROR, "event_bus: could not update a lease");
+			}
+		}
+		nacked = claim_sort_unique(acked, nacked);
+
+		if (nacked > 0)
+		{
+			Datum		rv[2] = {s.name, claim_int8_array(acked, nacked)};
+
+			if (claim_exec(&ack_retries_stmt, rv, NULL, 0) != SPI_OK_DELETE)
+				elog(ERROR, "event_bus: could not delete retries");
+			if (s.ordered)
+				eb_wake_at_commit();	/* a lane may be free again */
+		}
+
+		/*
+		 * Acking again is fine (so is a stale ack under an expired lease's
+		 * token: it leaves the newer delivery alone); acking what was never
+		 * delivered is not.
+		 */
+		if (nacked < nwant)
+		{
+			int64	   *rest = palloc(sizeof(int64) * nwant);
+			int			nrest = 0;
+			Datum		cv[2];
+
+			for (i = 0; i < nwant; i++)
+				if (!claim_has(acked, nacked, want[i]))
+					rest[nrest++] = want[i];
+			cv[0] = s.name;
+			cv[1] = claim_int8_array(rest, nrest);
+			if (claim_exec(&ack_check_stmt, cv, NULL, 0) != SPI_OK_SELECT)
+				elog(ERROR, "event_bus: _check_delivered() failed");
+		}
+		SPI_finish();
+		eb_stat_count('s', VARDATA_ANY(DatumGetTextPP(s.name)),
+					  VARSIZE_ANY_EXHDR(DatumGetTextPP(s.name)), EB_ACKED, nacked);
+	}
+	PG_FINALLY();
+	{
+		eb_pop_caller();
+	}
+	PG_END_TRY();
+	eb_as_owner_end(&owner);
+	PG_RETURN_INT32(nacked);
+}
