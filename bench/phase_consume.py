@@ -23,7 +23,12 @@ import psycopg2.extras
 from common import *  # noqa: F401,F403
 
 
+SKIP_LOCKED_SQL = ("DELETE FROM dq WHERE id IN (SELECT id FROM dq ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                   "RETURNING id, payload")
+
+
 def eb_consumer(db, sub, batch, target, counter, calls, barrier, errors):
+    """One consumer: event_bus claim + ack, or (sub None) the plain queue's DELETE ... SKIP LOCKED."""
     try:
         c = connect(db)
         # Payloads reach the consumer as text, as PgQ's ev_data does: the
@@ -35,8 +40,11 @@ def eb_consumer(db, sub, batch, target, counter, calls, barrier, errors):
         barrier.wait()
         empty = 0
         while True:
-            cur.execute("SELECT seq, id, topic, type, version, key, payload, headers, emitted_at, attempt "
-                        "FROM event_bus.claim(%s, %s)", (sub, batch))
+            if sub is None:
+                cur.execute(SKIP_LOCKED_SQL, (batch,))
+            else:
+                cur.execute("SELECT seq, id, topic, type, version, key, payload, headers, emitted_at, attempt "
+                            "FROM event_bus.claim(%s, %s)", (sub, batch))
             rows = cur.fetchall()
             if not rows:
                 if counter.value >= target:
@@ -44,18 +52,19 @@ def eb_consumer(db, sub, batch, target, counter, calls, barrier, errors):
                 empty += 1
                 if empty > 20000:       # ~20 s of nothing: give up
                     raise RuntimeError("%s: no events left but only %d of %d drained"
-                                       % (sub, counter.value, target))
+                                       % (sub or "dq", counter.value, target))
                 time.sleep(0.001)
                 continue
             empty = 0
-            cur.execute("SELECT event_bus.ack(%s, %s::bigint[])", (sub, [r[0] for r in rows]))
+            if sub is not None:
+                cur.execute("SELECT event_bus.ack(%s, %s::bigint[])", (sub, [r[0] for r in rows]))
             with counter.get_lock():
                 counter.value += len(rows)
             with calls.get_lock():
                 calls.value += 1
         c.close()
     except Exception as e:     # reported by the parent
-        errors.put("%s: %s" % (sub, e))
+        errors.put("%s: %s" % (sub or "dq", e))
         try:
             barrier.abort()
         except Exception:
@@ -63,6 +72,7 @@ def eb_consumer(db, sub, batch, target, counter, calls, barrier, errors):
 
 
 def drain_event_bus(db, sub, consumers, batch, target):
+    """Drain with competing consumers: event_bus's subscription sub, or the plain queue (sub None)."""
     ctx = mp.get_context("fork")
     counter = ctx.Value("q", 0)
     calls = ctx.Value("q", 0)
@@ -178,6 +188,9 @@ def run_consume_phase(results):
             END LOOP;
         END $$""", (N // 100, PAYLOAD))
     pgq_load = time.perf_counter() - t0
+    log("  %.1f s; pre-loading %d rows into the plain queue table dq ..." % (pgq_load, N))
+    cur.execute("CREATE TABLE dq (id bigserial PRIMARY KEY, payload jsonb NOT NULL)")
+    cur.execute("INSERT INTO dq (payload) SELECT %s::jsonb FROM generate_series(1, %s)", (PAYLOAD, N))
     cur.execute("SELECT count(*) FROM pgq.tick t JOIN pgq.queue q ON q.queue_id = t.tick_queue "
                 "WHERE q.queue_name = 'drainq'")
     ticks = cur.fetchone()[0]
@@ -188,18 +201,19 @@ def run_consume_phase(results):
     results["preload"] = dict(events=N, event_bus_s=eb_load, pgq_s=pgq_load, pgq_ticks=ticks)
 
     out = []
-    order = [("eb",) + d for d in EB_DRAINS] + [("pgq",) + d for d in PGQ_DRAINS]
+    order = [("eb",) + d for d in EB_DRAINS] + [("pgq",) + d for d in PGQ_DRAINS] + [("dq", None, 8, 100)]
     # Interleave the contenders.
-    order = [order[0], order[4], order[1], order[2], order[3], order[5]]
+    order = [order[0], order[4], order[1], order[2], order[6], order[3], order[5]]
     for entry in order:
         la = loadavg()
         c0 = cluster_cpu()
         u0 = resource.getrusage(resource.RUSAGE_SELF)
         k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if entry[0] == "eb":
+        if entry[0] in ("eb", "dq"):
             _, sub, consumers, batch = entry
             n, el, calls = drain_event_bus(db, sub, consumers, batch, N)
-            out.append(dict(system="event_bus", name=sub, consumers=consumers, batch=batch,
+            out.append(dict(system="event_bus" if sub else "DELETE SKIP LOCKED", name=sub or "dq",
+                            consumers=consumers, batch=batch,
                             events=n, seconds=el, events_per_s=n / el, load=la, calls=calls))
         else:
             _, name, batch = entry

@@ -658,7 +658,7 @@ eb_claim(PG_FUNCTION_ARGS)
 					 * them when this transaction ends and frees the lanes.
 					 */
 					if (n >= (uint64) max_events)
-						eb_wake_at_commit();
+						eb_wake_claimers_at_commit(eb_topics_mask(DatumGetArrayTypeP(s.topics)));
 					break;
 				}
 			}
@@ -877,8 +877,8 @@ eb_ack(PG_FUNCTION_ARGS)
 
 			if (claim_exec(&ack_retries_stmt, rv, NULL, 0) != SPI_OK_DELETE)
 				elog(ERROR, "event_bus: could not delete retries");
-			if (s.ordered)
-				eb_wake_at_commit();	/* a lane may be free again */
+			if (s.ordered)		/* a lane may be free again */
+				eb_wake_claimers_at_commit(eb_topics_mask(DatumGetArrayTypeP(s.topics)));
 		}
 
 		/*

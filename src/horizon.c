@@ -70,6 +70,7 @@ static bool xact_emitted = false;
 static SubTransactionId emitted_subxid = InvalidSubTransactionId;
 static SubTransactionId coverage_subxid = InvalidSubTransactionId;
 static bool xact_wake = false;
+static uint64 xact_wake_topics = 0;	/* claimers to wake, not the worker */
 static bool xact_wake_launcher = false;
 static bool wake_pending = false;	/* wake claimers once the commit is complete */
 static uint64 wake_topics = 0;	/* which: bits of the topics concerned */
@@ -84,6 +85,8 @@ static uint64 xact_coverage = 0;
 static void
 eb_xact_callback(XactEvent event, void *arg)
 {
+	bool		committed;
+
 	switch (event)
 	{
 		case XACT_EVENT_PRE_PREPARE:
@@ -96,6 +99,7 @@ eb_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_PREPARE:
 			eb_dispatch_xact_end(NULL, false);	/* nothing emitted (see above) */
+			xact_wake_topics = 0;
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
@@ -121,15 +125,17 @@ eb_xact_callback(XactEvent event, void *arg)
 			 * transaction changed what is claimable: wake the claimers waiting
 			 * in this database and its worker.
 			 */
-			if ((xact_emitted || (xact_wake && event != XACT_EVENT_ABORT &&
-								  event != XACT_EVENT_PARALLEL_ABORT)) && eb_current_db != NULL)
+			committed = event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT;
+			if ((xact_emitted || ((xact_wake || xact_wake_topics != 0) && committed)) &&
+				eb_current_db != NULL)
 			{
 				wake_pending = true;	/* see eb_release_callback */
-				wake_worker = (xact_wake && event != XACT_EVENT_ABORT &&
-							   event != XACT_EVENT_PARALLEL_ABORT);
-				wake_topics = wake_worker ? ~UINT64CONST(0) : xact_topics;
+				wake_worker = xact_wake && committed;
+				wake_topics = wake_worker ? ~UINT64CONST(0) :
+					xact_topics | (committed ? xact_wake_topics : 0);
 			}
 			xact_topics = 0;
+			xact_wake_topics = 0;
 			if (xact_wake_launcher && event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
 				eb_wake_launcher();
 			xact_emitted = false;
@@ -473,6 +479,20 @@ eb_wake_at_commit(void)
 {
 	(void) eb_db_state();
 	xact_wake = true;
+}
+
+/*
+ * Ask for the claimers waiting on these topics (bits from eb_topic_bit) to
+ * be woken when the current transaction commits, without the worker: a
+ * claim that filled its batch may have left events behind in lanes it held
+ * locked, an ack may have freed an ordered lane.  Neither changes what the
+ * worker plans (a lease taken expires no sooner than maintenance looks).
+ */
+void
+eb_wake_claimers_at_commit(uint64 topics)
+{
+	(void) eb_db_state();
+	xact_wake_topics |= topics;
 }
 
 /* Wake the launcher when the current transaction commits. */

@@ -336,6 +336,7 @@ BEGIN
     SELECT r.attempt INTO att FROM event_bus.retries r
      WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _dead_letter_impl.seq;
     PERFORM event_bus._bury(s, _dead_letter_impl.seq, l.topic, l.lane, coalesce(att, 1), _dead_letter_impl.reason);
+    PERFORM event_bus._wake();          -- the worker announces the dead letter
     l.seqs := pg_catalog.array_remove(l.seqs, _dead_letter_impl.seq);
     PERFORM event_bus._keep_seqs(l.lease_id, l.seqs);
 END
