@@ -37,6 +37,7 @@
 #include "miscadmin.h"
 #include "port/pg_bitutils.h"
 #include "utils/array.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/datetime.h"
@@ -62,10 +63,10 @@ typedef struct ClaimStmt
 	SPIPlanPtr	plan;
 } ClaimStmt;
 
-/* The subscription, as _subscription() checked it for the caller. */
+/* The subscription (checked as _subscription() checks it, see below). */
 static ClaimStmt subscription_stmt = {
-	"SELECT s.subscription, s.topics, s.types, s.ordered, s.paused, s.lease"
-	"  FROM event_bus._subscription($1) s",
+	"SELECT s.subscription, s.topics, s.types, s.ordered, s.paused, s.lease, s.owner"
+	"  FROM event_bus.subscriptions s WHERE s.subscription OPERATOR(pg_catalog.=) $1",
 	1, {TEXTOID}
 };
 
@@ -133,7 +134,10 @@ static ClaimStmt lock_stmt = {
  * false) leaves the stepped-over transactions' events above it alone too:
  * one of them may have ended after the emitters were read, and the cursor
  * could not record which of its events this read took.  A type-filtered
- * subscription's cursor moves past the events of other types too.
+ * subscription's cursor moves past the events of other types too.  The
+ * rows come out in seq order without a sort of their own: ev is read three
+ * times, so it is materialised, in the order its ORDER BY gave it, and a
+ * CTE scan reads it back in that order.
  *
  * $1 subscription, $2 topic, $3 lane, $4 lo, $5 max_seq, $6 high,
  * $7 pending_xids, $8 pending_after, $9 rescan, $10 types, $11 how many,
@@ -170,7 +174,7 @@ static ClaimStmt take_stmt = {
 	"       AND cu.topic OPERATOR(pg_catalog.=) $2 AND cu.lane OPERATOR(pg_catalog.=) $3)"
 	" SELECT ev.seq, ev.id, ev.topic::text, ev.type, ev.version, ev.key, ev.payload, ev.headers,"
 	"        ev.emitted_at, 1, ev.lane::integer, $14"
-	"   FROM ev ORDER BY ev.seq",
+	"   FROM ev",
 	17, {TEXTOID, TEXTOID, INT2OID, INT8OID, INT8OID, INT8OID, XID8ARRAYOID, INT8ARRAYOID,
 		BOOLOID, TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, INTERVALOID, UUIDOID, INT8OID,
 	XID8ARRAYOID, INT8ARRAYOID}
@@ -249,12 +253,25 @@ claim_emit_rows(ReturnSetInfo *rsinfo)
 	return SPI_processed;
 }
 
+/*
+ * Read the subscription a claim or an ack works, with the errors of
+ * _subscription(): a bad name, no such subscription, a caller that is
+ * neither a member of its owner nor of event_bus_admin.
+ */
 static void
-claim_read_subscription(Datum name, bool isnull, ClaimSub *s, MemoryContext cxt)
+claim_read_subscription(Datum name, bool isnull, Oid caller, ClaimSub *s, MemoryContext cxt)
 {
+	Oid			owner;
+
+	eb_check_name("subscription", isnull ? NULL : DatumGetTextPP(name));
 	SPI_connect();
-	if (claim_exec(&subscription_stmt, &name, isnull ? "n" : NULL, 0) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "event_bus: _subscription() returned no row");
+	if (claim_exec(&subscription_stmt, &name, NULL, 0) != SPI_OK_SELECT)
+		elog(ERROR, "event_bus: could not read the subscription");
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("subscription \"%s\" does not exist", TextDatumGetCString(name)),
+				 errhint("Create it with event_bus.subscribe().")));
 	s->name = claim_col(0, 1, &isnull, cxt);
 	s->topics = claim_col(0, 2, &isnull, cxt);
 	s->types = claim_col(0, 3, &isnull, cxt);
@@ -263,7 +280,17 @@ claim_read_subscription(Datum name, bool isnull, ClaimSub *s, MemoryContext cxt)
 	s->ordered = DatumGetBool(claim_col(0, 4, &isnull, cxt));
 	s->paused = DatumGetBool(claim_col(0, 5, &isnull, cxt));
 	s->lease = claim_col(0, 6, &isnull, cxt);
+	owner = DatumGetObjectId(claim_col(0, 7, &isnull, cxt));
 	SPI_finish();
+	if (!has_privs_of_role(caller, owner) &&
+		!has_privs_of_role(caller, get_role_oid("event_bus_admin", false)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for subscription \"%s\"", TextDatumGetCString(name)),
+				 errdetail("It belongs to role \"%s\"; role \"%s\" is not a member.",
+						   DatumGetCString(DirectFunctionCall1(regroleout, ObjectIdGetDatum(owner))),
+						   DatumGetCString(DirectFunctionCall1(regroleout, ObjectIdGetDatum(caller)))),
+				 errhint("Members of the owning role and of event_bus_admin may work a subscription.")));
 }
 
 static void
@@ -601,7 +628,7 @@ eb_claim(PG_FUNCTION_ARGS)
 		ClaimSub	s;
 		TimestampTz deadline;
 
-		claim_read_subscription(subname, PG_ARGISNULL(0), &s, sub_cxt);
+		claim_read_subscription(subname, PG_ARGISNULL(0), caller, &s, sub_cxt);
 		if (max_null || max_events < 1 || max_events > 10000)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -670,7 +697,7 @@ eb_claim(PG_FUNCTION_ARGS)
 									eb_topics_mask(DatumGetArrayTypeP(s.topics)));
 			/* The subscription may have been paused, resumed or dropped meanwhile. */
 			MemoryContextReset(sub_cxt);
-			claim_read_subscription(subname, PG_ARGISNULL(0), &s, sub_cxt);
+			claim_read_subscription(subname, PG_ARGISNULL(0), caller, &s, sub_cxt);
 		}
 	}
 	PG_FINALLY();
@@ -691,13 +718,23 @@ eb_claim(PG_FUNCTION_ARGS)
  */
 PG_FUNCTION_INFO_V1(eb_ack);
 
-static ClaimStmt ack_leases_stmt = {
+/*
+ * The subscription's leases (under the token); those that hold one of the
+ * seqs are then locked and read again.  (An array overlap test in the
+ * query compared every seq of a lease with every seq acked.)
+ */
+static ClaimStmt ack_find_stmt = {
 	"SELECT x.lease_id, x.seqs FROM event_bus.leases x"
 	" WHERE x.subscription OPERATOR(pg_catalog.=) $1"
-	"   AND x.seqs OPERATOR(pg_catalog.&&) $2"
-	"   AND ($3::uuid IS NULL OR x.token OPERATOR(pg_catalog.=) $3)"
+	"   AND ($2::uuid IS NULL OR x.token OPERATOR(pg_catalog.=) $2)",
+	2, {TEXTOID, UUIDOID}
+};
+
+static ClaimStmt ack_leases_stmt = {
+	"SELECT x.lease_id, x.seqs FROM event_bus.leases x"
+	" WHERE x.lease_id OPERATOR(pg_catalog.=) ANY ($1)"
 	"   FOR UPDATE",
-	3, {TEXTOID, INT8ARRAYOID, UUIDOID}
+	1, {INT8ARRAYOID}
 };
 
 static ClaimStmt ack_delete_stmt = {
@@ -795,7 +832,7 @@ eb_ack(PG_FUNCTION_ARGS)
 		char		n[3] = {' ', ' ', ' '};
 		bool		isnull;
 
-		claim_read_subscription(subname, PG_ARGISNULL(0), &s, cxt);
+		claim_read_subscription(subname, PG_ARGISNULL(0), caller, &s, cxt);
 		if (PG_ARGISNULL(1))
 			nin = -1;
 		else
@@ -818,13 +855,33 @@ eb_ack(PG_FUNCTION_ARGS)
 
 		SPI_connect();
 		v[0] = s.name;
-		v[1] = claim_int8_array(want, nwant);
-		v[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
-		n[2] = PG_ARGISNULL(2) ? 'n' : ' ';
-		if (claim_exec(&ack_leases_stmt, v, n, 0) != SPI_OK_SELECT)
+		v[1] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+		n[1] = PG_ARGISNULL(2) ? 'n' : ' ';
+		if (claim_exec(&ack_find_stmt, v, n, 0) != SPI_OK_SELECT)
 			elog(ERROR, "event_bus: could not read the leases");
-		nleases = (int) SPI_processed;
-		lease_ids = palloc(sizeof(int64) * Max(nleases, 1));
+		lease_ids = palloc(sizeof(int64) * Max(SPI_processed, 1));
+		nleases = 0;
+		for (i = 0; i < (int) SPI_processed; i++)
+		{
+			Datum	   *ls;
+			int			nls,
+						j;
+
+			deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+															  2, &isnull)),
+							  INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ls, NULL, &nls);
+			for (j = 0; j < nls; j++)
+				if (claim_has(want, nwant, DatumGetInt64(ls[j])))
+					break;
+			if (j < nls)
+				lease_ids[nleases++] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+																   SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		SPI_freetuptable(SPI_tuptable);
+		v[0] = claim_int8_array(lease_ids, nleases);
+		if (nleases > 0 && claim_exec(&ack_leases_stmt, v, NULL, 0) != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: could not lock the leases");
+		nleases = nleases > 0 ? (int) SPI_processed : 0;
 		lease_seqs = palloc(sizeof(Datum) * Max(nleases, 1));
 		for (i = 0; i < nleases; i++)
 		{
@@ -860,7 +917,7 @@ eb_ack(PG_FUNCTION_ARGS)
 				if (claim_exec(&ack_delete_stmt, kv, NULL, 0) != SPI_OK_DELETE)
 					elog(ERROR, "event_bus: could not delete a lease");
 			}
-			else
+			else if (nkeep < nls)
 			{
 				/* What is left of the lease, in seq order. */
 				qsort(keep, nkeep, sizeof(int64), claim_cmp_int64);
