@@ -100,6 +100,9 @@ CREATE TABLE event_bus.leases (
     claimed_by   integer NOT NULL,
     token        uuid NOT NULL      -- the lease token claim() handed out
 );
+-- A lease of a few hundred events stays in its row, uncompressed: compressing
+-- its seqs with pglz on every claim was an eighth of a claim of 500.
+ALTER TABLE event_bus.leases SET (toast_tuple_target = 8160);
 CREATE INDEX leases_subscription ON event_bus.leases (subscription, topic, lane);
 CREATE INDEX leases_expires_at ON event_bus.leases (expires_at);
 
