@@ -62,14 +62,15 @@ def producer(db, topic, n, rate, commit_times, start_evt):
     p.join()
 
 
-def latency_claim(db, n, rate):
-    commit_times, woke = {}, {}
-    start_evt, stop = threading.Event(), threading.Event()
-
-    def consumer():
+def claim_consumer_proc(db, ready, stop, out):
+    """One consumer process: claim(wait) + ack until stop is set; send back
+    {seq: perf_counter() when the claim returned}.  Processes, not threads:
+    consumers in threads of one Python process took turns on its GIL."""
+    woke = {}
+    try:
         c = connect(db)
         cur = c.cursor()
-        start_evt.set()
+        ready.set()
         while not stop.is_set():
             cur.execute("SELECT seq FROM event_bus.claim('lat_claim', 10, wait => '5 s')")
             rows = cur.fetchall()
@@ -79,19 +80,33 @@ def latency_claim(db, n, rate):
             if rows:
                 cur.execute("SELECT event_bus.ack('lat_claim', %s::bigint[])", ([r[0] for r in rows],))
         c.close()
+    finally:
+        out.send(woke)
+        out.close()
 
-    ths = [threading.Thread(target=consumer, daemon=True) for _ in range(ARGS.latency_consumers)]
-    for th in ths:
-        th.start()
+
+def latency_claim(db, n, rate):
+    commit_times, woke = {}, {}
+    ctx = mp.get_context("fork")
+    stop = ctx.Event()
+    procs = []
+    for _ in range(ARGS.latency_consumers):
+        ready = ctx.Event()
+        rx, tx = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=claim_consumer_proc, args=(db, ready, stop, tx))
+        p.start()
+        ready.wait(10)
+        procs.append((p, rx))
+    start_evt = threading.Event()
+    start_evt.set()
     time.sleep(0.3)
     producer(db, "lat_a", n, rate, commit_times, start_evt)
-    deadline = time.time() + 10
-    while len(woke) < len(commit_times) and time.time() < deadline:
-        time.sleep(0.05)
+    time.sleep(1.0)
     stop.set()
     q(db, "SELECT event_bus.emit('lat_a', 'Stop', '{}')")      # wake the consumers
-    for th in ths:
-        th.join(10)
+    for p, rx in procs:
+        woke.update(rx.recv())
+        p.join(10)
     return [(woke[s] - t) * 1000 for s, t in commit_times.items() if s in woke], len(commit_times)
 
 
@@ -148,7 +163,7 @@ def run_latency_phase(results):
         % (n, rate, ARGS.latency_consumers, "" if ARGS.latency_consumers == 1 else "s"))
     la = loadavg()
     lat, sent = latency_claim(db, n, rate)
-    res["claim"] = dict(lat_ms=lat, sent=sent, load=la)
+    res["claim"] = dict(lat_ms=lat, sent=sent, load=la, consumers=ARGS.latency_consumers, rate=rate)
     log("  median %.3f ms, p99 %.3f ms (%d of %d)" % (pct(lat, 50), pct(lat, 99), len(lat), sent))
     log("latency phase: emit commit -> LISTEN notification ...")
     la = loadavg()

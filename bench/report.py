@@ -205,15 +205,18 @@ def build_report(results, info):
 
     if "latency" in results:
         Lr = results["latency"]
+        nc = Lr["claim"].get("consumers", 1)
         add("## Latency (emit commit → consumer wakes)")
         add("")
-        add("Two Python processes (psycopg2): a producer emits one event per transaction at about %d/s "
+        add("Python processes (psycopg2): a producer emits one event per transaction at about %d/s "
             "(uniformly jittered spacing) and records `time.perf_counter()` when its COMMIT returns; the consumer "
-            "records it when it wakes (`perf_counter` is CLOCK_MONOTONIC, one clock for both processes). **claim**: the consumer sits in `event_bus.claim(sub, 10, wait => '5 s')` "
+            "records it when it wakes (`perf_counter` is CLOCK_MONOTONIC, one clock for every process). **claim**: "
+            "%d consumer process%s sit%s in `event_bus.claim(sub, 10, wait => '5 s')` "
             "(then acks). **LISTEN**: the consumer listens on `\"event_bus.<subscription>\"` and is woken by the "
             "worker's NOTIFY (payload `{\"subscription\", \"seq\", \"events\"}`); a notification counts for "
             "every event up to its seq. A negative value means the consumer woke before the producer's process had "
-            "read its own COMMIT reply (both run on a 2-core machine)." % ARGS.latency_rate)
+            "read its own COMMIT reply (both run on a 2-core machine)."
+            % (Lr["claim"].get("rate", ARGS.latency_rate), nc, "" if nc == 1 else "es", "s" if nc == 1 else ""))
         add("")
         add("| path | samples | min | median | p90 | p99 | max |")
         add("|---|---|---|---|---|---|---|")
