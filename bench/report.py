@@ -165,7 +165,8 @@ def build_report(results, info):
         add("")
         add("event_bus: topic with %d lanes, events pre-loaded with `emit_many` (1,000 per call, random keys; "
             "%.0f ev/s); each consumer loops `SELECT * FROM event_bus.claim(sub, batch)` then "
-            "`SELECT event_bus.ack(sub, seqs)`, each in its own transaction (autocommit, psycopg2, one "
+            "`SELECT event_bus.ack(sub, seqs)` (the seqs as one array literal `'{...}'`, as drivers that bind "
+            "arrays send them), each in its own transaction (autocommit, psycopg2, one "
             "process per consumer; payloads and headers are fetched to the client as text, as PgQ's `ev_data` is: the consumers do not parse JSON). "
             "PgQ: the same events pre-loaded with `pgq.insert_event` in transactions of 100 followed by "
             "`pgq.ticker()` (%d ticks, %.0f ev/s), so a batch between two ticks holds 100 events; one consumer "
