@@ -18,8 +18,11 @@
  *	   names stepped-over transactions that have ended since, or an index
  *	   probe finds an event above its high (so a full lane costs one probe,
  *	   not one per lane of the topic); its cursor row is locked with SKIP
- *	   LOCKED, and one statement reads the lane's events, leases them and
- *	   moves the cursor on with one snapshot (see _lane_next).
+ *	   LOCKED, its events are read with a snapshot of their own, straight
+ *	   into the claim's result, and the lease and the cursor's move are
+ *	   written from what that read saw, the cursor with the read's snapshot
+ *	   (see _lane_next): as one statement, without copying the rows through
+ *	   a materialised CTE three times.
  *
  * An ordered subscription's claim (one lease per lane, retries inside their
  * lane) is _claim_once, the PL/pgSQL function, unchanged.  The cursor
@@ -40,6 +43,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/snapmgr.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
@@ -129,55 +133,58 @@ static ClaimStmt lock_stmt = {
 
 /*
  * Events of the lane not handed out yet and visible now, from lo up to
- * max_seq, in seq order; the cursor moves on in the same statement, with
- * the same snapshot.  A read that does not look below high ($9 rescan
- * false) leaves the stepped-over transactions' events above it alone too:
- * one of them may have ended after the emitters were read, and the cursor
- * could not record which of its events this read took.  A type-filtered
- * subscription's cursor moves past the events of other types too.  The
- * rows come out in seq order without a sort of their own: ev is read three
- * times, so it is materialised, in the order its ORDER BY gave it, and a
- * CTE scan reads it back in that order.
+ * max_seq, in seq order, as claim() returns them.  A read that does not
+ * look below high ($8 rescan false) leaves the stepped-over transactions'
+ * events above it alone too: one of them may have ended after the emitters
+ * were read, and the cursor could not record which of its events this read
+ * took.  The cursor then moves on with the read's own snapshot (see
+ * claim_take_lane).
  *
- * $1 subscription, $2 topic, $3 lane, $4 lo, $5 max_seq, $6 high,
- * $7 pending_xids, $8 pending_after, $9 rescan, $10 types, $11 how many,
- * $12 now, $13 lease, $14 token, $15 position, $16/$17 the lane's topic's
- * open emitters and their floors.
+ * $1 topic, $2 lane, $3 lo, $4 max_seq, $5 high, $6 pending_xids,
+ * $7 pending_after, $8 rescan, $9 token, $10 types, $11 how many.
  */
-static ClaimStmt take_stmt = {
-	"WITH ev AS ("
-	"    SELECT e.* FROM event_bus.events e"
-	"     WHERE e.topic OPERATOR(pg_catalog.=) $2 AND e.lane OPERATOR(pg_catalog.=) $3"
-	"       AND e.seq OPERATOR(pg_catalog.>) $4 AND e.seq OPERATOR(pg_catalog.<=) $5"
-	"       AND NOT event_bus._handed_out(e.seq, e.txid, $6, $7, $8)"
-	"       AND ($9 OR pg_catalog.array_position($7, e.txid) IS NULL)"
-	"       AND ($10::text[] IS NULL OR e.type OPERATOR(pg_catalog.=) ANY ($10))"
-	"     ORDER BY e.seq"
-	"     LIMIT $11),"
-	" l AS ("
-	"    INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)"
-	"    SELECT $1, $2, $3, pg_catalog.array_agg(ev.seq ORDER BY ev.seq),"
-	"           $12, $12 OPERATOR(pg_catalog.+) $13, pg_catalog.pg_backend_pid(), $14"
-	"      FROM ev HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0),"
-	" nx AS ("
-	"    SELECT x.* FROM (SELECT pg_catalog.count(*) AS n, max(ev.seq) AS last FROM ev) b,"
-	"           event_bus._lane_next($15, $6, $7, $8, $5, $16, $17, b.n OPERATOR(pg_catalog.>=) $11, b.last,"
-	"                                pg_catalog.pg_current_snapshot(), $9) x"
-	"     WHERE b.n OPERATOR(pg_catalog.>) 0 OR $10 IS NOT NULL"
-	"        OR $7 OPERATOR(pg_catalog.<>) '{}' OR $16 OPERATOR(pg_catalog.<>) '{}'),"
-	" u AS ("
-	"    UPDATE event_bus.cursors cu"
-	"       SET position = nx.next_position, high = nx.next_high, pending_xids = nx.next_xids,"
-	"           pending_after = nx.next_afters"
-	"      FROM nx"
-	"     WHERE cu.subscription OPERATOR(pg_catalog.=) $1"
-	"       AND cu.topic OPERATOR(pg_catalog.=) $2 AND cu.lane OPERATOR(pg_catalog.=) $3)"
-	" SELECT ev.seq, ev.id, ev.topic::text, ev.type, ev.version, ev.key, ev.payload, ev.headers,"
-	"        ev.emitted_at, 1, ev.lane::integer, $14"
-	"   FROM ev",
-	17, {TEXTOID, TEXTOID, INT2OID, INT8OID, INT8OID, INT8OID, XID8ARRAYOID, INT8ARRAYOID,
-		BOOLOID, TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, INTERVALOID, UUIDOID, INT8OID,
-	XID8ARRAYOID, INT8ARRAYOID}
+static ClaimStmt read_stmt = {
+	"SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,"
+	"       e.emitted_at, 1, e.lane::integer, $9::uuid"
+	"  FROM event_bus.events e"
+	" WHERE e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2"
+	"   AND e.seq OPERATOR(pg_catalog.>) $3 AND e.seq OPERATOR(pg_catalog.<=) $4"
+	"   AND NOT event_bus._handed_out(e.seq, e.txid, $5, $6, $7)"
+	"   AND ($8 OR pg_catalog.array_position($6, e.txid) IS NULL)"
+	"   AND ($10::text[] IS NULL OR e.type OPERATOR(pg_catalog.=) ANY ($10))"
+	" ORDER BY e.seq"
+	" LIMIT $11",
+	11, {TEXTOID, INT2OID, INT8OID, INT8OID, INT8OID, XID8ARRAYOID, INT8ARRAYOID, BOOLOID, UUIDOID,
+	TEXTARRAYOID, INT4OID}
+};
+
+/* The read's snapshot as a pg_snapshot, for _lane_next. */
+static ClaimStmt snapshot_stmt = {
+	"SELECT pg_catalog.pg_current_snapshot()",
+	0, {InvalidOid}
+};
+
+static ClaimStmt lease_stmt = {
+	"INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)"
+	" VALUES ($1, $2, $3, $4, $5, $5 OPERATOR(pg_catalog.+) $6, pg_catalog.pg_backend_pid(), $7)",
+	7, {TEXTOID, TEXTOID, INT2OID, INT8ARRAYOID, TIMESTAMPTZOID, INTERVALOID, UUIDOID}
+};
+
+/*
+ * $1 subscription, $2 topic, $3 lane, then _lane_next's arguments:
+ * $4 position, $5 high, $6 pending_xids, $7 pending_after, $8 max_seq,
+ * $9/$10 the topic's open emitters and floors, $11 full, $12 last seq read,
+ * $13 the read's snapshot, $14 rescan.
+ */
+static ClaimStmt cursor_stmt = {
+	"UPDATE event_bus.cursors cu"
+	"   SET position = x.next_position, high = x.next_high, pending_xids = x.next_xids,"
+	"       pending_after = x.next_afters"
+	"  FROM event_bus._lane_next($4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) x"
+	" WHERE cu.subscription OPERATOR(pg_catalog.=) $1"
+	"   AND cu.topic OPERATOR(pg_catalog.=) $2 AND cu.lane OPERATOR(pg_catalog.=) $3",
+	14, {TEXTOID, TEXTOID, INT2OID, INT8OID, INT8OID, XID8ARRAYOID, INT8ARRAYOID, INT8OID,
+	XID8ARRAYOID, INT8ARRAYOID, BOOLOID, INT8OID, PG_SNAPSHOTOID, BOOLOID}
 };
 
 /* The subscription a claim works, copied out of SPI's memory. */
@@ -211,8 +218,8 @@ typedef struct ClaimEmitters
 	Datum	   *floor;
 } ClaimEmitters;
 
-static int
-claim_exec(ClaimStmt *st, Datum *values, const char *nulls, long count)
+static SPIPlanPtr
+claim_prepare(ClaimStmt *st)
 {
 	if (st->plan == NULL)
 	{
@@ -223,7 +230,13 @@ claim_exec(ClaimStmt *st, Datum *values, const char *nulls, long count)
 		SPI_keepplan(p);
 		st->plan = p;
 	}
-	return SPI_execute_plan(st->plan, values, nulls, false, count);
+	return st->plan;
+}
+
+static int
+claim_exec(ClaimStmt *st, Datum *values, const char *nulls, long count)
+{
+	return SPI_execute_plan(claim_prepare(st), values, nulls, false, count);
 }
 
 /* Column 'col' of row 'row' of the last SPI result, copied to 'cxt'. */
@@ -380,6 +393,131 @@ claim_token(void)
 	return UUIDPGetDatum(u);
 }
 
+static int
+claim_cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* Sort n seqs and drop repeats; returns how many are left. */
+static int
+claim_sort_unique(int64 *v, int n)
+{
+	int			i,
+				k = 0;
+
+	qsort(v, n, sizeof(int64), claim_cmp_int64);
+	for (i = 0; i < n; i++)
+		if (k == 0 || v[k - 1] != v[i])
+			v[k++] = v[i];
+	return k;
+}
+
+static Datum
+claim_int8_array(int64 *v, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+		d[i] = Int64GetDatum(v[i]);
+	return PointerGetDatum(construct_array(d, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/* Is x one of the n sorted seqs in v? */
+static bool
+claim_has(int64 *v, int n, int64 x)
+{
+	return bsearch(&x, v, n, sizeof(int64), claim_cmp_int64) != NULL;
+}
+
+/*
+ * Read a locked lane (claim_unordered) and lease what the read found: the
+ * rows go into the claim's result, the lease is written, and the cursor
+ * moves on with the read's snapshot, as if the three were one statement.
+ * Sets *taken to the number of events leased.
+ */
+static uint64
+claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters *em, int left,
+				TimestampTz t, Datum len, Datum tok, Datum position, Datum high, Datum pxids,
+				Datum pafter, bool rescan, int *taken)
+{
+	Snapshot	snap = RegisterSnapshot(GetTransactionSnapshot());
+	Datum		rv[11];
+	char		rn[11];
+	Datum		snapshot;
+	Datum		exs,
+				efl;
+	int64	   *seqs;
+	int			n,
+				i;
+	bool		isnull;
+
+	memset(rn, ' ', sizeof(rn));
+	rv[0] = c->topic;
+	rv[1] = c->lane;
+	rv[2] = rescan ? position : high;
+	rv[3] = Int64GetDatum(em->max_seq);
+	rv[4] = high;
+	rv[5] = pxids;
+	rv[6] = pafter;
+	rv[7] = BoolGetDatum(rescan);
+	rv[8] = tok;
+	rv[9] = s->types;
+	if (s->types == (Datum) 0)
+		rn[9] = 'n';
+	rv[10] = Int32GetDatum(left);
+	(void) claim_prepare(&read_stmt);
+	if (SPI_execute_snapshot(read_stmt.plan, rv, rn, snap, InvalidSnapshot, true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "event_bus: could not read a lane");
+	n = (int) SPI_processed;
+	seqs = palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		seqs[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	(void) claim_emit_rows(rsinfo);
+	SPI_freetuptable(SPI_tuptable);
+
+	(void) claim_prepare(&snapshot_stmt);
+	if (SPI_execute_snapshot(snapshot_stmt.plan, NULL, NULL, snap, InvalidSnapshot, true, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "event_bus: could not read the snapshot");
+	snapshot = claim_col(0, 1, &isnull, CurrentMemoryContext);
+	SPI_freetuptable(SPI_tuptable);
+	UnregisterSnapshot(snap);
+
+	if (n > 0)
+	{
+		Datum		lv[7] = {s->name, c->topic, c->lane, claim_int8_array(seqs, n), TimestampTzGetDatum(t), len, tok};
+
+		if (claim_exec(&lease_stmt, lv, NULL, 0) != SPI_OK_INSERT)
+			elog(ERROR, "event_bus: could not write a lease");
+	}
+
+	/*
+	 * Nothing taken, nothing pending, no events of other types passed: leave
+	 * the row alone (a competing claim emptied the lane).
+	 */
+	claim_topic_emitters(em, c->topic, &exs, &efl);
+	if (n > 0 || s->types != (Datum) 0 || !claim_array_empty(pxids) || !claim_array_empty(exs))
+	{
+		Datum		uv[14] = {s->name, c->topic, c->lane, position, high, pxids, pafter,
+			Int64GetDatum(em->max_seq), exs, efl, BoolGetDatum(n >= left),
+			n > 0 ? Int64GetDatum(seqs[n - 1]) : (Datum) 0, snapshot, BoolGetDatum(rescan)};
+		char		un[14];
+
+		memset(un, ' ', sizeof(un));
+		if (n == 0)
+			un[11] = 'n';
+		if (claim_exec(&cursor_stmt, uv, un, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "event_bus: could not move a cursor");
+	}
+	*taken = n;
+	return (uint64) n;
+}
+
 /*
  * One look for events of an unordered subscription: lease up to 'max' of
  * them (due retries first, then lane by lane) under token 'tok'; returns how
@@ -462,13 +600,12 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 	for (i = 0; i < nlanes && left > 0; i++)
 	{
 		ClaimLane  *c = &lanes[i];
-		Datum		cv[17];
-		char		cn[17];
 		Datum		position,
 					high,
 					pxids,
 					pafter;
 		bool		rescan;
+		int			taken;
 
 		/*
 		 * Anything to do here?  Stepped-over transactions that have ended
@@ -516,30 +653,9 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 		 */
 		rescan = !claim_array_empty(pxids) && !claim_pending_open(pxids, &em);
 
-		memset(cn, ' ', sizeof(cn));
-		cv[0] = s->name;
-		cv[1] = c->topic;
-		cv[2] = c->lane;
-		cv[3] = rescan ? position : high;
-		cv[4] = Int64GetDatum(em.max_seq);
-		cv[5] = high;
-		cv[6] = pxids;
-		cv[7] = pafter;
-		cv[8] = BoolGetDatum(rescan);
-		cv[9] = s->types;
-		if (s->types == (Datum) 0)
-			cn[9] = 'n';
-		cv[10] = Int32GetDatum(left);
-		cv[11] = TimestampTzGetDatum(t);
-		cv[12] = len;
-		cv[13] = tok;
-		cv[14] = position;
-		claim_topic_emitters(&em, c->topic, &cv[15], &cv[16]);
-		if (claim_exec(&take_stmt, cv, cn, 0) != SPI_OK_SELECT)
-			elog(ERROR, "event_bus: could not read a lane");
-		left -= (int) SPI_processed;
-		got += claim_emit_rows(rsinfo);
-		SPI_freetuptable(SPI_tuptable);
+		got += claim_take_lane(rsinfo, s, c, &em, left, t, len, tok, position, high, pxids, pafter,
+							   rescan, &taken);
+		left -= taken;
 	}
 	return got;
 }
@@ -759,47 +875,6 @@ static ClaimStmt ack_check_stmt = {
 	" WHERE s.subscription OPERATOR(pg_catalog.=) $1",
 	2, {TEXTOID, INT8ARRAYOID}
 };
-
-static int
-claim_cmp_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return x < y ? -1 : x > y ? 1 : 0;
-}
-
-/* Sort n seqs and drop repeats; returns how many are left. */
-static int
-claim_sort_unique(int64 *v, int n)
-{
-	int			i,
-				k = 0;
-
-	qsort(v, n, sizeof(int64), claim_cmp_int64);
-	for (i = 0; i < n; i++)
-		if (k == 0 || v[k - 1] != v[i])
-			v[k++] = v[i];
-	return k;
-}
-
-static Datum
-claim_int8_array(int64 *v, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-	int			i;
-
-	for (i = 0; i < n; i++)
-		d[i] = Int64GetDatum(v[i]);
-	return PointerGetDatum(construct_array(d, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-}
-
-/* Is x one of the n sorted seqs in v? */
-static bool
-claim_has(int64 *v, int n, int64 x)
-{
-	return bsearch(&x, v, n, sizeof(int64), claim_cmp_int64) != NULL;
-}
 
 /* event_bus.ack(subscription text, seqs bigint[], token uuid DEFAULT NULL) */
 Datum
