@@ -45,6 +45,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from common import ARGS, T_START, log, loadavg, other_postgres_processes, q
+from phase_capture import run_capture_phase
 from phase_consume import run_consume_phase
 from phase_emit import run_emit_phase
 from phase_latency import run_latency_phase
@@ -106,7 +107,8 @@ def main():
     ap.add_argument("--soak-rate", type=int, default=2000)
     ap.add_argument("--soak-partition-size", type=int, default=50000)
     ap.add_argument("--soak-sample", type=int, default=10)
-    ap.add_argument("--phases", default="emit,consume,latency,worker,soak,status")
+    ap.add_argument("--phases", default="emit,consume,capture,latency,worker,soak,status")
+    ap.add_argument("--capture-rows", type=int, default=100000)
     ap.add_argument("--worker-rates", default="200,2000,10000")
     ap.add_argument("--worker-seconds", type=int, default=30)
     ap.add_argument("--memory-minutes", type=float, default=10)
@@ -154,6 +156,8 @@ def main():
             run_emit_phase(results)
         if "consume" in phases:
             run_consume_phase(results)
+        if "capture" in phases:
+            run_capture_phase(results)
         if "latency" in phases:
             run_latency_phase(results)
         if "worker" in phases:

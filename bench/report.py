@@ -204,6 +204,27 @@ def build_report(results, info):
                         % (fmt(e), fmt(g), ratio(e / g), fmt(get("event_bus", 4, 100))),
                         "≥ 1.0× DELETE SKIP LOCKED", verdict(e >= g)))
 
+    if "capture" in results:
+        K = results["capture"]
+        add("## Capture: INSERT ... SELECT of %s rows" % "{:,}".format(K["rows"]))
+        add("")
+        add("`INSERT INTO t (customer, amount, status, note) SELECT ... FROM generate_series(1, %d)` into a table "
+            "with a bigserial primary key and six columns, without capture and with `event_bus.capture(t)` (its "
+            "statement trigger turns the rows into events with `emit_many`, one event per row, in the same "
+            "transaction). Each run on a truncated table after a CHECKPOINT, the two tables alternating; "
+            "%d rounds after a warm-up round; synchronous_commit on." % (K["rows"], len(K["samples"]) // 2))
+        add("")
+        add("| table | runs (s) | median (s) |")
+        add("|---|---|---|")
+        for t, label in (("orders_bare", "bare"), ("orders_captured", "captured")):
+            v = [x["seconds"] for x in K["samples"] if x["table"] == t]
+            add("| %s | %s | **%.3f** |" % (label, ", ".join("%.3f" % x for x in v), statistics.median(v)))
+        add("")
+        r = K["captured_s"] / K["bare_s"]
+        summary.append(("capture, INSERT ... SELECT of %s rows" % "{:,}".format(K["rows"]),
+                        "%.3f s vs bare %.3f s (**%.2f×**)" % (K["captured_s"], K["bare_s"], r),
+                        "≤ 2× the bare statement", verdict(r <= 2.0)))
+
     if "latency" in results:
         Lr = results["latency"]
         nc = Lr["claim"].get("consumers", 1)

@@ -14,9 +14,10 @@
 #   --reps R           interleaved rounds per emit measurement (default 3)
 #   --events N         events pre-loaded for the consume phase (default 1000000)
 #   --soak-rate R      events/s emitted during the soak (default 2000)
-#   --phases LIST      comma-separated subset of emit,consume,latency,worker,soak,status
+#   --phases LIST      comma-separated subset of emit,consume,capture,latency,worker,soak,status
 #   --latency-rate N   events/s of the latency phase (default 200)
 #   --latency-consumers N  consumers claiming in the latency phase (default 1)
+#   --capture-rows N   rows of the capture phase's INSERT ... SELECT (default 100000)
 #   --worker-rates L   emit rates of the worker phase (default 200,2000,10000)
 #   --worker-seconds N seconds per rate in the worker phase (default 30)
 #   --memory-minutes N the memory phase (not run unless --phases names it):
@@ -48,7 +49,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1; shift ;;
         --build) BUILD=1; shift ;;
         --out) OUT=$2; shift 2 ;;
-        --seconds|--reps|--events|--soak-rate|--phases|--latency-samples|--soak-partition-size|--bulk-clients|--lanes|--status-events|--worker-rates|--worker-seconds|--memory-minutes|--memory-sample|--latency-rate|--latency-consumers)
+        --seconds|--reps|--events|--soak-rate|--phases|--latency-samples|--soak-partition-size|--bulk-clients|--lanes|--status-events|--worker-rates|--worker-seconds|--memory-minutes|--memory-sample|--latency-rate|--latency-consumers|--capture-rows)
             PY_ARGS+=("$1" "$2"); shift 2 ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
