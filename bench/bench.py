@@ -53,6 +53,7 @@ from phase_soak import run_soak_phase
 from phase_status import run_status_phase
 from phase_worker import run_worker_phase
 from phase_memory import run_memory_phase
+from phase_profile import run_profile_phase
 from report import build_report, make_plots
 
 
@@ -168,6 +169,8 @@ def main():
             run_status_phase(results)
         if "memory" in phases:
             run_memory_phase(results)
+        if "profile" in phases:
+            run_profile_phase(results)
     finally:
         stop.set()
         with open(os.path.join(ARGS.out, "raw", "results.json"), "w") as f:

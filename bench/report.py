@@ -204,6 +204,27 @@ def build_report(results, info):
                         % (fmt(e), fmt(g), ratio(e / g), fmt(get("event_bus", 4, 100))),
                         "≥ 1.0× DELETE SKIP LOCKED", verdict(e >= g)))
 
+    if "profile" in results and not results["profile"].get("skipped"):
+        P = results["profile"]
+        add("## Profile: where an emit and a claim spend their time")
+        add("")
+        add("`perf record -e cpu-clock -g` of the one backend pgbench drives with each workload (`--phases profile`). "
+            "*Self* is the share of the backend's samples in the function itself; *with callees* counts what "
+            "event_bus's functions call too. PostgreSQL's static functions have no symbols in the Debian "
+            "package and show as addresses.")
+        add("")
+        for name, p in P.items():
+            add("**%s**: %s; %.0f calls/s while sampled." % (name, p["what"], p.get("tps") or 0))
+            add("")
+            add("| self | function | | with callees | event_bus function |")
+            add("|---|---|---|---|---|")
+            for i in range(max(len(p["flat"]), len(p["event_bus"]))):
+                a = p["flat"][i] if i < len(p["flat"]) else None
+                b = p["event_bus"][i] if i < len(p["event_bus"]) else None
+                add("| %s | %s | | %s | %s |" % ("%.1f%%" % a[0] if a else "", "`%s` (%s)" % (a[2], a[1]) if a else "",
+                                                 "%.1f%%" % b[0] if b else "", "`%s`" % b[2] if b else ""))
+            add("")
+
     if "capture" in results:
         K = results["capture"]
         add("## Capture: INSERT ... SELECT of %s rows" % "{:,}".format(K["rows"]))

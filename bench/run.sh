@@ -23,6 +23,8 @@
 #   --memory-minutes N the memory phase (not run unless --phases names it):
 #                      32 databases, 100 connections, N minutes (default 10)
 #   --status-events N  pending events for the status phase (default 10000000)
+#                      (--phases profile, not run by default: perf profiles of emit,
+#                      emit_many and claim; needs linux-perf, which run.sh installs)
 #   --out DIR          where report.md, the plots and raw/ go (default bench/results)
 #   --build            rebuild and reinstall the extension from this checkout first
 #                      (done anyway when it is not installed)
@@ -41,6 +43,7 @@ QUICK=0
 BUILD=0
 OUT=""
 PY_ARGS=()
+PHASES=""
 ARGV="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -49,7 +52,8 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1; shift ;;
         --build) BUILD=1; shift ;;
         --out) OUT=$2; shift 2 ;;
-        --seconds|--reps|--events|--soak-rate|--phases|--latency-samples|--soak-partition-size|--bulk-clients|--lanes|--status-events|--worker-rates|--worker-seconds|--memory-minutes|--memory-sample|--latency-rate|--latency-consumers|--capture-rows)
+        --phases) PHASES=$2; PY_ARGS+=("$1" "$2"); shift 2 ;;
+        --seconds|--reps|--events|--soak-rate|--latency-samples|--soak-partition-size|--bulk-clients|--lanes|--status-events|--worker-rates|--worker-seconds|--memory-minutes|--memory-sample|--latency-rate|--latency-consumers|--capture-rows)
             PY_ARGS+=("$1" "$2"); shift 2 ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -70,6 +74,7 @@ for p in postgresql-15 postgresql-client-15 postgresql-15-pgq3 python3 python3-p
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 command -v gnuplot >/dev/null 2>&1 || need_pkgs+=(gnuplot-nox)
+case ",$PHASES," in *,profile,*) command -v perf >/dev/null 2>&1 || need_pkgs+=(linux-perf) ;; esac
 PGLIB=$("$PG_CONFIG" --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)
 if [ "$BUILD" = 1 ] || [ ! -f "$PGLIB/event_bus.so" ]; then
     BUILD=1

@@ -171,8 +171,9 @@ $$;
 -- (their events are due, or, rolled back, to be forgotten).  Any new event
 -- counts, of a type the subscription reads or not: the cursor of a
 -- type-filtered subscription moves past the others.  _claim_once leases
--- from these lanes, _wait_check asks whether there is one.  A plain SQL
--- function, inlined where it is used.
+-- from these lanes (claim.c tests the same conditions lane by lane),
+-- _wait_check asks whether there is one.  A plain SQL function, inlined
+-- where it is used.
 CREATE FUNCTION event_bus._claimable_lanes(s event_bus.subscriptions, max_seq bigint, xids xid8[],
                                            t timestamptz)
 RETURNS TABLE (topic text, lane smallint)

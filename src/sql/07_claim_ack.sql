@@ -203,7 +203,7 @@ COMMENT ON FUNCTION event_bus.claim(text, integer, interval, interval) IS
 
 
 -- Would a claim of the subscription take something now?  Due retries, or
--- a lane _claim_once would look at, read without leasing.  It may say yes
+-- a lane a claim would look at, read without leasing.  It may say yes
 -- for a lane whose new events are all of other types or rolled back: the
 -- claim then moves the cursor past them, and the next check says no.
 CREATE FUNCTION event_bus._wait_check(subscription text, OUT topics text[], OUT ready boolean)
