@@ -37,6 +37,7 @@ extern void eb_hook_init(void);
 /* wait.c */
 extern void eb_wake_database(EventBusDb *db, uint64 topics, bool worker);
 extern void eb_wake_launcher(void);
+extern bool eb_database_listened(EventBusDb *db);
 extern uint64 eb_topics_mask(ArrayType *topics);
 extern int64 eb_wait_internal(uint64 gen, int32 timeout_ms, uint64 mask);
 

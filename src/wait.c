@@ -72,6 +72,22 @@ eb_wake_database(EventBusDb *db, uint64 topics, bool worker)
 }
 
 /*
+ * Has a session of the database LISTENed on an event_bus channel (and not
+ * ended since)?  Without one, nobody needs the worker's NOTIFYs.
+ */
+bool
+eb_database_listened(EventBusDb *db)
+{
+	int			i;
+
+	for (i = 0; i < eb_shared->nslots; i++)
+		if (eb_shared->slots[i].dboid == db->dboid &&
+			pg_atomic_read_u32(&eb_shared->slots[i].listening) != 0)
+			return true;
+	return false;
+}
+
+/*
  * Have the launcher look again at every database: called at commit of a
  * transaction that ran CREATE EXTENSION event_bus (horizon.c).
  */

@@ -250,6 +250,18 @@ eb_dispatch_fast(WorkerRound *r, MemoryContext keep, bool replan)
 		horizon = Min(horizon, em[i].floor - 1);
 	n = eb_dispatch_drain(my_worker_db, &r->tail, &commits, &lost);
 
+	/*
+	 * Reports lost (the ring overflowed: without listeners, nothing wakes
+	 * the worker for a commit) matter only to listeners.  Counting from the
+	 * log is as costly as the emits were many, so without a listener the
+	 * round only forgets what it could not count: a session that LISTENs is
+	 * owed notifications for what commits after it.
+	 */
+	if (lost && r->horizon >= 0 && !eb_database_listened(my_worker_db))
+	{
+		lost = false;
+		n = 0;
+	}
 	if (r->horizon < 0 || lost)
 		eb_dispatch_sql(r, keep);
 	else

@@ -4,7 +4,7 @@
 # topics and types only, nothing rolled back, paused subscriptions silent,
 # new subscriptions seen at once; and when reports were lost (the worker
 # stopped while more than the ring holds was committed) the worker counts
-# from the log instead, so no event goes unannounced.
+# from the log instead, so no event goes unannounced - if anybody listens.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -122,6 +122,31 @@ is($node->safe_psql('bus', q{SELECT pid FROM event_bus.worker_status WHERE datna
 	'the same worker throughout');
 is($node->safe_psql('bus', q{SELECT last_error FROM event_bus.worker_status WHERE datname = 'bus'}), '',
 	'no round of the worker failed');
+$listener->quit;
+
+# Without a listener, lost reports are not counted from the log (as costly
+# as the emits were many): nobody is owed a notification for them, and the
+# worker sends none.  A session that LISTENs afterwards hears of what
+# commits after it.
+ok($node->poll_query_until('bus', q{SELECT count(*) = 0 FROM pg_stat_activity
+	WHERE datname = 'bus' AND backend_type = 'client backend' AND pid <> pg_backend_pid()}),
+	'the listener has gone');
+my ($rounds, $sent) = split /\|/, $node->safe_psql('bus',
+	q{SELECT rounds, notifications FROM event_bus.worker_status WHERE datname = 'bus'});
+kill 'STOP', $pid;
+$node->pgbench('--no-vacuum --client=2 --transactions=750', 0, [qr{processed: 1500/1500}], [qr{^$}],
+	'1,500 emitting commits while the worker is stopped and nobody listens',
+	{ '200_emit_unheard' => "SELECT event_bus.emit('u', 'Z', '{}');\n" }, 'bus');
+kill 'CONT', $pid;
+ok($node->poll_query_until('bus', qq{SELECT rounds > $rounds + 2 FROM event_bus.worker_status WHERE datname = 'bus'}),
+	'the worker runs again');
+is($node->safe_psql('bus', q{SELECT notifications FROM event_bus.worker_status WHERE datname = 'bus'}), $sent,
+	'and sends no notification for the lost reports');
+$listener = $node->background_psql('bus');
+$listener->query_safe('LISTEN "event_bus.s3"');
+is(received(0.5), '', 'a new listener is told nothing of them');
+$seq = $node->safe_psql('bus', q{SELECT event_bus.emit('u', 'Z', '{}')});
+is(received(1), payload('s3', $seq, 1), 'but of what commits after it');
 $listener->quit;
 
 # A database still on 1.0 is dispatched from the log, and once updated to
