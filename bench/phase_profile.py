@@ -33,11 +33,14 @@ def perf_available():
         return False
 
 
-def backend_pid(db):
-    for _ in range(100):
+def backend_pid(db, seen):
+    """The backend of the pgbench just started (not one of an earlier run, which may still be exiting)."""
+    for _ in range(200):
         r = q(db, "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'pgbench' "
-                  "AND state IS NOT NULL ORDER BY backend_start DESC LIMIT 1", (db,), one=True)
+                  "AND state = 'active' AND NOT pid = ANY (%s) ORDER BY backend_start DESC LIMIT 1",
+              (db, list(seen)), one=True)
         if r:
+            seen.add(r[0])
             return r[0]
         time.sleep(0.05)
     return None
@@ -73,6 +76,7 @@ def run_profile_phase(results):
     c.close()
     secs = max(4, ARGS.seconds // 2)
     out = {}
+    seen = set()
     for name, what, sql, sync in WORKLOADS:
         script = write_script("profile_%s.sql" % name, sql)
         data = os.path.join(ARGS.work, "perf_%s.data" % name)
@@ -82,7 +86,7 @@ def run_profile_phase(results):
             res["tps"] = pgbench(db, script, 1, secs + 2, sync=sync)[0]
         th = threading.Thread(target=drive)
         th.start()
-        pid = backend_pid(db)
+        pid = backend_pid(db, seen)
         time.sleep(0.5)
         subprocess.run(["perf", "record", "-e", "cpu-clock", "-g", "-p", str(pid), "-o", data, "--",
                         "sleep", str(secs)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
