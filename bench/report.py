@@ -74,10 +74,15 @@ def build_report(results, info):
     add("| other postgres processes on the machine | %d at start, %d at end |"
         % (info["others_start"], info["others_end"]))
     add("")
-    if info["load_max"] > 1.5 or info["others_start"] or info["others_end"]:
-        add("> **Note:** the machine was not idle while this ran (see the load average and the other "
-            "postgres processes above: other test suites were running). Absolute numbers are noisy; "
+    if info["others_start"] or info["others_end"] or info["load_start"] > 1.5:
+        add("> **Note:** the machine was not idle while this ran (see the load average at the start and "
+            "the other postgres processes above). Absolute numbers are noisy; "
             "the ratios, measured in interleaved rounds, are the figures to read.")
+        add("")
+    elif info["load_max"] > 1.5:
+        add("> The machine was idle at the start (no other postgres process); the higher load seen "
+            "later is the benchmark's own clients (up to 8, and 100 in the memory phase) on %s CPUs."
+            % info.get("nproc", "its"))
         add("")
     add("Payload: the same %d-byte JSON document for every contender. Each emit figure is the median "
         "of %d runs of %d s, measured in %d interleaved rounds whose order is shuffled; the range "
