@@ -26,6 +26,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 
 #define EB_SCHEMA			"event_bus"
@@ -67,6 +68,8 @@ typedef struct EventBusAsOwner
 extern void eb_as_owner_begin(EventBusAsOwner *o, bool switch_user);
 extern void eb_as_owner_end(EventBusAsOwner *o);
 extern void eb_check_writable(void);
+extern SPIPlanPtr eb_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+							   int cursor_options);
 extern Datum eb_call_impl(FunctionCallInfo fcinfo, const char *impl_name, Oid caller);
 
 /*

@@ -29,6 +29,7 @@
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
@@ -131,6 +132,25 @@ eb_as_owner_end(EventBusAsOwner *o)
 {
 	AtEOXact_GUC(true, o->nestlevel);
 	SetUserIdAndSecContext(o->save_userid, o->save_sec);
+}
+
+/*
+ * The plan of 'sql', prepared once per backend (with cursor_options, e.g.
+ * CURSOR_OPT_GENERIC_PLAN) and kept in *plan; SPI connected.
+ */
+SPIPlanPtr
+eb_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes, int cursor_options)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
+
+		if (p == NULL)
+			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
 }
 
 /* event_bus._check_writable(): the same check for PL/pgSQL functions. */

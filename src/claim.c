@@ -221,16 +221,7 @@ typedef struct ClaimEmitters
 static SPIPlanPtr
 claim_prepare(ClaimStmt *st)
 {
-	if (st->plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare_cursor(st->sql, st->nargs, st->argtypes, CURSOR_OPT_GENERIC_PLAN);
-
-		if (p == NULL)
-			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		st->plan = p;
-	}
-	return st->plan;
+	return eb_kept_plan(&st->plan, st->sql, st->nargs, st->argtypes, CURSOR_OPT_GENERIC_PLAN);
 }
 
 static int

@@ -48,22 +48,6 @@
 PG_FUNCTION_INFO_V1(eb_emit);
 PG_FUNCTION_INFO_V1(eb_emit_many);
 
-/* The plan of 'sql', prepared once per backend and kept; SPI connected. */
-static SPIPlanPtr
-eb_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
-{
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
-
-		if (p == NULL)
-			elog(ERROR, "event_bus: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		*plan = p;
-	}
-	return *plan;
-}
-
 /*
  * The fallback INSERT, for a log partition eb_log_insert() cannot write
  * itself (see log.c).  [0]: the 1.0 install script's table; [1]: since 1.1,
@@ -411,12 +395,12 @@ eb_dedupe(text *topic, text *dkey, int64 seq, bool as_owner)
 	/* Again if the holder's row went between the two statements (expired). */
 	for (attempt = 0; attempt < 3 && held < 0; attempt++)
 	{
-		if (SPI_execute_plan(eb_kept_plan(&dedupe_take_plan, dedupe_take_sql, 4, dedupe_argtypes),
+		if (SPI_execute_plan(eb_kept_plan(&dedupe_take_plan, dedupe_take_sql, 4, dedupe_argtypes, 0),
 							 values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "event_bus: could not record a dedupe key");
 		if (SPI_processed == 1)
 			held = 0;
-		else if (SPI_execute_plan(eb_kept_plan(&dedupe_find_plan, dedupe_find_sql, 2, dedupe_argtypes),
+		else if (SPI_execute_plan(eb_kept_plan(&dedupe_find_plan, dedupe_find_sql, 2, dedupe_argtypes, 0),
 								  values, NULL, false, 1) == SPI_OK_SELECT && SPI_processed == 1)
 			held = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
@@ -506,7 +490,7 @@ eb_write_event(EventBusLog *log, const EventBusRow *row, bool as_owner)
 	values[10] = FullTransactionIdGetDatum(row->txid);
 
 	eb_spi_begin(&user, as_owner);
-	ret = SPI_execute_plan(eb_kept_plan(&emit_plan[v], emit_sql[v], 10 + v, emit_argtypes),
+	ret = SPI_execute_plan(eb_kept_plan(&emit_plan[v], emit_sql[v], 10 + v, emit_argtypes, 0),
 						   values, nulls, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "event_bus: emit failed: %s", SPI_result_code_string(ret));
@@ -584,7 +568,7 @@ eb_schedule(const EventBusRow *row, TimestampTz deliver_at, bool as_owner)
 									  "(id, topic, type, version, key, payload, headers, deliver_at, "
 									  " scheduled_at, scheduled_by) "
 									  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-									  10, argtypes),
+									  10, argtypes, 0),
 						 values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "event_bus: could not schedule an event");
 	eb_spi_end(&user);
