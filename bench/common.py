@@ -69,6 +69,29 @@ def q(db, sql, args=None, one=False, all_=False):
         c.close()
 
 
+def listen_for_seqs(db, channels, record, notes, ready, stop):
+    """LISTEN on channels until stop is set; for each notification on the
+    channel record, append (perf_counter() when it arrived, its payload's
+    seq) to notes.  ready is set once listening."""
+    c = connect(db)
+    c.cursor().execute("; ".join('LISTEN "%s"' % ch for ch in channels))
+    ready.set()
+    while not stop.is_set():
+        if select.select([c], [], [], 0.2) == ([], [], []):
+            continue
+        c.poll()
+        t = time.perf_counter()
+        while c.notifies:
+            note = c.notifies.pop(0)
+            if note.channel != record:
+                continue
+            try:
+                notes.append((t, int(json.loads(note.payload)["seq"])))
+            except (ValueError, KeyError, TypeError):
+                pass
+    c.close()
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])

@@ -114,25 +114,8 @@ def latency_listen(db, n, rate):
     commit_times, notes = {}, []
     start_evt, stop = threading.Event(), threading.Event()
 
-    def listener():
-        c = connect(db)
-        cur = c.cursor()
-        cur.execute('LISTEN "event_bus.lat_listen"')
-        start_evt.set()
-        while not stop.is_set():
-            if select.select([c], [], [], 0.2) == ([], [], []):
-                continue
-            c.poll()
-            t = time.perf_counter()
-            while c.notifies:
-                note = c.notifies.pop(0)
-                try:
-                    notes.append((t, int(json.loads(note.payload)["seq"])))
-                except (ValueError, KeyError, TypeError):
-                    pass
-        c.close()
-
-    th = threading.Thread(target=listener, daemon=True)
+    th = threading.Thread(target=listen_for_seqs, daemon=True,
+                          args=(db, ["event_bus.lat_listen"], "event_bus.lat_listen", notes, start_evt, stop))
     th.start()
     producer(db, "lat_b", n, rate, commit_times, start_evt)
     time.sleep(1.0)

@@ -32,28 +32,14 @@ def one_rate(db, rate, secs):
     out, notes, commit_times = {}, [], {}
     start_evt, stop = threading.Event(), threading.Event()
 
-    def listener():
-        c = connect(db)
-        c.cursor().execute('LISTEN "event_bus.w"; LISTEN "event_bus.probe"')
-        start_evt.set()
-        while not stop.is_set():
-            if select.select([c], [], [], 0.2) == ([], [], []):
-                continue
-            c.poll()
-            t = time.perf_counter()
-            while c.notifies:
-                note = c.notifies.pop(0)
-                if note.channel == "event_bus.probe":
-                    notes.append((t, int(json.loads(note.payload)["seq"])))
-        c.close()
-
     def bench(name, script, clients, r):
         try:
             out[name] = pgbench(db, script, clients, secs, sync="off", rate=r)
         except Exception as e:
             out[name + "_error"] = str(e)
 
-    tl = threading.Thread(target=listener, daemon=True)
+    tl = threading.Thread(target=listen_for_seqs, daemon=True,
+                          args=(db, ["event_bus.w", "event_bus.probe"], "event_bus.probe", notes, start_evt, stop))
     tl.start()
     start_evt.wait(10)
     time.sleep(0.5)
