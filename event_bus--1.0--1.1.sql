@@ -40,6 +40,10 @@ RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'eb_open_emitters' LANGUAGE C VOLATILE;
 CREATE FUNCTION event_bus._topic_bit(topic text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'eb_topic_bit_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+-- The topic's key in the log's index (events.topic_hash); fixed for ever,
+-- since every log row stores it.
+CREATE FUNCTION event_bus._topic_hash(topic text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'eb_topic_hash_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
 CREATE FUNCTION event_bus._lane_next(p_position bigint, p_high bigint, p_xids xid8[], p_afters bigint[],
                                      max_seq bigint, emitters xid8[], floors bigint[],
                                      full_ boolean, last bigint, snap pg_snapshot, pending_read boolean,
@@ -116,6 +120,29 @@ ALTER TABLE event_bus.cursors ALTER COLUMN high SET NOT NULL;
 ALTER TABLE event_bus.cursors ADD COLUMN pending_xids xid8[] NOT NULL DEFAULT '{}';
 ALTER TABLE event_bus.cursors ADD COLUMN pending_after bigint[] NOT NULL DEFAULT '{}';
 COMMENT ON TABLE event_bus.cursors IS 'Per subscription, topic and lane: how far events were handed out (position: all of them; high: all but those of transactions still open then, listed in pending_xids).';
+
+-- The log's index keys a topic by a hash of its name (events.topic_hash):
+-- integer keys instead of text halve the cost of an insert into it.  The
+-- column is computed for every event logged so far (a generated column
+-- rewrites each partition once, leaving no dead rows), then becomes a plain
+-- one that emit fills; every partition's index is rebuilt on it.
+ALTER TABLE event_bus.events ADD COLUMN topic_hash integer NOT NULL
+    GENERATED ALWAYS AS (event_bus._topic_hash(topic)) STORED;
+ALTER TABLE event_bus.events ALTER COLUMN topic_hash DROP EXPRESSION;
+DO $$
+DECLARE
+    part text;
+BEGIN
+    FOR part IN SELECT c.relname FROM pg_catalog.pg_inherits i
+                  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
+                 WHERE i.inhparent OPERATOR(pg_catalog.=) 'event_bus.events'::pg_catalog.regclass
+    LOOP
+        EXECUTE pg_catalog.format('DROP INDEX IF EXISTS event_bus.%I', part || '_topic_lane_seq');
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON event_bus.%I (topic_hash, lane, seq)',
+                                  part || '_topic_lane_seq', part);
+    END LOOP;
+END
+$$;
 
 -- Per lane and event type: how many committed events have a seq up to
 -- upto.  Monitoring counts a subscription's pending events from these marks
@@ -196,7 +223,7 @@ AS $$
                     AND r.lane OPERATOR(pg_catalog.=) cu.lane
                   ORDER BY r.seq LIMIT 1)
            ELSE EXISTS (SELECT FROM event_bus.events e
-                         WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
+                         WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(cu.topic) AND e.topic OPERATOR(pg_catalog.=) cu.topic
                            AND e.lane OPERATOR(pg_catalog.=) cu.lane
                            AND e.seq OPERATOR(pg_catalog.>) cu.high
                            AND e.seq OPERATOR(pg_catalog.<=) max_seq)
@@ -244,7 +271,7 @@ BEGIN
     WHILE top <= want LOOP
         name := pg_catalog.format('events_%s', pg_catalog.lpad(top::text, 19, '0'));
         EXECUTE pg_catalog.format('CREATE TABLE event_bus.%I (LIKE event_bus.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
-        EXECUTE pg_catalog.format('CREATE INDEX %I ON event_bus.%I (topic, lane, seq)', name || '_topic_lane_seq', name);
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON event_bus.%I (topic_hash, lane, seq)', name || '_topic_lane_seq', name);
         EXECUTE pg_catalog.format(
             'ALTER TABLE event_bus.events ATTACH PARTITION event_bus.%I FOR VALUES FROM (%s) TO (%s)',
             name, top, top + size);
@@ -381,9 +408,10 @@ CREATE OR REPLACE FUNCTION event_bus._check_delivered(s event_bus.subscriptions,
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v     bigint;
-    lanes smallint[];
-    e     record;
+    v      bigint;
+    lanes  smallint[];
+    hashes integer[] := ARRAY(SELECT event_bus._topic_hash(x) FROM pg_catalog.unnest(s.topics) x);
+    e      record;
 BEGIN
     SELECT pg_catalog.array_agg(g::smallint) INTO lanes
       FROM pg_catalog.generate_series(0, (SELECT max(t.lanes) - 1 FROM event_bus.topics t
@@ -395,7 +423,7 @@ BEGIN
           LEFT JOIN event_bus.cursors c
             ON c.subscription OPERATOR(pg_catalog.=) s.subscription
            AND c.topic OPERATOR(pg_catalog.=) ev.topic AND c.lane OPERATOR(pg_catalog.=) ev.lane
-         WHERE ev.topic OPERATOR(pg_catalog.=) ANY (s.topics)
+         WHERE ev.topic_hash OPERATOR(pg_catalog.=) ANY (hashes) AND ev.topic OPERATOR(pg_catalog.=) ANY (s.topics)
            AND ev.lane OPERATOR(pg_catalog.=) ANY (lanes)
            AND ev.seq OPERATOR(pg_catalog.=) v;
         IF NOT FOUND AND NOT EXISTS (SELECT FROM event_bus.dead_letters d
@@ -428,7 +456,7 @@ AS $$
     SELECT s.subscription, e.seq, e.id, e.topic, e.type, e.version, e.key, e.lane, e.payload,
            e.headers, e.emitted_at, p_attempts, p_error
       FROM event_bus.events e
-     WHERE e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
+     WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(p_topic) AND e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
        AND e.seq OPERATOR(pg_catalog.=) p_seq
     ON CONFLICT (subscription, seq) DO UPDATE
        SET attempts = excluded.attempts, last_error = excluded.last_error, dead_at = excluded.dead_at;
@@ -700,7 +728,7 @@ BEGIN
                                    AND x.upto OPERATOR(pg_catalog.>) p_upto)
                     AND (SELECT pg_catalog.count(*) FROM (
                              SELECT FROM event_bus.events e
-                              WHERE e.topic OPERATOR(pg_catalog.=) t.topic AND e.lane OPERATOR(pg_catalog.=) g
+                              WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(t.topic) AND e.topic OPERATOR(pg_catalog.=) t.topic AND e.lane OPERATOR(pg_catalog.=) g
                                 AND e.seq OPERATOR(pg_catalog.>) coalesce(m.upto, 0)
                                 AND e.seq OPERATOR(pg_catalog.<=) p_upto
                               LIMIT 1000) y) OPERATOR(pg_catalog.>=) 1000))
@@ -712,7 +740,7 @@ BEGIN
                    AND x.upto OPERATOR(pg_catalog.=) l.last_upto
                 UNION ALL
                 SELECT e.type, pg_catalog.count(*) FROM event_bus.events e
-                 WHERE e.topic OPERATOR(pg_catalog.=) l.topic AND e.lane OPERATOR(pg_catalog.=) l.lane
+                 WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(l.topic) AND e.topic OPERATOR(pg_catalog.=) l.topic AND e.lane OPERATOR(pg_catalog.=) l.lane
                    AND e.seq OPERATOR(pg_catalog.>) coalesce(l.last_upto, 0)
                    AND e.seq OPERATOR(pg_catalog.<=) p_upto
                  GROUP BY e.type) k
@@ -850,7 +878,7 @@ BEGIN
             SELECT s.subscription, x.n FROM event_bus.subscriptions s
              CROSS JOIN LATERAL (
                    SELECT pg_catalog.count(*) AS n FROM event_bus.cursors c JOIN event_bus.events e
-                       ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                       ON e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(c.topic) AND e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
                       AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) top
                     WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
                       AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
@@ -872,13 +900,13 @@ BEGIN
                   FROM (SELECT DISTINCT c.topic, c.lane FROM event_bus.cursors c) l
                  CROSS JOIN LATERAL (
                        SELECT x.type, x.seq FROM event_bus.events x
-                        WHERE x.topic OPERATOR(pg_catalog.=) l.topic
+                        WHERE x.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(l.topic) AND x.topic OPERATOR(pg_catalog.=) l.topic
                           AND x.lane OPERATOR(pg_catalog.=) l.lane
                           AND x.seq OPERATOR(pg_catalog.>) prev_top AND x.seq OPERATOR(pg_catalog.<=) top
                        UNION ALL
                        SELECT x.type, x.seq FROM event_bus.events x
                         WHERE pg_catalog.cardinality(ended) OPERATOR(pg_catalog.>) 0
-                          AND x.topic OPERATOR(pg_catalog.=) l.topic
+                          AND x.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(l.topic) AND x.topic OPERATOR(pg_catalog.=) l.topic
                           AND x.lane OPERATOR(pg_catalog.=) l.lane
                           AND x.seq OPERATOR(pg_catalog.>) p_from AND x.seq OPERATOR(pg_catalog.<=) prev_top
                           AND x.txid OPERATOR(pg_catalog.=) ANY (ended)
@@ -969,6 +997,27 @@ BEGIN
                  (SELECT min(l.expires_at) FROM event_bus.leases l),
                  (SELECT min(x.deliver_at) FROM event_bus.scheduled_events x));
 END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus._oldest_needed(p_subscription text, h bigint) RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT LEAST(
+        (SELECT min(CASE WHEN EXISTS (SELECT FROM event_bus.events e
+                                       WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(c.topic) AND e.topic OPERATOR(pg_catalog.=) c.topic
+                                         AND e.lane OPERATOR(pg_catalog.=) c.lane
+                                         AND e.seq OPERATOR(pg_catalog.>) c.position
+                                         AND e.seq OPERATOR(pg_catalog.<=) h
+                                         AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+                         THEN c.position + 1 ELSE h + 1 END)
+           FROM event_bus.cursors c JOIN event_bus.subscriptions s
+             ON s.subscription OPERATOR(pg_catalog.=) c.subscription
+          WHERE p_subscription IS NULL OR c.subscription OPERATOR(pg_catalog.=) p_subscription),
+        (SELECT min(r.seq) FROM event_bus.retries r
+          WHERE p_subscription IS NULL OR r.subscription OPERATOR(pg_catalog.=) p_subscription),
+        (SELECT min(l.seqs[1]) FROM event_bus.leases l
+          WHERE p_subscription IS NULL OR l.subscription OPERATOR(pg_catalog.=) p_subscription),
+        h + 1)
 $$;
 
 -----------------------------------------------------------------------------
@@ -1104,7 +1153,7 @@ BEGIN
     SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
            e.emitted_at, u.attempt, e.lane::integer, tok
       FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
-     WHERE e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
+     WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(p_topic) AND e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
        AND e.seq OPERATOR(pg_catalog.=) ANY (p_seqs)
      ORDER BY e.seq;
 END
@@ -1222,7 +1271,7 @@ BEGIN
         RETURN QUERY
         WITH ev AS (
             SELECT e.* FROM event_bus.events e
-             WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+             WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(c.topic) AND e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
                AND e.seq OPERATOR(pg_catalog.>) lo AND e.seq OPERATOR(pg_catalog.<=) em.max_seq
                AND NOT event_bus._handed_out(e.seq, e.txid, cur.high, cur.pending_xids, cur.pending_after)
                AND (rescan OR pg_catalog.array_position(cur.pending_xids, e.txid) IS NULL)
@@ -1281,6 +1330,32 @@ BEGIN
                   DETAIL = 'It has already been acked, failed or dead-lettered, or its lease expired (and it may have been delivered again).';
     END IF;
     RETURN l;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_bus._start_position(p_topic text, p_lane smallint, start text, h bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ts  timestamptz;
+    pos bigint;
+BEGIN
+    IF start = 'latest' THEN
+        RETURN h;
+    ELSIF start = 'earliest' THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        ts := start::timestamptz;
+    EXCEPTION WHEN others THEN
+        RAISE EXCEPTION 'invalid start position "%"', start
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''latest'', ''earliest'' or a timestamp.';
+    END;
+    SELECT min(e.seq) - 1 INTO pos FROM event_bus.events e
+     WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(p_topic) AND e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
+       AND e.seq OPERATOR(pg_catalog.<=) h AND e.emitted_at OPERATOR(pg_catalog.>=) ts;
+    RETURN coalesce(pos, h);
 END
 $$;
 
@@ -1483,7 +1558,7 @@ BEGIN
      WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
        AND (_redrive_impl.seqs IS NULL OR d.seq OPERATOR(pg_catalog.=) ANY (_redrive_impl.seqs))
        AND NOT EXISTS (SELECT FROM event_bus.events e
-                        WHERE e.topic OPERATOR(pg_catalog.=) d.topic AND e.lane OPERATOR(pg_catalog.=) d.lane
+                        WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(d.topic) AND e.topic OPERATOR(pg_catalog.=) d.topic AND e.lane OPERATOR(pg_catalog.=) d.lane
                           AND e.seq OPERATOR(pg_catalog.=) d.seq)
      LIMIT 1;
     IF FOUND THEN
@@ -2212,7 +2287,7 @@ BEGIN
                   AND m.upto OPERATOR(pg_catalog.=) tm.top
                UNION ALL
                SELECT e.type, pg_catalog.count(*) FROM event_bus.events e
-                WHERE e.topic OPERATOR(pg_catalog.=) l.topic AND e.lane OPERATOR(pg_catalog.=) l.lane
+                WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(l.topic) AND e.topic OPERATOR(pg_catalog.=) l.topic AND e.lane OPERATOR(pg_catalog.=) l.lane
                   AND e.seq OPERATOR(pg_catalog.>) coalesce(tm.top, 0)
                   AND e.seq OPERATOR(pg_catalog.<=) (SELECT q.last_value FROM event_bus.event_seq q)  -- an index range
                 GROUP BY e.type) t
@@ -2229,7 +2304,7 @@ BEGIN
                   AND m.upto OPERATOR(pg_catalog.=) bm.below
                UNION ALL
                SELECT e.type, pg_catalog.count(*) FROM event_bus.events e
-                WHERE e.topic OPERATOR(pg_catalog.=) b.topic AND e.lane OPERATOR(pg_catalog.=) b.lane
+                WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(b.topic) AND e.topic OPERATOR(pg_catalog.=) b.topic AND e.lane OPERATOR(pg_catalog.=) b.lane
                   AND e.seq OPERATOR(pg_catalog.>) coalesce(bm.below, 0) AND e.seq OPERATOR(pg_catalog.<=) b.h
                 GROUP BY e.type) t
          GROUP BY b.topic, b.lane, b.h, t.type),
@@ -2239,7 +2314,7 @@ BEGIN
                   FROM cur y) o
          CROSS JOIN LATERAL (
                SELECT e.emitted_at FROM event_bus.events e
-                WHERE e.topic OPERATOR(pg_catalog.=) o.topic AND e.lane OPERATOR(pg_catalog.=) o.lane
+                WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(o.topic) AND e.topic OPERATOR(pg_catalog.=) o.topic AND e.lane OPERATOR(pg_catalog.=) o.lane
                   AND e.seq OPERATOR(pg_catalog.>) o.position
                   AND NOT event_bus._handed_out(e.seq, e.txid, o.high, o.pending_xids, o.pending_after)
                   AND (o.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (o.types))
@@ -2255,7 +2330,7 @@ BEGIN
                             AND (c.types IS NULL OR u.type OPERATOR(pg_catalog.=) ANY (c.types))), 0)
              + CASE WHEN c.pending_xids OPERATOR(pg_catalog.=) '{}' THEN 0 ELSE
                (SELECT pg_catalog.count(*) FROM event_bus.events e
-                 WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                 WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(c.topic) AND e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
                    AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) c.high
                    AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
                    AND (c.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (c.types))) END AS pending,
@@ -2440,6 +2515,7 @@ GRANT EXECUTE ON FUNCTION event_bus.to_cloudevent(bigint, uuid, text, text, inte
 -- Called by the views they may read (function privileges are checked as the
 -- reader, not as the view's owner).
 GRANT EXECUTE ON FUNCTION event_bus._handed_out(bigint, xid8, bigint, xid8[], bigint[]),
+                          event_bus._topic_hash(text),
                           event_bus._stat("char", text),
                           event_bus._lag()
       TO event_bus_producer, event_bus_consumer;

@@ -46,6 +46,7 @@ typedef struct EventBusLog
 	struct IndexInfo *indexinfo[EB_LOG_MAX_INDEXES];
 } EventBusLog;
 
+extern int32 eb_topic_hash(const char *name, int len);
 extern void eb_uuid_v7(pg_uuid_t *uuid, TimestampTz ts);
 extern void eb_log_open(EventBusLog *log);
 extern bool eb_log_insert(EventBusLog *log, const EventBusRow *row);

@@ -118,7 +118,8 @@ static ClaimStmt lanes_stmt = {
 
 static ClaimStmt probe_stmt = {
 	"SELECT EXISTS (SELECT FROM event_bus.events e"
-	"                WHERE e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2"
+	"                WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash($1)"
+	"                  AND e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2"
 	"                  AND e.seq OPERATOR(pg_catalog.>) $3 AND e.seq OPERATOR(pg_catalog.<=) $4)",
 	4, {TEXTOID, INT2OID, INT8OID, INT8OID}
 };
@@ -147,7 +148,8 @@ static ClaimStmt read_stmt = {
 	"SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,"
 	"       e.emitted_at, 1, e.lane::integer, $9::uuid"
 	"  FROM event_bus.events e"
-	" WHERE e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2"
+	" WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash($1)"
+	"   AND e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2"
 	"   AND e.seq OPERATOR(pg_catalog.>) $3 AND e.seq OPERATOR(pg_catalog.<=) $4"
 	"   AND NOT event_bus._handed_out(e.seq, e.txid, $5, $6, $7)"
 	"   AND ($8 OR pg_catalog.array_position($6, e.txid) IS NULL)"

@@ -51,7 +51,8 @@ PG_FUNCTION_INFO_V1(eb_emit_many);
 /*
  * The fallback INSERT, for a log partition eb_log_insert() cannot write
  * itself (see log.c).  [0]: the 1.0 install script's table; [1]: since 1.1,
- * with txid: claims compare it with the open emitters they step over.
+ * with txid (claims compare it with the open emitters they step over) and
+ * topic_hash (the topic's key in the log's index).
  */
 static SPIPlanPtr emit_plan[2] = {NULL, NULL};
 
@@ -60,7 +61,10 @@ static SPIPlanPtr emit_plan[2] = {NULL, NULL};
 	"(seq, id, topic, type, version, key, lane, payload, headers, emitted_at" txcol ") " \
 	"VALUES ($7, $8, $1, $2, $6, $4, $9, $3, $5, $10" txval ")"
 
-static const char *emit_sql[2] = {EB_EMIT_SQL("", ""), EB_EMIT_SQL(", txid", ", $11")};
+static const char *emit_sql[2] = {
+	EB_EMIT_SQL("", ""),
+	EB_EMIT_SQL(", txid, topic_hash", ", $11, event_bus._topic_hash($1)")
+};
 
 static Oid	emit_argtypes[11] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID, JSONBOID, INT4OID,
 	INT8OID, UUIDOID, INT2OID, TIMESTAMPTZOID, XID8OID};

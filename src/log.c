@@ -52,20 +52,43 @@
 typedef enum
 {
 	COL_SEQ, COL_ID, COL_TOPIC, COL_TYPE, COL_VERSION, COL_KEY, COL_LANE,
-	COL_PAYLOAD, COL_HEADERS, COL_EMITTED_AT, COL_TXID, COL_UNKNOWN
+	COL_PAYLOAD, COL_HEADERS, COL_EMITTED_AT, COL_TXID, COL_TOPIC_HASH, COL_UNKNOWN
 } LogColumn;
 
 static LogColumn
 eb_log_column(const char *name)
 {
 	static const char *const names[] = {"seq", "id", "topic", "type", "version", "key", "lane",
-	"payload", "headers", "emitted_at", "txid"};
+	"payload", "headers", "emitted_at", "txid", "topic_hash"};
 	int			i;
 
 	for (i = 0; i < COL_UNKNOWN; i++)
 		if (strcmp(name, names[i]) == 0)
 			return (LogColumn) i;
 	return COL_UNKNOWN;
+}
+
+/*
+ * The key of a topic in the log's index (events.topic_hash): 32-bit FNV-1a
+ * of the topic's bytes, as a signed integer.  The index holds it instead of
+ * the topic's text, so its keys are fixed-width and compare as integers.
+ * Stored in every row, it must never change: it is this file's own function
+ * rather than the server's hash_bytes(), which a new major version may
+ * change.  Two topics may share a key; every query on the log compares the
+ * topic itself as well.
+ */
+int32
+eb_topic_hash(const char *name, int len)
+{
+	uint32		h = 2166136261u;
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		h ^= (unsigned char) name[i];
+		h *= 16777619u;
+	}
+	return (int32) h;
 }
 
 /*
@@ -292,6 +315,10 @@ eb_log_insert(EventBusLog *log, const EventBusRow *row)
 			case COL_TXID:
 				values[i] = FullTransactionIdGetDatum(row->txid);
 				nulls[i] = !row->with_txid;
+				break;
+			case COL_TOPIC_HASH:
+				values[i] = Int32GetDatum(eb_topic_hash(VARDATA_ANY(row->topic),
+														VARSIZE_ANY_EXHDR(row->topic)));
 				break;
 			case COL_UNKNOWN:	/* a dropped column */
 				values[i] = (Datum) 0;

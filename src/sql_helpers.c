@@ -25,6 +25,7 @@
 
 #include "event_bus.h"
 #include "horizon.h"
+#include "log.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(eb_check_preloaded);
@@ -36,6 +37,7 @@ PG_FUNCTION_INFO_V1(eb_life_started);
 PG_FUNCTION_INFO_V1(eb_emitters_sql);
 PG_FUNCTION_INFO_V1(eb_open_emitters);
 PG_FUNCTION_INFO_V1(eb_topic_bit_sql);
+PG_FUNCTION_INFO_V1(eb_topic_hash_sql);
 PG_FUNCTION_INFO_V1(eb_lane_next);
 PG_FUNCTION_INFO_V1(eb_wake);
 
@@ -172,6 +174,15 @@ eb_topic_bit_sql(PG_FUNCTION_ARGS)
 	text	   *t = PG_GETARG_TEXT_PP(0);
 
 	PG_RETURN_INT64((int64) eb_topic_bit(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)));
+}
+
+/* event_bus._topic_hash(topic text): the topic's key in the log's index. */
+Datum
+eb_topic_hash_sql(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+
+	PG_RETURN_INT32(eb_topic_hash(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)));
 }
 
 /*

@@ -24,7 +24,7 @@ cat "$STORAGE"
 echo "DROP FUNCTION event_bus._release(event_bus.subscriptions, bigint, timestamptz);"
 $G =_handed_out =_claimable_lanes =_check_seqs _ensure_partitions =_droppable_partitions _retention =_retention_candidates =_retention_drop =_release =_keep_seqs _check_delivered _bury _failed _backoff =_topic_allowed =_check_topic_privilege =_check_interval =_visible _subscription
 sed -n '/^-- Topics and their grants/,/^DROP FUNCTION event_bus.create_topic/p' "$PREV" | sed '1i -----------------------------------------------------------------------------'
-$G =create_topic drop_topic =_check_grant =grant_topic =revoke_topic =_mark_lanes run_maintenance _dispatch =_dispatch_due _next_due
+$G =create_topic drop_topic =_check_grant =grant_topic =revoke_topic =_mark_lanes run_maintenance _dispatch =_dispatch_due _next_due _oldest_needed
 cat <<'EOF'
 -----------------------------------------------------------------------------
 -- Publishing: emit and emit_many run as their caller and check its grant
@@ -55,6 +55,7 @@ EOF2
 sed -n '/^-- What claim() hands out/,/^COMMENT ON TYPE event_bus.delivery/p' src/sql/07_claim_ack.sql
 echo
 $G =_lease_retries =_claim_once =_leased
+$G _start_position
 for f in subscribe unsubscribe replay redrive purge_dead_letters; do $G =_${f}_impl $f; done
 cat <<'EOF2'
 -- pause() and resume() return whether they changed anything.

@@ -46,6 +46,10 @@ RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'eb_open_emitters' LANGUAGE C VOLATILE;
 CREATE FUNCTION event_bus._topic_bit(topic text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'eb_topic_bit_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+-- The topic's key in the log's index (events.topic_hash); fixed for ever,
+-- since every log row stores it.
+CREATE FUNCTION event_bus._topic_hash(topic text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'eb_topic_hash_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
 CREATE FUNCTION event_bus._lane_next(p_position bigint, p_high bigint, p_xids xid8[], p_afters bigint[],
                                      max_seq bigint, emitters xid8[], floors bigint[],
                                      full_ boolean, last bigint, snap pg_snapshot, pending_read boolean,

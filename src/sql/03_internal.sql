@@ -39,7 +39,7 @@ BEGIN
     WHILE top <= want LOOP
         name := pg_catalog.format('events_%s', pg_catalog.lpad(top::text, 19, '0'));
         EXECUTE pg_catalog.format('CREATE TABLE event_bus.%I (LIKE event_bus.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
-        EXECUTE pg_catalog.format('CREATE INDEX %I ON event_bus.%I (topic, lane, seq)', name || '_topic_lane_seq', name);
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON event_bus.%I (topic_hash, lane, seq)', name || '_topic_lane_seq', name);
         EXECUTE pg_catalog.format(
             'ALTER TABLE event_bus.events ATTACH PARTITION event_bus.%I FOR VALUES FROM (%s) TO (%s)',
             name, top, top + size);
@@ -196,7 +196,7 @@ AS $$
                     AND r.lane OPERATOR(pg_catalog.=) cu.lane
                   ORDER BY r.seq LIMIT 1)
            ELSE EXISTS (SELECT FROM event_bus.events e
-                         WHERE e.topic OPERATOR(pg_catalog.=) cu.topic
+                         WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(cu.topic) AND e.topic OPERATOR(pg_catalog.=) cu.topic
                            AND e.lane OPERATOR(pg_catalog.=) cu.lane
                            AND e.seq OPERATOR(pg_catalog.>) cu.high
                            AND e.seq OPERATOR(pg_catalog.<=) max_seq)
@@ -221,9 +221,10 @@ CREATE FUNCTION event_bus._check_delivered(s event_bus.subscriptions, seqs bigin
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v     bigint;
-    lanes smallint[];
-    e     record;
+    v      bigint;
+    lanes  smallint[];
+    hashes integer[] := ARRAY(SELECT event_bus._topic_hash(x) FROM pg_catalog.unnest(s.topics) x);
+    e      record;
 BEGIN
     SELECT pg_catalog.array_agg(g::smallint) INTO lanes
       FROM pg_catalog.generate_series(0, (SELECT max(t.lanes) - 1 FROM event_bus.topics t
@@ -235,7 +236,7 @@ BEGIN
           LEFT JOIN event_bus.cursors c
             ON c.subscription OPERATOR(pg_catalog.=) s.subscription
            AND c.topic OPERATOR(pg_catalog.=) ev.topic AND c.lane OPERATOR(pg_catalog.=) ev.lane
-         WHERE ev.topic OPERATOR(pg_catalog.=) ANY (s.topics)
+         WHERE ev.topic_hash OPERATOR(pg_catalog.=) ANY (hashes) AND ev.topic OPERATOR(pg_catalog.=) ANY (s.topics)
            AND ev.lane OPERATOR(pg_catalog.=) ANY (lanes)
            AND ev.seq OPERATOR(pg_catalog.=) v;
         IF NOT FOUND AND NOT EXISTS (SELECT FROM event_bus.dead_letters d
@@ -270,7 +271,7 @@ AS $$
     SELECT s.subscription, e.seq, e.id, e.topic, e.type, e.version, e.key, e.lane, e.payload,
            e.headers, e.emitted_at, p_attempts, p_error
       FROM event_bus.events e
-     WHERE e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
+     WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(p_topic) AND e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
        AND e.seq OPERATOR(pg_catalog.=) p_seq
     ON CONFLICT (subscription, seq) DO UPDATE
        SET attempts = excluded.attempts, last_error = excluded.last_error, dead_at = excluded.dead_at;

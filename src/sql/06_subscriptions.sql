@@ -25,7 +25,7 @@ BEGIN
                   HINT = 'Use ''latest'', ''earliest'' or a timestamp.';
     END;
     SELECT min(e.seq) - 1 INTO pos FROM event_bus.events e
-     WHERE e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
+     WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(p_topic) AND e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
        AND e.seq OPERATOR(pg_catalog.<=) h AND e.emitted_at OPERATOR(pg_catalog.>=) ts;
     RETURN coalesce(pos, h);
 END

@@ -27,7 +27,7 @@ BEGIN
     SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
            e.emitted_at, u.attempt, e.lane::integer, tok
       FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
-     WHERE e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
+     WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(p_topic) AND e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
        AND e.seq OPERATOR(pg_catalog.=) ANY (p_seqs)
      ORDER BY e.seq;
 END
@@ -149,7 +149,7 @@ BEGIN
         RETURN QUERY
         WITH ev AS (
             SELECT e.* FROM event_bus.events e
-             WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+             WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(c.topic) AND e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
                AND e.seq OPERATOR(pg_catalog.>) lo AND e.seq OPERATOR(pg_catalog.<=) em.max_seq
                AND NOT event_bus._handed_out(e.seq, e.txid, cur.high, cur.pending_xids, cur.pending_after)
                AND (rescan OR pg_catalog.array_position(cur.pending_xids, e.txid) IS NULL)

@@ -34,7 +34,7 @@ BEGIN
                                    AND x.upto OPERATOR(pg_catalog.>) p_upto)
                     AND (SELECT pg_catalog.count(*) FROM (
                              SELECT FROM event_bus.events e
-                              WHERE e.topic OPERATOR(pg_catalog.=) t.topic AND e.lane OPERATOR(pg_catalog.=) g
+                              WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(t.topic) AND e.topic OPERATOR(pg_catalog.=) t.topic AND e.lane OPERATOR(pg_catalog.=) g
                                 AND e.seq OPERATOR(pg_catalog.>) coalesce(m.upto, 0)
                                 AND e.seq OPERATOR(pg_catalog.<=) p_upto
                               LIMIT 1000) y) OPERATOR(pg_catalog.>=) 1000))
@@ -46,7 +46,7 @@ BEGIN
                    AND x.upto OPERATOR(pg_catalog.=) l.last_upto
                 UNION ALL
                 SELECT e.type, pg_catalog.count(*) FROM event_bus.events e
-                 WHERE e.topic OPERATOR(pg_catalog.=) l.topic AND e.lane OPERATOR(pg_catalog.=) l.lane
+                 WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(l.topic) AND e.topic OPERATOR(pg_catalog.=) l.topic AND e.lane OPERATOR(pg_catalog.=) l.lane
                    AND e.seq OPERATOR(pg_catalog.>) coalesce(l.last_upto, 0)
                    AND e.seq OPERATOR(pg_catalog.<=) p_upto
                  GROUP BY e.type) k

@@ -51,7 +51,7 @@ BEGIN
             SELECT s.subscription, x.n FROM event_bus.subscriptions s
              CROSS JOIN LATERAL (
                    SELECT pg_catalog.count(*) AS n FROM event_bus.cursors c JOIN event_bus.events e
-                       ON e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                       ON e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(c.topic) AND e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
                       AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) top
                     WHERE c.subscription OPERATOR(pg_catalog.=) s.subscription
                       AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
@@ -73,13 +73,13 @@ BEGIN
                   FROM (SELECT DISTINCT c.topic, c.lane FROM event_bus.cursors c) l
                  CROSS JOIN LATERAL (
                        SELECT x.type, x.seq FROM event_bus.events x
-                        WHERE x.topic OPERATOR(pg_catalog.=) l.topic
+                        WHERE x.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(l.topic) AND x.topic OPERATOR(pg_catalog.=) l.topic
                           AND x.lane OPERATOR(pg_catalog.=) l.lane
                           AND x.seq OPERATOR(pg_catalog.>) prev_top AND x.seq OPERATOR(pg_catalog.<=) top
                        UNION ALL
                        SELECT x.type, x.seq FROM event_bus.events x
                         WHERE pg_catalog.cardinality(ended) OPERATOR(pg_catalog.>) 0
-                          AND x.topic OPERATOR(pg_catalog.=) l.topic
+                          AND x.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(l.topic) AND x.topic OPERATOR(pg_catalog.=) l.topic
                           AND x.lane OPERATOR(pg_catalog.=) l.lane
                           AND x.seq OPERATOR(pg_catalog.>) p_from AND x.seq OPERATOR(pg_catalog.<=) prev_top
                           AND x.txid OPERATOR(pg_catalog.=) ANY (ended)
@@ -191,7 +191,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT LEAST(
         (SELECT min(CASE WHEN EXISTS (SELECT FROM event_bus.events e
-                                       WHERE e.topic OPERATOR(pg_catalog.=) c.topic
+                                       WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(c.topic) AND e.topic OPERATOR(pg_catalog.=) c.topic
                                          AND e.lane OPERATOR(pg_catalog.=) c.lane
                                          AND e.seq OPERATOR(pg_catalog.>) c.position
                                          AND e.seq OPERATOR(pg_catalog.<=) h

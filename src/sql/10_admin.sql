@@ -101,7 +101,7 @@ BEGIN
      WHERE d.subscription OPERATOR(pg_catalog.=) s.subscription
        AND (_redrive_impl.seqs IS NULL OR d.seq OPERATOR(pg_catalog.=) ANY (_redrive_impl.seqs))
        AND NOT EXISTS (SELECT FROM event_bus.events e
-                        WHERE e.topic OPERATOR(pg_catalog.=) d.topic AND e.lane OPERATOR(pg_catalog.=) d.lane
+                        WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(d.topic) AND e.topic OPERATOR(pg_catalog.=) d.topic AND e.lane OPERATOR(pg_catalog.=) d.lane
                           AND e.seq OPERATOR(pg_catalog.=) d.seq)
      LIMIT 1;
     IF FOUND THEN

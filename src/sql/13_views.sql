@@ -44,7 +44,7 @@ BEGIN
                   AND m.upto OPERATOR(pg_catalog.=) tm.top
                UNION ALL
                SELECT e.type, pg_catalog.count(*) FROM event_bus.events e
-                WHERE e.topic OPERATOR(pg_catalog.=) l.topic AND e.lane OPERATOR(pg_catalog.=) l.lane
+                WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(l.topic) AND e.topic OPERATOR(pg_catalog.=) l.topic AND e.lane OPERATOR(pg_catalog.=) l.lane
                   AND e.seq OPERATOR(pg_catalog.>) coalesce(tm.top, 0)
                   AND e.seq OPERATOR(pg_catalog.<=) (SELECT q.last_value FROM event_bus.event_seq q)  -- an index range
                 GROUP BY e.type) t
@@ -61,7 +61,7 @@ BEGIN
                   AND m.upto OPERATOR(pg_catalog.=) bm.below
                UNION ALL
                SELECT e.type, pg_catalog.count(*) FROM event_bus.events e
-                WHERE e.topic OPERATOR(pg_catalog.=) b.topic AND e.lane OPERATOR(pg_catalog.=) b.lane
+                WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(b.topic) AND e.topic OPERATOR(pg_catalog.=) b.topic AND e.lane OPERATOR(pg_catalog.=) b.lane
                   AND e.seq OPERATOR(pg_catalog.>) coalesce(bm.below, 0) AND e.seq OPERATOR(pg_catalog.<=) b.h
                 GROUP BY e.type) t
          GROUP BY b.topic, b.lane, b.h, t.type),
@@ -71,7 +71,7 @@ BEGIN
                   FROM cur y) o
          CROSS JOIN LATERAL (
                SELECT e.emitted_at FROM event_bus.events e
-                WHERE e.topic OPERATOR(pg_catalog.=) o.topic AND e.lane OPERATOR(pg_catalog.=) o.lane
+                WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(o.topic) AND e.topic OPERATOR(pg_catalog.=) o.topic AND e.lane OPERATOR(pg_catalog.=) o.lane
                   AND e.seq OPERATOR(pg_catalog.>) o.position
                   AND NOT event_bus._handed_out(e.seq, e.txid, o.high, o.pending_xids, o.pending_after)
                   AND (o.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (o.types))
@@ -87,7 +87,7 @@ BEGIN
                             AND (c.types IS NULL OR u.type OPERATOR(pg_catalog.=) ANY (c.types))), 0)
              + CASE WHEN c.pending_xids OPERATOR(pg_catalog.=) '{}' THEN 0 ELSE
                (SELECT pg_catalog.count(*) FROM event_bus.events e
-                 WHERE e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
+                 WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(c.topic) AND e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
                    AND e.seq OPERATOR(pg_catalog.>) c.position AND e.seq OPERATOR(pg_catalog.<=) c.high
                    AND NOT event_bus._handed_out(e.seq, e.txid, c.high, c.pending_xids, c.pending_after)
                    AND (c.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (c.types))) END AS pending,

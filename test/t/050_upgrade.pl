@@ -149,6 +149,28 @@ else
 	fail('an upgraded database has the catalog of a fresh install');
 }
 
+# The log's partitions are not members of the extension: check them apart.
+# Every one (those of 1.0 and those created since) has the columns of the
+# parent and the one index a fresh install gives a partition, and the
+# events logged by 1.0 have their topic_hash.
+my $partitions = q{
+	SELECT string_agg(DISTINCT (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+	                                              || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END, ', ' ORDER BY a.attnum)
+	                              FROM pg_attribute a WHERE a.attrelid = i.inhrelid AND a.attnum > 0 AND NOT a.attisdropped)
+	                           || ' | ' || (SELECT string_agg(replace(pg_get_indexdef(x.indexrelid), (SELECT c.relname FROM pg_class c WHERE c.oid = i.inhrelid), 'P'), '; ')
+	                                          FROM pg_index x WHERE x.indrelid = i.inhrelid), E'\n')
+	  FROM pg_inherits i WHERE i.inhparent = 'event_bus.events'::regclass};
+$node->safe_psql('upgraded', q{SELECT event_bus._ensure_partitions((SELECT max(hi) FROM event_bus.log_partitions))});
+$node->safe_psql('fresh', q{SELECT event_bus._ensure_partitions(1)});
+is($node->safe_psql('upgraded', $partitions), $node->safe_psql('fresh', $partitions),
+	'the log partitions of 1.0 and the new ones have the columns and index of a fresh install');
+like($node->safe_psql('upgraded', $partitions), qr/USING btree \(topic_hash, lane, seq\)$/,
+	'partitions are indexed by topic_hash');
+is($node->safe_psql('upgraded', q{
+	SELECT count(*) FILTER (WHERE topic_hash = event_bus._topic_hash(topic)) || ' of ' || count(*) FROM event_bus.events}),
+	$node->safe_psql('upgraded', q{SELECT count(*) || ' of ' || count(*) FROM event_bus.events}),
+	'every event logged by 1.0 has its topic_hash');
+
 # Data flows after the upgrade: the retry, the rest of the backlog, acks,
 # the ordered lane and the captured table.
 is($node->safe_psql('upgraded', q{
