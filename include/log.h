@@ -16,6 +16,8 @@
 
 #define EB_LOG_MAX_INDEXES 8
 #define EB_LOG_MAX_COLUMNS 32
+#define EB_LOG_BATCH 128			/* rows per multi-insert, at most */
+#define EB_LOG_BATCH_BYTES 65536	/* and their bytes */
 typedef struct EventBusRow
 {
 	int64		seq;
@@ -39,8 +41,12 @@ typedef struct EventBusLog
 	int64		lo;				/* its bounds */
 	int64		hi;
 	bool		plain;			/* rows can go in without the executor */
-	struct TupleTableSlot *slot;
 	int			colmap[EB_LOG_MAX_COLUMNS];	/* per attribute: a LogColumn */
+	/* Rows formed, not inserted yet (heap-tuple slots, made as needed). */
+	int			nbuffered;
+	Size		buffered_bytes;
+	int			nslots;
+	struct TupleTableSlot *slots[EB_LOG_BATCH];
 	int			nindexes;
 	Relation	indexes[EB_LOG_MAX_INDEXES];
 	struct IndexInfo *indexinfo[EB_LOG_MAX_INDEXES];

@@ -9,7 +9,12 @@
  * into the log partition that covers its seq, the way COPY writes: the
  * partition is found in the parent's partition descriptor, the tuple is
  * formed in the partition's own column layout and inserted through the table
- * AM, then into each index of the partition.
+ * AM, then into each index of the partition.  Rows of one call (emit_many,
+ * and through it capture) are buffered and inserted EB_LOG_BATCH at a time
+ * with table_multi_insert, as COPY does: one WAL record and one buffer lock
+ * per heap page instead of per row.  A row is in the log once eb_log_close()
+ * (or a change of partition) has flushed it; nothing reads the log in
+ * between.
  *
  * Only the plain case is taken: a heap partition without triggers, CHECK
  * constraints, generated columns or columns this file does not know, whose
@@ -27,6 +32,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -137,9 +143,54 @@ eb_log_open(EventBusLog *log)
 	log->parent = table_open(relid, RowExclusiveLock);
 	log->part = NULL;
 	log->lo = log->hi = 0;
-	log->slot = NULL;
 	log->nindexes = 0;
 	log->plain = false;
+	log->nbuffered = 0;
+	log->buffered_bytes = 0;
+	log->nslots = 0;
+}
+
+/*
+ * Insert the buffered rows into the open partition, then their index
+ * entries.
+ */
+static void
+eb_log_flush(EventBusLog *log)
+{
+	CommandId	cid;
+	int			n = log->nbuffered;
+	int			i;
+	int			j;
+
+	if (n == 0)
+		return;
+	cid = GetCurrentCommandId(true);
+	if (n == 1)
+		table_tuple_insert(log->part, log->slots[0], cid, 0, NULL);
+	else
+		table_multi_insert(log->part, log->slots, n, cid, 0, NULL);
+
+	for (j = 0; j < n; j++)
+	{
+		TupleTableSlot *slot = log->slots[j];
+
+		for (i = 0; i < log->nindexes; i++)
+		{
+			Datum		ivalues[INDEX_MAX_KEYS];
+			bool		inulls[INDEX_MAX_KEYS];
+			Relation	irel = log->indexes[i];
+			IndexInfo  *ii = log->indexinfo[i];
+
+			if (!ii->ii_ReadyForInserts)
+				continue;
+			FormIndexDatum(ii, slot, NULL, ivalues, inulls);
+			index_insert(irel, ivalues, inulls, &slot->tts_tid, log->part,
+						 ii->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, ii);
+		}
+		ExecClearTuple(slot);
+	}
+	log->nbuffered = 0;
+	log->buffered_bytes = 0;
 }
 
 /* Close the partition open now, if any, with its indexes. */
@@ -148,9 +199,11 @@ eb_log_close_part(EventBusLog *log)
 {
 	int			i;
 
-	if (log->slot != NULL)
-		ExecDropSingleTupleTableSlot(log->slot);
-	log->slot = NULL;
+	if (log->part != NULL && log->plain)
+		eb_log_flush(log);
+	for (i = 0; i < log->nslots; i++)
+		ExecDropSingleTupleTableSlot(log->slots[i]);
+	log->nslots = 0;
 	if (log->part != NULL)
 	{
 		for (i = 0; i < log->nindexes; i++)
@@ -219,7 +272,6 @@ eb_log_plain(EventBusLog *log)
 			return false;
 	}
 	list_free(indexes);
-	log->slot = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
 	return true;
 }
 
@@ -256,15 +308,17 @@ eb_log_route(EventBusLog *log, int64 seq)
 }
 
 /*
- * Insert one event.  False, having written nothing, if its partition is not
- * a plain one (or there is none): the caller inserts it through SPI.
+ * Insert one event (buffered: see above).  False, having written nothing, if
+ * its partition is not a plain one (or there is none): the caller inserts it
+ * through SPI.
  */
 bool
 eb_log_insert(EventBusLog *log, const EventBusRow *row)
 {
 	TupleDesc	desc;
-	Datum	   *values;
-	bool	   *nulls;
+	Datum		values[EB_LOG_MAX_COLUMNS];
+	bool		nulls[EB_LOG_MAX_COLUMNS];
+	HeapTuple	tuple;
 	int			i;
 
 	if (log->part == NULL || row->seq < log->lo || row->seq >= log->hi)
@@ -273,9 +327,6 @@ eb_log_insert(EventBusLog *log, const EventBusRow *row)
 		return false;
 
 	desc = RelationGetDescr(log->part);
-	ExecClearTuple(log->slot);
-	values = log->slot->tts_values;
-	nulls = log->slot->tts_isnull;
 	for (i = 0; i < desc->natts; i++)
 	{
 		nulls[i] = false;
@@ -326,21 +377,13 @@ eb_log_insert(EventBusLog *log, const EventBusRow *row)
 				break;
 		}
 	}
-	ExecStoreVirtualTuple(log->slot);
-	table_tuple_insert(log->part, log->slot, GetCurrentCommandId(true), 0, NULL);
-
-	for (i = 0; i < log->nindexes; i++)
-	{
-		Datum		ivalues[INDEX_MAX_KEYS];
-		bool		inulls[INDEX_MAX_KEYS];
-		Relation	irel = log->indexes[i];
-		IndexInfo  *ii = log->indexinfo[i];
-
-		if (!ii->ii_ReadyForInserts)
-			continue;
-		FormIndexDatum(ii, log->slot, NULL, ivalues, inulls);
-		index_insert(irel, ivalues, inulls, &log->slot->tts_tid, log->part,
-					 ii->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, ii);
-	}
+	/* The slot owns the tuple and frees it once flushed. */
+	tuple = heap_form_tuple(desc, values, nulls);
+	if (log->nbuffered == log->nslots)
+		log->slots[log->nslots++] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+	ExecStoreHeapTuple(tuple, log->slots[log->nbuffered++], true);
+	log->buffered_bytes += tuple->t_len;
+	if (log->nbuffered == EB_LOG_BATCH || log->buffered_bytes >= EB_LOG_BATCH_BYTES)
+		eb_log_flush(log);
 	return true;
 }
