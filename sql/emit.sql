@@ -78,6 +78,16 @@ SELECT bool_and(substr(id::text, 15, 1) = '7') AS version_7,
                     - ('x' || substr(replace(id::text, '-', ''), 1, 12))::bit(48)::bigint) < 2) AS time_in_id,
        count(DISTINCT id) = count(*) AS distinct_ids
   FROM event_bus.events WHERE type IN ('Many', 'Both');
+-- An emit keeps its locks on the log, the partition and its index until
+-- the transaction ends, as an INSERT does.
+BEGIN;
+SELECT event_bus.emit('orders', 'Locked', '{}') > 0 AS emitted;
+SELECT count(*) FILTER (WHERE c.relkind = 'p') AS log, count(*) FILTER (WHERE c.relkind = 'r') AS partition,
+       count(*) FILTER (WHERE c.relkind = 'i') AS index
+  FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+ WHERE l.pid = pg_backend_pid() AND l.mode = 'RowExclusiveLock' AND l.granted
+   AND c.relnamespace = 'event_bus'::regnamespace AND c.relname LIKE 'events%';
+COMMIT;
 -- Rows go into the log without the executor only where nothing else must
 -- happen on insert; a trigger or an expression index someone added to the
 -- log still sees every event, of both forms (they take the INSERT path).

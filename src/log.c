@@ -204,11 +204,17 @@ eb_log_close_part(EventBusLog *log)
 	for (i = 0; i < log->nslots; i++)
 		ExecDropSingleTupleTableSlot(log->slots[i]);
 	log->nslots = 0;
+	/*
+	 * The locks stay until the transaction ends, as the executor keeps them
+	 * on a table it inserted into: no DDL may act on the partition or its
+	 * indexes while its new rows are uncommitted.  Another emit of the same
+	 * transaction then finds them in the local lock table.
+	 */
 	if (log->part != NULL)
 	{
 		for (i = 0; i < log->nindexes; i++)
-			index_close(log->indexes[i], RowExclusiveLock);
-		table_close(log->part, RowExclusiveLock);
+			index_close(log->indexes[i], NoLock);
+		table_close(log->part, NoLock);
 	}
 	log->part = NULL;
 	log->nindexes = 0;
@@ -219,7 +225,7 @@ void
 eb_log_close(EventBusLog *log)
 {
 	eb_log_close_part(log);
-	table_close(log->parent, RowExclusiveLock);
+	table_close(log->parent, NoLock);
 }
 
 /*
