@@ -67,6 +67,11 @@ CREATE FUNCTION event_bus._stat(kind "char", name text, OUT since timestamptz, O
 -- NOTIFYs from its own copy of them (dispatch.c), reads them again.
 CREATE FUNCTION event_bus._subscriptions_changed() RETURNS trigger
     AS 'MODULE_PATHNAME', 'eb_subscriptions_changed' LANGUAGE C;
+-- A row as a JSON object, as to_jsonb(row) makes it, with each column's
+-- conversion looked up once per row type (capture.c): capture triggers turn
+-- every captured row into a payload with it.
+CREATE FUNCTION event_bus._row_jsonb(r record) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'eb_row_jsonb' LANGUAGE C STRICT STABLE PARALLEL SAFE;
 
 -----------------------------------------------------------------------------
 -- Storage: topic grants (existing topics keep today's open set-up),
@@ -1889,8 +1894,8 @@ AS $$
                   FROM pg_catalog.unnest(c.columns) WITH ORDINALITY AS u(x, o))
             || ')'
         WHEN c.exclude_columns IS NOT NULL THEN
-            pg_catalog.format('(pg_catalog.to_jsonb(%s) OPERATOR(pg_catalog.-) %L::text[])', whole, c.exclude_columns)
-        ELSE pg_catalog.format('pg_catalog.to_jsonb(%s)', whole)
+            pg_catalog.format('(event_bus._row_jsonb(%s) OPERATOR(pg_catalog.-) %L::text[])', whole, c.exclude_columns)
+        ELSE pg_catalog.format('event_bus._row_jsonb(%s)', whole)
     END
 $$;
 
@@ -2480,6 +2485,10 @@ GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer
                           event_bus.uncapture(regclass),
                           event_bus.cancel_scheduled(uuid)
       TO event_bus_producer;
+-- Capture triggers run as whoever writes to the captured table: such a
+-- writer who may not emit must hear it from emit_many.  _row_jsonb is
+-- to_jsonb (it reads nothing and runs as its caller).
+GRANT EXECUTE ON FUNCTION event_bus._row_jsonb(record) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval, interval),
                           event_bus.ack(text, bigint[], uuid),
                           event_bus.fail(text, bigint, text, interval, uuid),

@@ -204,6 +204,37 @@ SELECT payload FROM event_bus.events WHERE topic = 'owned' ORDER BY seq;
 -- the generated trigger function pins search_path and is not SECURITY DEFINER
 SELECT prosecdef, proconfig FROM pg_proc WHERE proname = (SELECT function_name FROM event_bus.captures WHERE relid = 'owned'::regclass);
 
+-- Captured rows become payloads through _row_jsonb, which must make what
+-- to_jsonb makes: every kind of column it converts itself, with NULLs,
+-- special values and a dropped column; a row type with any other column
+-- (here jsonb, an array, a domain) goes to to_jsonb whole.
+CREATE DOMAIN positive AS int CHECK (VALUE > 0);
+CREATE TABLE kinds (b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric, n2 numeric(12,2),
+                    d date, ts timestamp, tz timestamptz, t text, v varchar(10), c char(4), u uuid, gone int);
+ALTER TABLE kinds DROP COLUMN gone;
+INSERT INTO kinds VALUES
+  (true, -32768, 2147483647, -9223372036854775808, 1.5, -0.0, 12345678901234567890.0123, 1.25,
+   '2026-01-02', '2026-01-02 03:04:05.678', '2026-01-02 03:04:05.678+02', 'quote " back \ tab 	 é ✓', 'varchar', 'ab',
+   '00000000-0000-0000-0000-000000000001'),
+  (false, 0, 0, 0, 'NaN', 'Infinity', 'NaN', 0, 'infinity', '-infinity', 'infinity', '', '', '', NULL),
+  (NULL, NULL, NULL, NULL, '-Infinity', 1e300, '-Infinity', -0.5, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+  (NULL, 1, 2, 3, 1e-40, 5e-324, 0.000000001, 99.99, '0044-03-15 BC', '2000-01-01', '1999-12-31 23:59:59.999999+00',
+   repeat('x', 3000), 'x', 'x', gen_random_uuid());
+SELECT count(*) AS rows, count(*) FILTER (WHERE event_bus._row_jsonb(k) = to_jsonb(k)
+                                           AND event_bus._row_jsonb(k)::text = to_jsonb(k)::text
+                                           AND pg_column_size(event_bus._row_jsonb(k)) = pg_column_size(to_jsonb(k))) AS same
+  FROM kinds k;
+SELECT event_bus._row_jsonb(k) FROM kinds k LIMIT 2;
+CREATE TABLE others (id int, j jsonb, a int[], p positive);
+INSERT INTO others VALUES (1, '{"x": [1, 2]}', '{1,2}', 3), (2, NULL, NULL, NULL);
+SELECT event_bus._row_jsonb(o), event_bus._row_jsonb(o) = to_jsonb(o) AS same FROM others o;
+-- a column added later is in the rows converted after
+ALTER TABLE others ADD COLUMN extra text DEFAULT 'added';
+ALTER TABLE kinds ADD COLUMN extra text DEFAULT 'added';
+SELECT event_bus._row_jsonb(k) = to_jsonb(k) AS same, event_bus._row_jsonb(k)->>'extra' AS extra FROM kinds k LIMIT 1;
+DROP TABLE kinds, others;
+DROP DOMAIN positive;
+
 -- CloudEvents
 SELECT event_bus.to_cloudevent(e) - 'id' - 'time' - 'sequence' AS cloudevent
   FROM event_bus.events e WHERE topic = 'owned';

@@ -10,7 +10,7 @@ SELECT c.relname, c.relkind
 -- State that pg_dump must keep
 SELECT unnest(extconfig)::regclass FROM pg_extension WHERE extname = 'event_bus' ORDER BY 1;
 -- Every SECURITY DEFINER function pins search_path; no function is
--- executable by PUBLIC
+-- executable by PUBLIC but _row_jsonb (the to_jsonb of capture triggers)
 SELECT count(*) > 20 AS many_definer_functions FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'event_bus' AND p.prosecdef;
 SELECT p.proname

@@ -107,10 +107,14 @@ SELECT p.oid::regprocedure AS function,
  WHERE p.pronamespace = 'event_bus'::regnamespace
    AND p.oid IN (SELECT objid FROM pg_depend WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'event_bus') AND deptype = 'e')
  GROUP BY p.oid ORDER BY 1::text;
-SELECT count(*) AS public_executable FROM pg_proc p
+-- What PUBLIC may execute: only _row_jsonb, the to_jsonb of capture
+-- triggers (it reads nothing and runs as its caller), so that a writer of a
+-- captured table who may not emit is told so by emit_many.
+SELECT p.oid::regprocedure AS public_executable FROM pg_proc p
  WHERE p.pronamespace = 'event_bus'::regnamespace
    AND p.oid IN (SELECT objid FROM pg_depend WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'event_bus') AND deptype = 'e')
-   AND EXISTS (SELECT FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a WHERE a.grantee = 0);
+   AND EXISTS (SELECT FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a WHERE a.grantee = 0)
+ ORDER BY 1::text;
 -- SELECT on every table and view, by role; nobody but the owner may write.
 SELECT c.relname,
        string_agg(r, ', ' ORDER BY r) FILTER (WHERE has_table_privilege(r, c.oid, 'SELECT')) AS readable_by,

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * capture.c
- *	  Entry points of capture() and uncapture(), and the compilation of
- *	  capture conditions.
+ *	  Entry points of capture() and uncapture(), the compilation of capture
+ *	  conditions, and the row-to-JSON conversion of captured rows.
  *
  * capture(table, ...) must be refused unless the caller owns the table (or
  * is a superuser), yet the work - writing event_bus.captures, generating the
@@ -34,6 +34,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -50,6 +51,13 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/date.h"
+#include "utils/datetime.h"
+#include "utils/fmgroids.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/typcache.h"
 #include "utils/lsyscache.h"
 #include "utils/ruleutils.h"
 #include "utils/syscache.h"
@@ -61,6 +69,7 @@ PG_FUNCTION_INFO_V1(eb_capture_1_1);
 PG_FUNCTION_INFO_V1(eb_capture_compile);
 PG_FUNCTION_INFO_V1(eb_capture_condition_sql);
 PG_FUNCTION_INFO_V1(eb_capture_depend);
+PG_FUNCTION_INFO_V1(eb_row_jsonb);
 
 /* The alias of the row in generated code and deparsed conditions. */
 #define EB_ROW_ALIAS "n"
@@ -314,4 +323,229 @@ eb_capture_depend(PG_FUNCTION_ARGS)
 											  ext.classId, ext.objectId);
 	recordDependencyOn(&fn, &ext, DEPENDENCY_NORMAL);
 	PG_RETURN_VOID();
+}
+
+/*
+ * event_bus._row_jsonb(row record) returns jsonb: the row as a JSON object,
+ * exactly as to_jsonb(row) makes it, for the rows a capture trigger turns
+ * into events.  to_jsonb looks up each column's type (its category and
+ * output function, in the syscache) again for every row; here that is done
+ * once per row type and kept while the type's tuple descriptor stays the
+ * same.  Only columns whose conversion is simple are taken this way -
+ * booleans, integers, floats, numeric, dates and timestamps, and text,
+ * varchar, char and uuid, which become strings - each converted as to_jsonb
+ * converts it.  A row type with any other column (a domain, an array, a
+ * composite, json, an extension's type...) goes to to_jsonb itself.
+ */
+typedef enum
+{
+	RJ_BOOL, RJ_INT, RJ_NUMERIC, RJ_DATETIME, RJ_TEXT, RJ_OUTPUT, RJ_DROPPED
+} RowJsonKind;
+
+typedef struct RowJsonColumn
+{
+	RowJsonKind kind;
+	Oid			typid;
+	char	   *key;
+	int			keylen;
+	FmgrInfo	out;			/* RJ_NUMERIC, RJ_OUTPUT */
+} RowJsonColumn;
+
+typedef struct RowJsonCache
+{
+	Oid			typid;
+	uint64		ident;			/* the type cache's tupDesc_identifier */
+	bool		fallback;		/* to_jsonb does the row */
+	FmgrInfo	to_jsonb;
+	int			natts;
+	RowJsonColumn *cols;
+} RowJsonCache;
+
+static void
+eb_row_jsonb_prepare(RowJsonCache *c, TypeCacheEntry *tc, MemoryContext cxt)
+{
+	TupleDesc	desc = tc->tupDesc;
+	int			i;
+
+	c->typid = tc->type_id;
+	c->ident = tc->tupDesc_identifier;
+	c->fallback = false;
+	c->natts = desc->natts;
+	c->cols = MemoryContextAllocZero(cxt, sizeof(RowJsonColumn) * Max(desc->natts, 1));
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		RowJsonColumn *col = &c->cols[i];
+		Oid			outfn;
+		bool		varlena;
+
+		col->typid = att->atttypid;
+		if (att->attisdropped)
+		{
+			col->kind = RJ_DROPPED;
+			continue;
+		}
+		col->key = MemoryContextStrdup(cxt, NameStr(att->attname));
+		col->keylen = strlen(col->key);
+		switch (att->atttypid)
+		{
+			case BOOLOID:
+				col->kind = RJ_BOOL;
+				break;
+			case INT2OID:
+			case INT4OID:
+			case INT8OID:
+				col->kind = RJ_INT;
+				break;
+			case FLOAT4OID:
+			case FLOAT8OID:
+			case NUMERICOID:
+				col->kind = RJ_NUMERIC;
+				break;
+			case DATEOID:
+			case TIMESTAMPOID:
+			case TIMESTAMPTZOID:
+				col->kind = RJ_DATETIME;
+				break;
+			case TEXTOID:
+			case VARCHAROID:
+			case BPCHAROID:
+				col->kind = RJ_TEXT;
+				break;
+			case UUIDOID:
+				col->kind = RJ_OUTPUT;
+				break;
+			default:
+				c->fallback = true;
+				return;
+		}
+		if (col->kind == RJ_NUMERIC || col->kind == RJ_OUTPUT)
+		{
+			getTypeOutputInfo(att->atttypid, &outfn, &varlena);
+			fmgr_info_cxt(outfn, &col->out, cxt);
+		}
+	}
+}
+
+/* A string value, refused beyond jsonb's limit as to_jsonb refuses it. */
+static void
+eb_row_jsonb_string(JsonbValue *v, char *s, int len)
+{
+	if (len > JENTRY_OFFLENMASK)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("string too long to represent as jsonb string"),
+				 errdetail("Due to an implementation restriction, jsonb strings cannot exceed %d bytes.",
+						   JENTRY_OFFLENMASK)));
+	v->type = jbvString;
+	v->val.string.val = s;
+	v->val.string.len = len;
+}
+
+Datum
+eb_row_jsonb(PG_FUNCTION_ARGS)
+{
+	HeapTupleHeader td = PG_GETARG_HEAPTUPLEHEADER(0);
+	Oid			typid = HeapTupleHeaderGetTypeId(td);
+	RowJsonCache *c = (RowJsonCache *) fcinfo->flinfo->fn_extra;
+	TypeCacheEntry *tc;
+	HeapTupleData tuple;
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+	Datum	   *values;
+	bool	   *nulls;
+	int			i;
+
+	if (c == NULL)
+	{
+		c = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(RowJsonCache));
+		fmgr_info_cxt(F_TO_JSONB, &c->to_jsonb, fcinfo->flinfo->fn_mcxt);
+		c->to_jsonb.fn_expr = fcinfo->flinfo->fn_expr;
+		fcinfo->flinfo->fn_extra = c;
+	}
+	if (typid == RECORDOID)
+		return FunctionCall1(&c->to_jsonb, PG_GETARG_DATUM(0));
+	tc = lookup_type_cache(typid, TYPECACHE_TUPDESC);
+	if (tc->tupDesc == NULL)
+		return FunctionCall1(&c->to_jsonb, PG_GETARG_DATUM(0));
+	if (c->cols == NULL || c->typid != typid || c->ident != tc->tupDesc_identifier)
+	{
+		if (c->cols != NULL)
+			pfree(c->cols);
+		c->cols = NULL;
+		eb_row_jsonb_prepare(c, tc, fcinfo->flinfo->fn_mcxt);
+	}
+	if (c->fallback)
+		return FunctionCall1(&c->to_jsonb, PG_GETARG_DATUM(0));
+
+	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = td;
+	values = palloc(sizeof(Datum) * Max(c->natts, 1));
+	nulls = palloc(sizeof(bool) * Max(c->natts, 1));
+	heap_deform_tuple(&tuple, tc->tupDesc, values, nulls);
+
+	res = pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (i = 0; i < c->natts; i++)
+	{
+		RowJsonColumn *col = &c->cols[i];
+		JsonbValue	v;
+		char	   *s;
+
+		if (col->kind == RJ_DROPPED)
+			continue;
+		eb_row_jsonb_string(&v, col->key, col->keylen);
+		res = pushJsonbValue(&state, WJB_KEY, &v);
+		if (nulls[i])
+			v.type = jbvNull;
+		else
+			switch (col->kind)
+			{
+				case RJ_BOOL:
+					v.type = jbvBool;
+					v.val.boolean = DatumGetBool(values[i]);
+					break;
+				case RJ_INT:
+					v.type = jbvNumeric;
+					v.val.numeric = int64_to_numeric(col->typid == INT2OID ? DatumGetInt16(values[i]) :
+													 col->typid == INT4OID ? DatumGetInt32(values[i]) :
+													 DatumGetInt64(values[i]));
+					break;
+				case RJ_NUMERIC:
+					/* as to_jsonb: a number if its text is one, else a string */
+					s = OutputFunctionCall(&col->out, values[i]);
+					if (strchr(s, 'N') != NULL || strchr(s, 'n') != NULL)
+						eb_row_jsonb_string(&v, s, strlen(s));
+					else
+					{
+						v.type = jbvNumeric;
+						v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(s),
+																			ObjectIdGetDatum(InvalidOid),
+																			Int32GetDatum(-1)));
+					}
+					break;
+				case RJ_DATETIME:
+					s = palloc(MAXDATELEN + 1);
+					JsonEncodeDateTime(s, values[i], col->typid, NULL);
+					eb_row_jsonb_string(&v, s, strlen(s));
+					break;
+				case RJ_TEXT:
+					{
+						text	   *t = DatumGetTextPP(values[i]);
+
+						eb_row_jsonb_string(&v, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+					}
+					break;
+				case RJ_OUTPUT:
+					s = OutputFunctionCall(&col->out, values[i]);
+					eb_row_jsonb_string(&v, s, strlen(s));
+					break;
+				case RJ_DROPPED:
+					break;
+			}
+		res = pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	PG_RETURN_POINTER(JsonbValueToJsonb(res));
 }

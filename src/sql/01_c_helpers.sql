@@ -73,3 +73,8 @@ CREATE FUNCTION event_bus._stat(kind "char", name text, OUT since timestamptz, O
 -- NOTIFYs from its own copy of them (dispatch.c), reads them again.
 CREATE FUNCTION event_bus._subscriptions_changed() RETURNS trigger
     AS 'MODULE_PATHNAME', 'eb_subscriptions_changed' LANGUAGE C;
+-- A row as a JSON object, as to_jsonb(row) makes it, with each column's
+-- conversion looked up once per row type (capture.c): capture triggers turn
+-- every captured row into a payload with it.
+CREATE FUNCTION event_bus._row_jsonb(r record) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'eb_row_jsonb' LANGUAGE C STRICT STABLE PARALLEL SAFE;

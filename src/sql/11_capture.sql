@@ -136,8 +136,8 @@ AS $$
                   FROM pg_catalog.unnest(c.columns) WITH ORDINALITY AS u(x, o))
             || ')'
         WHEN c.exclude_columns IS NOT NULL THEN
-            pg_catalog.format('(pg_catalog.to_jsonb(%s) OPERATOR(pg_catalog.-) %L::text[])', whole, c.exclude_columns)
-        ELSE pg_catalog.format('pg_catalog.to_jsonb(%s)', whole)
+            pg_catalog.format('(event_bus._row_jsonb(%s) OPERATOR(pg_catalog.-) %L::text[])', whole, c.exclude_columns)
+        ELSE pg_catalog.format('event_bus._row_jsonb(%s)', whole)
     END
 $$;
 
