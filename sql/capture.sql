@@ -225,6 +225,10 @@ SELECT count(*) AS rows, count(*) FILTER (WHERE event_bus._row_jsonb(k) = to_jso
                                            AND pg_column_size(event_bus._row_jsonb(k)) = pg_column_size(to_jsonb(k))) AS same
   FROM kinds k;
 SELECT event_bus._row_jsonb(k) FROM kinds k LIMIT 2;
+-- rows of an anonymous record type (as those of a transition table are)
+SELECT count(*) AS rows, count(*) FILTER (WHERE event_bus._row_jsonb(r) = to_jsonb(r)
+                                           AND event_bus._row_jsonb(r)::text = to_jsonb(r)::text) AS same
+  FROM (SELECT k.*, length(k.t) AS computed FROM kinds k) r;
 CREATE TABLE others (id int, j jsonb, a int[], p positive);
 INSERT INTO others VALUES (1, '{"x": [1, 2]}', '{1,2}', 3), (2, NULL, NULL, NULL);
 SELECT event_bus._row_jsonb(o), event_bus._row_jsonb(o) = to_jsonb(o) AS same FROM others o;

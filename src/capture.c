@@ -353,8 +353,7 @@ typedef struct RowJsonColumn
 
 typedef struct RowJsonCache
 {
-	Oid			typid;
-	uint64		ident;			/* the type cache's tupDesc_identifier */
+	uint64		ident;			/* the row type's descriptor identifier */
 	bool		fallback;		/* to_jsonb does the row */
 	FmgrInfo	to_jsonb;
 	int			natts;
@@ -362,13 +361,11 @@ typedef struct RowJsonCache
 } RowJsonCache;
 
 static void
-eb_row_jsonb_prepare(RowJsonCache *c, TypeCacheEntry *tc, MemoryContext cxt)
+eb_row_jsonb_prepare(RowJsonCache *c, TupleDesc desc, uint64 ident, MemoryContext cxt)
 {
-	TupleDesc	desc = tc->tupDesc;
 	int			i;
 
-	c->typid = tc->type_id;
-	c->ident = tc->tupDesc_identifier;
+	c->ident = ident;
 	c->fallback = false;
 	c->natts = desc->natts;
 	c->cols = MemoryContextAllocZero(cxt, sizeof(RowJsonColumn) * Max(desc->natts, 1));
@@ -447,8 +444,10 @@ eb_row_jsonb(PG_FUNCTION_ARGS)
 {
 	HeapTupleHeader td = PG_GETARG_HEAPTUPLEHEADER(0);
 	Oid			typid = HeapTupleHeaderGetTypeId(td);
+	int32		typmod = HeapTupleHeaderGetTypMod(td);
 	RowJsonCache *c = (RowJsonCache *) fcinfo->flinfo->fn_extra;
-	TypeCacheEntry *tc;
+	TupleDesc	desc;
+	uint64		ident;
 	HeapTupleData tuple;
 	JsonbParseState *state = NULL;
 	JsonbValue *res;
@@ -463,20 +462,24 @@ eb_row_jsonb(PG_FUNCTION_ARGS)
 		c->to_jsonb.fn_expr = fcinfo->flinfo->fn_expr;
 		fcinfo->flinfo->fn_extra = c;
 	}
-	if (typid == RECORDOID)
-		return FunctionCall1(&c->to_jsonb, PG_GETARG_DATUM(0));
-	tc = lookup_type_cache(typid, TYPECACHE_TUPDESC);
-	if (tc->tupDesc == NULL)
-		return FunctionCall1(&c->to_jsonb, PG_GETARG_DATUM(0));
-	if (c->cols == NULL || c->typid != typid || c->ident != tc->tupDesc_identifier)
+
+	/*
+	 * A named row type, or a blessed record (the rows of a transition
+	 * table): the identifier changes whenever the descriptor does.
+	 */
+	ident = assign_record_type_identifier(typid, typmod);
+	if (c->cols == NULL || c->ident != ident)
 	{
 		if (c->cols != NULL)
 			pfree(c->cols);
 		c->cols = NULL;
-		eb_row_jsonb_prepare(c, tc, fcinfo->flinfo->fn_mcxt);
+		desc = lookup_rowtype_tupdesc(typid, typmod);
+		eb_row_jsonb_prepare(c, desc, ident, fcinfo->flinfo->fn_mcxt);
+		ReleaseTupleDesc(desc);
 	}
 	if (c->fallback)
 		return FunctionCall1(&c->to_jsonb, PG_GETARG_DATUM(0));
+	desc = lookup_rowtype_tupdesc(typid, typmod);
 
 	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
 	ItemPointerSetInvalid(&tuple.t_self);
@@ -484,7 +487,8 @@ eb_row_jsonb(PG_FUNCTION_ARGS)
 	tuple.t_data = td;
 	values = palloc(sizeof(Datum) * Max(c->natts, 1));
 	nulls = palloc(sizeof(bool) * Max(c->natts, 1));
-	heap_deform_tuple(&tuple, tc->tupDesc, values, nulls);
+	heap_deform_tuple(&tuple, desc, values, nulls);
+	ReleaseTupleDesc(desc);
 
 	res = pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	for (i = 0; i < c->natts; i++)
