@@ -47,6 +47,7 @@ typedef struct EventBusLog
 	Size		buffered_bytes;
 	int			nslots;
 	struct TupleTableSlot *slots[EB_LOG_BATCH];
+	int64		keys[EB_LOG_BATCH];	/* lane << 48 | slot: index order */
 	int			nindexes;
 	Relation	indexes[EB_LOG_MAX_INDEXES];
 	struct IndexInfo *indexinfo[EB_LOG_MAX_INDEXES];

@@ -150,6 +150,15 @@ eb_log_open(EventBusLog *log)
 	log->nslots = 0;
 }
 
+static int
+eb_log_cmp_key(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 /*
  * Insert the buffered rows into the open partition, then their index
  * entries.
@@ -170,9 +179,16 @@ eb_log_flush(EventBusLog *log)
 	else
 		table_multi_insert(log->part, log->slots, n, cid, 0, NULL);
 
+	/*
+	 * Index entries go in lane by lane (rows of one call are in seq order):
+	 * consecutive inserts then land on the same leaf page of the
+	 * (topic_hash, lane, seq) index, still in cache.
+	 */
+	if (n > 1)
+		qsort(log->keys, n, sizeof(int64), eb_log_cmp_key);
 	for (j = 0; j < n; j++)
 	{
-		TupleTableSlot *slot = log->slots[j];
+		TupleTableSlot *slot = log->slots[log->keys[j] & 0xFFFF];
 
 		for (i = 0; i < log->nindexes; i++)
 		{
@@ -187,8 +203,9 @@ eb_log_flush(EventBusLog *log)
 			index_insert(irel, ivalues, inulls, &slot->tts_tid, log->part,
 						 ii->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, ii);
 		}
-		ExecClearTuple(slot);
 	}
+	for (j = 0; j < n; j++)
+		ExecClearTuple(log->slots[j]);
 	log->nbuffered = 0;
 	log->buffered_bytes = 0;
 }
@@ -387,6 +404,7 @@ eb_log_insert(EventBusLog *log, const EventBusRow *row)
 	tuple = heap_form_tuple(desc, values, nulls);
 	if (log->nbuffered == log->nslots)
 		log->slots[log->nslots++] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+	log->keys[log->nbuffered] = ((int64) row->lane << 48) | log->nbuffered;
 	ExecStoreHeapTuple(tuple, log->slots[log->nbuffered++], true);
 	log->buffered_bytes += tuple->t_len;
 	if (log->nbuffered == EB_LOG_BATCH || log->buffered_bytes >= EB_LOG_BATCH_BYTES)
