@@ -72,6 +72,16 @@ extern SPIPlanPtr eb_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid
 							   int cursor_options);
 extern Datum eb_call_impl(FunctionCallInfo fcinfo, const char *impl_name, Oid caller);
 
+/* qsort comparator of int64s (seqs, sort keys). */
+static inline int
+eb_cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 /*
  * This transaction's items (counts, reports) kept until it ends, each
  * belonging to the (sub)transaction that added it: an item's first member

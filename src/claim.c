@@ -419,15 +419,6 @@ claim_token(void)
 	return UUIDPGetDatum(u);
 }
 
-static int
-claim_cmp_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return x < y ? -1 : x > y ? 1 : 0;
-}
-
 /* Sort n seqs and drop repeats; returns how many are left. */
 static int
 claim_sort_unique(int64 *v, int n)
@@ -435,7 +426,7 @@ claim_sort_unique(int64 *v, int n)
 	int			i,
 				k = 0;
 
-	qsort(v, n, sizeof(int64), claim_cmp_int64);
+	qsort(v, n, sizeof(int64), eb_cmp_int64);
 	for (i = 0; i < n; i++)
 		if (k == 0 || v[k - 1] != v[i])
 			v[k++] = v[i];
@@ -457,7 +448,7 @@ claim_int8_array(int64 *v, int n)
 static bool
 claim_has(int64 *v, int n, int64 x)
 {
-	return bsearch(&x, v, n, sizeof(int64), claim_cmp_int64) != NULL;
+	return bsearch(&x, v, n, sizeof(int64), eb_cmp_int64) != NULL;
 }
 
 /*
@@ -1023,7 +1014,7 @@ eb_ack(PG_FUNCTION_ARGS)
 			else if (nkeep < nls)
 			{
 				/* What is left of the lease, in seq order. */
-				qsort(keep, nkeep, sizeof(int64), claim_cmp_int64);
+				qsort(keep, nkeep, sizeof(int64), eb_cmp_int64);
 				kv[1] = claim_int8_array(keep, nkeep);
 				if (claim_exec(&ack_keep_stmt, kv, NULL, 0) != SPI_OK_UPDATE)
 					elog(ERROR, "event_bus: could not update a lease");

@@ -150,15 +150,6 @@ eb_log_open(EventBusLog *log)
 	log->nslots = 0;
 }
 
-static int
-eb_log_cmp_key(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return x < y ? -1 : x > y ? 1 : 0;
-}
-
 /*
  * Insert the buffered rows into the open partition, then their index
  * entries.
@@ -185,7 +176,7 @@ eb_log_flush(EventBusLog *log)
 	 * (topic_hash, lane, seq) index, still in cache.
 	 */
 	if (n > 1)
-		qsort(log->keys, n, sizeof(int64), eb_log_cmp_key);
+		qsort(log->keys, n, sizeof(int64), eb_cmp_int64);
 	for (j = 0; j < n; j++)
 	{
 		TupleTableSlot *slot = log->slots[log->keys[j] & 0xFFFF];
