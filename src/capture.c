@@ -468,18 +468,19 @@ eb_row_jsonb(PG_FUNCTION_ARGS)
 	 * table): the identifier changes whenever the descriptor does.
 	 */
 	ident = assign_record_type_identifier(typid, typmod);
+	desc = lookup_rowtype_tupdesc(typid, typmod);
 	if (c->cols == NULL || c->ident != ident)
 	{
 		if (c->cols != NULL)
 			pfree(c->cols);
 		c->cols = NULL;
-		desc = lookup_rowtype_tupdesc(typid, typmod);
 		eb_row_jsonb_prepare(c, desc, ident, fcinfo->flinfo->fn_mcxt);
-		ReleaseTupleDesc(desc);
 	}
 	if (c->fallback)
+	{
+		ReleaseTupleDesc(desc);
 		return FunctionCall1(&c->to_jsonb, PG_GETARG_DATUM(0));
-	desc = lookup_rowtype_tupdesc(typid, typmod);
+	}
 
 	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
 	ItemPointerSetInvalid(&tuple.t_self);
