@@ -45,6 +45,7 @@
 #include "utils/datum.h"
 #include "utils/snapmgr.h"
 #include "utils/datetime.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -160,12 +161,6 @@ static ClaimStmt read_stmt = {
 	TEXTARRAYOID, INT4OID}
 };
 
-/* The read's snapshot as a pg_snapshot, for _lane_next. */
-static ClaimStmt snapshot_stmt = {
-	"SELECT pg_catalog.pg_current_snapshot()",
-	0, {InvalidOid}
-};
-
 static ClaimStmt lease_stmt = {
 	"INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)"
 	" VALUES ($1, $2, $3, $4, $5, $5 OPERATOR(pg_catalog.+) $6, pg_catalog.pg_backend_pid(), $7)",
@@ -279,17 +274,6 @@ claim_col(int row, int col, bool *isnull, MemoryContext cxt)
 	d = datumCopy(d, false, att->attlen);
 	MemoryContextSwitchTo(old);
 	return d;
-}
-
-/* Copy the rows of the last SPI result into the claim's result. */
-static uint64
-claim_emit_rows(ReturnSetInfo *rsinfo)
-{
-	uint64		i;
-
-	for (i = 0; i < SPI_processed; i++)
-		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
-	return SPI_processed;
 }
 
 /*
@@ -452,6 +436,108 @@ claim_has(int64 *v, int n, int64 x)
 }
 
 /*
+ * The statements that find a claim's events send their rows here: straight
+ * into the claim's result (one copy, where SPI's tuple table and then the
+ * tuplestore made two), and their seqs (column 1) into an array when one is
+ * given.
+ */
+typedef struct ClaimDest
+{
+	DestReceiver pub;
+	Tuplestorestate *store;
+	int64	   *seqs;
+	int			max;
+	uint64		n;
+} ClaimDest;
+
+static bool
+claim_dest_receive(TupleTableSlot *slot, DestReceiver *self)
+{
+	ClaimDest  *d = (ClaimDest *) self;
+	bool		isnull;
+
+	if (d->seqs != NULL)
+	{
+		if (d->n >= (uint64) d->max)	/* the read's LIMIT is max */
+			elog(ERROR, "event_bus: a lane's read returned more rows than asked for");
+		d->seqs[d->n] = DatumGetInt64(slot_getattr(slot, 1, &isnull));
+	}
+	d->n++;
+	tuplestore_puttupleslot(d->store, slot);
+	return true;
+}
+
+static void
+claim_dest_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+}
+
+static void
+claim_dest_nothing(DestReceiver *self)
+{
+}
+
+/*
+ * Run a statement whose rows are claim() rows, into the claim's result;
+ * returns how many.  With a snapshot, the (read-only) statement runs under
+ * it; with seqs, the rows' seqs go there too (at most max of them).
+ */
+static uint64
+claim_exec_into(ClaimStmt *st, Datum *values, const char *nulls, ReturnSetInfo *rsinfo,
+				Snapshot snap, int64 *seqs, int max)
+{
+	ParamListInfo params = makeParamList(st->nargs);
+	SPIExecuteOptions opts;
+	ClaimDest	dest;
+	int			i;
+
+	for (i = 0; i < st->nargs; i++)
+	{
+		params->params[i].value = values[i];
+		params->params[i].isnull = nulls != NULL && nulls[i] == 'n';
+		params->params[i].pflags = PARAM_FLAG_CONST;
+		params->params[i].ptype = st->argtypes[i];
+	}
+	memset(&dest, 0, sizeof(dest));
+	dest.pub.receiveSlot = claim_dest_receive;
+	dest.pub.rStartup = claim_dest_startup;
+	dest.pub.rShutdown = claim_dest_nothing;
+	dest.pub.rDestroy = claim_dest_nothing;
+	dest.pub.mydest = DestTuplestore;
+	dest.store = rsinfo->setResult;
+	dest.seqs = seqs;
+	dest.max = max;
+
+	memset(&opts, 0, sizeof(opts));
+	opts.params = params;
+	opts.read_only = snap != NULL;	/* then it runs under snap, pushed here */
+	opts.dest = &dest.pub;
+	(void) claim_prepare(st);
+	if (snap != NULL)
+		PushActiveSnapshot(snap);
+	if (SPI_execute_plan_extended(st->plan, &opts) < 0)
+		elog(ERROR, "event_bus: could not read events to claim");
+	if (snap != NULL)
+		PopActiveSnapshot();
+	return dest.n;
+}
+
+/* The read's snapshot as a pg_snapshot, for _lane_next. */
+static Datum
+claim_snapshot_datum(Snapshot snap)
+{
+	static FmgrInfo flinfo;
+	Datum		d;
+
+	if (flinfo.fn_oid == InvalidOid)
+		fmgr_info_cxt(F_PG_CURRENT_SNAPSHOT, &flinfo, TopMemoryContext);
+	PushActiveSnapshot(snap);
+	d = FunctionCall0Coll(&flinfo, InvalidOid);
+	PopActiveSnapshot();
+	return d;
+}
+
+/*
  * Read a locked lane (claim_unordered) and lease what the read found: the
  * rows go into the claim's result, the lease is written, and the cursor
  * moves on with the read's snapshot, as if the three were one statement.
@@ -468,10 +554,8 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 	Datum		snapshot;
 	Datum		exs,
 				efl;
-	int64	   *seqs;
-	int			n,
-				i;
-	bool		isnull;
+	int64	   *seqs = palloc(sizeof(int64) * Max(left, 1));
+	int			n;
 
 	memset(rn, ' ', sizeof(rn));
 	rv[0] = c->topic;
@@ -487,22 +571,9 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 	if (s->types == (Datum) 0)
 		rn[9] = 'n';
 	rv[10] = Int32GetDatum(left);
-	(void) claim_prepare(&read_stmt);
-	if (SPI_execute_snapshot(read_stmt.plan, rv, rn, snap, InvalidSnapshot, true, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "event_bus: could not read a lane");
-	n = (int) SPI_processed;
-	seqs = palloc(sizeof(int64) * Max(n, 1));
-	for (i = 0; i < n; i++)
-		seqs[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-	(void) claim_emit_rows(rsinfo);
-	SPI_freetuptable(SPI_tuptable);
+	n = (int) claim_exec_into(&read_stmt, rv, rn, rsinfo, snap, seqs, left);
 
-	(void) claim_prepare(&snapshot_stmt);
-	if (SPI_execute_snapshot(snapshot_stmt.plan, NULL, NULL, snap, InvalidSnapshot, true, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "event_bus: could not read the snapshot");
-	snapshot = claim_col(0, 1, &isnull, CurrentMemoryContext);
-	SPI_freetuptable(SPI_tuptable);
+	snapshot = claim_snapshot_datum(snap);
 	UnregisterSnapshot(snap);
 
 	if (n > 0)
@@ -579,10 +650,7 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 			Datum		lv[7] = {s->name, gtopic[i], glane[i], gseqs[i], TimestampTzGetDatum(t), len, tok};
 			ArrayType  *a = DatumGetArrayTypeP(gseqs[i]);
 
-			if (claim_exec(&lease_retries_stmt, lv, NULL, 0) != SPI_OK_SELECT)
-				elog(ERROR, "event_bus: could not lease retries");
-			got += claim_emit_rows(rsinfo);
-			SPI_freetuptable(SPI_tuptable);
+			got += claim_exec_into(&lease_retries_stmt, lv, NULL, rsinfo, NULL, NULL, 0);
 			left -= ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a));
 		}
 		if (left <= 0)
@@ -681,13 +749,8 @@ static uint64
 claim_ordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum tok)
 {
 	Datum		v[4] = {s->name, Int32GetDatum(max), len, tok};
-	uint64		n;
 
-	if (claim_exec(&ordered_stmt, v, NULL, 0) != SPI_OK_SELECT)
-		elog(ERROR, "event_bus: _claim_once() failed");
-	n = claim_emit_rows(rsinfo);
-	SPI_freetuptable(SPI_tuptable);
-	return n;
+	return claim_exec_into(&ordered_stmt, v, NULL, rsinfo, NULL, NULL, 0);
 }
 
 static void
