@@ -26,6 +26,7 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
@@ -154,6 +155,51 @@ eb_database_exists(Oid dboid)
 }
 
 /*
+ * OIDs of the relations every emit needs, looked up by name once per backend
+ * (two catalog lookups each, which were a few per cent of an emit) and
+ * forgotten when a relcache invalidation names one of them or resets the
+ * cache: DROP EXTENSION drops them, and a new CREATE EXTENSION makes new ones.
+ */
+static struct
+{
+	const char *name;
+	Oid			relid;
+}			eb_relids[] = {
+	[EB_REL_EVENTS] = {"events", InvalidOid},
+	[EB_REL_SEQUENCE] = {EB_SEQUENCE, InvalidOid},
+};
+static bool eb_relids_callback = false;
+
+static void
+eb_relids_inval(Datum arg, Oid relid)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(eb_relids); i++)
+		if (!OidIsValid(relid) || eb_relids[i].relid == relid)
+			eb_relids[i].relid = InvalidOid;
+}
+
+/* The OID of the extension's relation 'which' (EB_REL_*), or InvalidOid. */
+Oid
+eb_extension_relid(int which)
+{
+	if (!eb_relids_callback)
+	{
+		CacheRegisterRelcacheCallback(eb_relids_inval, (Datum) 0);
+		eb_relids_callback = true;
+	}
+	if (!OidIsValid(eb_relids[which].relid))
+	{
+		Oid			nsp = get_namespace_oid(EB_SCHEMA, true);
+
+		if (OidIsValid(nsp))
+			eb_relids[which].relid = get_relname_relid(eb_relids[which].name, nsp);
+	}
+	return eb_relids[which].relid;
+}
+
+/*
  * Return this database's shared state, assigning an entry on first use.  The
  * entry is tied to the OID of event_bus.event_seq, so DROP EXTENSION followed
  * by CREATE EXTENSION starts from a clean state.
@@ -161,15 +207,13 @@ eb_database_exists(Oid dboid)
 EventBusDb *
 eb_db_state(void)
 {
-	Oid			nsp;
 	Oid			seqoid;
 	EventBusDb *db = NULL;
 	int			i;
 
 	eb_require_preload();
 
-	nsp = get_namespace_oid(EB_SCHEMA, true);
-	seqoid = OidIsValid(nsp) ? get_relname_relid(EB_SEQUENCE, nsp) : InvalidOid;
+	seqoid = eb_extension_relid(EB_REL_SEQUENCE);
 	if (!OidIsValid(seqoid))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -79,6 +79,23 @@ ok($node->poll_query_until('postgres',
 		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'event_bus worker' AND datname = 'bus'"),
 	'CREATE EXTENSION again starts it again');
 
+# One session emits, drops the extension, creates it again and emits: its
+# cached OIDs of the log and the seq sequence must not outlive the drop.
+my $again = $node->safe_psql('bus', q{
+	SELECT event_bus.create_topic('again', 1);
+	SELECT event_bus.emit('again', 'T', '{}');
+	SELECT event_bus.emit('again', 'T', '{}');
+	DROP EXTENSION event_bus;
+	CREATE EXTENSION event_bus;
+	SELECT event_bus.create_topic('again', 1);
+	SELECT event_bus.emit('again', 'T', '{"n": 1}');
+	SELECT count(*) || ' ' || min(payload::text) FROM event_bus.events;
+});
+like($again, qr/\n1\n1 \{"n": 1\}$/, 'a session emits into the new install after DROP and CREATE EXTENSION');
+ok($node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'event_bus worker' AND datname = 'bus'"),
+	'and the worker runs again');
+
 $node->safe_psql('bus', q{
 	SELECT event_bus.create_topic('t', 2);
 	SELECT event_bus.subscribe('s', ARRAY['t'], lease => '1 second', backoff_base => '10 ms',
