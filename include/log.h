@@ -16,8 +16,8 @@
 
 #define EB_LOG_MAX_INDEXES 8
 #define EB_LOG_MAX_COLUMNS 32
-#define EB_LOG_BATCH 128			/* rows per multi-insert, at most */
-#define EB_LOG_BATCH_BYTES 65536	/* and their bytes */
+#define EB_LOG_BATCH 1000		/* rows per multi-insert, at most */
+#define EB_LOG_BATCH_BYTES (1024 * 1024)	/* and their bytes */
 typedef struct EventBusRow
 {
 	int64		seq;
@@ -47,6 +47,7 @@ typedef struct EventBusLog
 	Size		buffered_bytes;
 	int			nslots;
 	struct TupleTableSlot *slots[EB_LOG_BATCH];
+	TupleDesc	slotdesc;		/* unpinned copy of the partition's, for slots 2.. */
 	int64		keys[EB_LOG_BATCH];	/* lane << 48 | slot: index order */
 	int			nindexes;
 	Relation	indexes[EB_LOG_MAX_INDEXES];
