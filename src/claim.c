@@ -17,9 +17,11 @@
  *	3. the lanes in random order: a lane is looked at only if its cursor
  *	   names stepped-over transactions that have ended since, or an index
  *	   probe finds an event above its high (so a full lane costs one probe,
- *	   not one per lane of the topic); its cursor row is locked with SKIP
- *	   LOCKED, its events are read with a snapshot of their own, straight
- *	   into the claim's result, and the lease and the cursor's move are
+ *	   not one per lane of the topic; the probe is part of the statement
+ *	   that locks the cursor row, with SKIP LOCKED); its events are read
+ *	   with a snapshot of their own, straight into the claim's result (a
+ *	   DestReceiver, no copy through SPI's tuple table), and the lease and
+ *	   the cursor's move are
  *	   written from what that read saw, the cursor with the read's snapshot
  *	   (see _lane_next): as one statement, without copying the rows through
  *	   a materialised CTE three times.
@@ -117,13 +119,6 @@ static ClaimStmt lanes_stmt = {
 	1, {TEXTOID}
 };
 
-static ClaimStmt probe_stmt = {
-	"SELECT EXISTS (SELECT FROM event_bus.events e"
-	"                WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash($1)"
-	"                  AND e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2"
-	"                  AND e.seq OPERATOR(pg_catalog.>) $3 AND e.seq OPERATOR(pg_catalog.<=) $4)",
-	4, {TEXTOID, INT2OID, INT8OID, INT8OID}
-};
 
 static ClaimStmt lock_stmt = {
 	"SELECT cu.position, cu.high, cu.pending_xids, cu.pending_after FROM event_bus.cursors cu"
@@ -131,6 +126,23 @@ static ClaimStmt lock_stmt = {
 	"   AND cu.topic OPERATOR(pg_catalog.=) $2 AND cu.lane OPERATOR(pg_catalog.=) $3"
 	"   FOR UPDATE SKIP LOCKED",
 	3, {TEXTOID, TEXTOID, INT2OID}
+};
+
+/*
+ * The same lock, taken only if the lane has an event above $4 (its high as
+ * read before, without a lock) up to $5 (max_seq): one statement where a
+ * probe of the log and then the lock were two.
+ */
+static ClaimStmt probe_lock_stmt = {
+	"SELECT cu.position, cu.high, cu.pending_xids, cu.pending_after FROM event_bus.cursors cu"
+	" WHERE cu.subscription OPERATOR(pg_catalog.=) $1"
+	"   AND cu.topic OPERATOR(pg_catalog.=) $2 AND cu.lane OPERATOR(pg_catalog.=) $3"
+	"   AND EXISTS (SELECT FROM event_bus.events e"
+	"                WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash($2)"
+	"                  AND e.topic OPERATOR(pg_catalog.=) $2 AND e.lane OPERATOR(pg_catalog.=) $3"
+	"                  AND e.seq OPERATOR(pg_catalog.>) $4 AND e.seq OPERATOR(pg_catalog.<=) $5)"
+	"   FOR UPDATE OF cu SKIP LOCKED",
+	5, {TEXTOID, TEXTOID, INT2OID, INT8OID, INT8OID}
 };
 
 /*
@@ -700,21 +712,16 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 		 */
 		if (claim_array_empty(c->pending) || claim_pending_open(c->pending, &em))
 		{
-			Datum		pv[4] = {c->topic, c->lane, Int64GetDatum(c->high), Int64GetDatum(em.max_seq)};
-			bool		any;
+			Datum		pv[5] = {s->name, c->topic, c->lane, Int64GetDatum(c->high), Int64GetDatum(em.max_seq)};
 
 			if (c->high >= em.max_seq)
 				continue;
-			if (claim_exec(&probe_stmt, pv, NULL, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			if (claim_exec(&probe_lock_stmt, pv, NULL, 0) != SPI_OK_SELECT)
 				elog(ERROR, "event_bus: could not look at a lane");
-			any = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			SPI_freetuptable(SPI_tuptable);
-			if (!any)
-				continue;
 		}
-
-		/* The lane is ours while the row is locked; a busy one is skipped. */
+		else
 		{
+			/* The lane is ours while the row is locked; a busy one is skipped. */
 			Datum		lv[3] = {s->name, c->topic, c->lane};
 
 			if (claim_exec(&lock_stmt, lv, NULL, 0) != SPI_OK_SELECT)
