@@ -56,6 +56,11 @@ typedef struct EventBusLog
 
 extern int32 eb_topic_hash(const char *name, int len);
 extern void eb_uuid_v7(pg_uuid_t *uuid, TimestampTz ts);
+/* eb_extension_relid()'s relations */
+#define EB_REL_EVENTS		0
+#define EB_REL_SEQUENCE		1
+
+extern Oid	eb_extension_relid(int which);
 extern void eb_log_open(EventBusLog *log);
 extern bool eb_log_insert(EventBusLog *log, const EventBusRow *row);
 extern void eb_log_close(EventBusLog *log);

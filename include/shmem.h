@@ -133,11 +133,6 @@ extern EventBusSlot *eb_current_slot;	/* this backend's slot, once set up */
 extern Size eb_shmem_size(void);
 extern void eb_shmem_init(void);
 extern void eb_require_preload(void);
-/* eb_extension_relid()'s relations */
-#define EB_REL_EVENTS		0
-#define EB_REL_SEQUENCE		1
-
-extern Oid	eb_extension_relid(int which);
 extern EventBusDb *eb_db_state(void);
 extern EventBusSlot *eb_my_slot(void);
 extern uint64 eb_topic_bit(const char *name, int len);

@@ -496,7 +496,7 @@ claim_dest_nothing(DestReceiver *self)
  */
 static uint64
 claim_exec_into(ClaimStmt *st, Datum *values, const char *nulls, ReturnSetInfo *rsinfo,
-				Snapshot snap, int64 *seqs, int max)
+				Snapshot snap, int64 *seqs, int max, const char *what)
 {
 	ParamListInfo params = makeParamList(st->nargs);
 	SPIExecuteOptions opts;
@@ -527,8 +527,8 @@ claim_exec_into(ClaimStmt *st, Datum *values, const char *nulls, ReturnSetInfo *
 	(void) claim_prepare(st);
 	if (snap != NULL)
 		PushActiveSnapshot(snap);
-	if (SPI_execute_plan_extended(st->plan, &opts) < 0)
-		elog(ERROR, "event_bus: could not read events to claim");
+	if (SPI_execute_plan_extended(st->plan, &opts) != SPI_OK_SELECT)
+		elog(ERROR, "event_bus: %s failed", what);
 	if (snap != NULL)
 		PopActiveSnapshot();
 	return dest.n;
@@ -583,7 +583,7 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 	if (s->types == (Datum) 0)
 		rn[9] = 'n';
 	rv[10] = Int32GetDatum(left);
-	n = (int) claim_exec_into(&read_stmt, rv, rn, rsinfo, snap, seqs, left);
+	n = (int) claim_exec_into(&read_stmt, rv, rn, rsinfo, snap, seqs, left, "the read of a lane");
 
 	snapshot = claim_snapshot_datum(snap);
 	UnregisterSnapshot(snap);
@@ -614,6 +614,7 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 		if (claim_exec(&cursor_stmt, uv, un, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "event_bus: could not move a cursor");
 	}
+	pfree(seqs);				/* SPI's memory lasts the whole look */
 	*taken = n;
 	return (uint64) n;
 }
@@ -662,7 +663,7 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 			Datum		lv[7] = {s->name, gtopic[i], glane[i], gseqs[i], TimestampTzGetDatum(t), len, tok};
 			ArrayType  *a = DatumGetArrayTypeP(gseqs[i]);
 
-			got += claim_exec_into(&lease_retries_stmt, lv, NULL, rsinfo, NULL, NULL, 0);
+			got += claim_exec_into(&lease_retries_stmt, lv, NULL, rsinfo, NULL, NULL, 0, "_lease_retries()");
 			left -= ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a));
 		}
 		if (left <= 0)
@@ -757,7 +758,7 @@ claim_ordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum tok)
 {
 	Datum		v[4] = {s->name, Int32GetDatum(max), len, tok};
 
-	return claim_exec_into(&ordered_stmt, v, NULL, rsinfo, NULL, NULL, 0);
+	return claim_exec_into(&ordered_stmt, v, NULL, rsinfo, NULL, NULL, 0, "_claim_once()");
 }
 
 static void

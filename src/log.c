@@ -55,7 +55,9 @@
 
 #include "event_bus.h"
 #include "log.h"
-#include "shmem.h"
+
+/* A buffered row's slot number fits the low 16 bits of its sort key. */
+StaticAssertDecl(EB_LOG_BATCH <= 0x10000, "EB_LOG_BATCH too large for the sort key");
 
 /* The log's columns, by name; an index into EventBusRow's fields. */
 typedef enum
@@ -254,20 +256,61 @@ eb_log_close(EventBusLog *log)
 }
 
 /*
- * The column map of the partition last written, kept until a relcache
- * invalidation names it (ALTER TABLE, DROP) or resets the cache: matching
- * the columns' names was a few per cent of an emit.
+ * Kept per backend, until a relcache invalidation names the relation (DROP,
+ * ALTER TABLE, a new install) or resets the cache: the OIDs of the relations
+ * every emit needs, looked up by name (two catalog lookups each), and the
+ * column map of the partition last written (matching the columns' names).
+ * Together they were a few per cent of an emit.  One callback serves both:
+ * a backend has only ten.
  */
+static struct
+{
+	const char *name;
+	Oid			relid;
+}			eb_relids[] = {
+	[EB_REL_EVENTS] = {"events", InvalidOid},
+	[EB_REL_SEQUENCE] = {EB_SEQUENCE, InvalidOid},
+};
 static Oid	eb_colmap_relid = InvalidOid;
 static int	eb_colmap_natts;
 static int	eb_colmap[EB_LOG_MAX_COLUMNS];
-static bool eb_colmap_callback = false;
+static bool eb_log_callback = false;
 
 static void
-eb_colmap_inval(Datum arg, Oid relid)
+eb_log_inval(Datum arg, Oid relid)
 {
+	int			i;
+
+	for (i = 0; i < lengthof(eb_relids); i++)
+		if (!OidIsValid(relid) || eb_relids[i].relid == relid)
+			eb_relids[i].relid = InvalidOid;
 	if (!OidIsValid(relid) || relid == eb_colmap_relid)
 		eb_colmap_relid = InvalidOid;
+}
+
+static void
+eb_log_register_inval(void)
+{
+	if (!eb_log_callback)
+	{
+		CacheRegisterRelcacheCallback(eb_log_inval, (Datum) 0);
+		eb_log_callback = true;
+	}
+}
+
+/* The OID of the extension's relation 'which' (EB_REL_*), or InvalidOid. */
+Oid
+eb_extension_relid(int which)
+{
+	eb_log_register_inval();
+	if (!OidIsValid(eb_relids[which].relid))
+	{
+		Oid			nsp = get_namespace_oid(EB_SCHEMA, true);
+
+		if (OidIsValid(nsp))
+			eb_relids[which].relid = get_relname_relid(eb_relids[which].name, nsp);
+	}
+	return eb_relids[which].relid;
 }
 
 /*
@@ -290,11 +333,7 @@ eb_log_plain(EventBusLog *log)
 		return false;
 	if (desc->natts > EB_LOG_MAX_COLUMNS)
 		return false;
-	if (!eb_colmap_callback)
-	{
-		CacheRegisterRelcacheCallback(eb_colmap_inval, (Datum) 0);
-		eb_colmap_callback = true;
-	}
+	eb_log_register_inval();
 	if (RelationGetRelid(rel) == eb_colmap_relid && desc->natts == eb_colmap_natts)
 		memcpy(log->colmap, eb_colmap, sizeof(int) * desc->natts);
 	else

@@ -26,11 +26,11 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
-#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
 #include "event_bus.h"
+#include "log.h"
 #include "shmem.h"
 
 EventBusShared *eb_shared = NULL;
@@ -152,51 +152,6 @@ eb_database_exists(Oid dboid)
 		return false;
 	ReleaseSysCache(tup);
 	return true;
-}
-
-/*
- * OIDs of the relations every emit needs, looked up by name once per backend
- * (two catalog lookups each, which were a few per cent of an emit) and
- * forgotten when a relcache invalidation names one of them or resets the
- * cache: DROP EXTENSION drops them, and a new CREATE EXTENSION makes new ones.
- */
-static struct
-{
-	const char *name;
-	Oid			relid;
-}			eb_relids[] = {
-	[EB_REL_EVENTS] = {"events", InvalidOid},
-	[EB_REL_SEQUENCE] = {EB_SEQUENCE, InvalidOid},
-};
-static bool eb_relids_callback = false;
-
-static void
-eb_relids_inval(Datum arg, Oid relid)
-{
-	int			i;
-
-	for (i = 0; i < lengthof(eb_relids); i++)
-		if (!OidIsValid(relid) || eb_relids[i].relid == relid)
-			eb_relids[i].relid = InvalidOid;
-}
-
-/* The OID of the extension's relation 'which' (EB_REL_*), or InvalidOid. */
-Oid
-eb_extension_relid(int which)
-{
-	if (!eb_relids_callback)
-	{
-		CacheRegisterRelcacheCallback(eb_relids_inval, (Datum) 0);
-		eb_relids_callback = true;
-	}
-	if (!OidIsValid(eb_relids[which].relid))
-	{
-		Oid			nsp = get_namespace_oid(EB_SCHEMA, true);
-
-		if (OidIsValid(nsp))
-			eb_relids[which].relid = get_relname_relid(eb_relids[which].name, nsp);
-	}
-	return eb_relids[which].relid;
 }
 
 /*
