@@ -21,10 +21,9 @@
  *	   that locks the cursor row, with SKIP LOCKED); its events are read
  *	   with a snapshot of their own, straight into the claim's result (a
  *	   DestReceiver, no copy through SPI's tuple table), and the lease and
- *	   the cursor's move are
- *	   written from what that read saw, the cursor with the read's snapshot
- *	   (see _lane_next): as one statement, without copying the rows through
- *	   a materialised CTE three times.
+ *	   the cursor's move are written from what that read saw, the cursor
+ *	   with the read's snapshot (see _lane_next): as one statement, without
+ *	   copying the rows through a materialised CTE three times.
  *
  * An ordered subscription's claim (one lease per lane, retries inside their
  * lane) is _claim_once, the PL/pgSQL function, unchanged.  The cursor
@@ -119,12 +118,15 @@ static ClaimStmt lanes_stmt = {
 	1, {TEXTOID}
 };
 
+/* The lock of a lane's cursor row; a lane locked by another claim is skipped. */
+#define CLAIM_LOCK_CURSOR \
+	"SELECT cu.position, cu.high, cu.pending_xids, cu.pending_after FROM event_bus.cursors cu" \
+	" WHERE cu.subscription OPERATOR(pg_catalog.=) $1" \
+	"   AND cu.topic OPERATOR(pg_catalog.=) $2 AND cu.lane OPERATOR(pg_catalog.=) $3"
 
 static ClaimStmt lock_stmt = {
-	"SELECT cu.position, cu.high, cu.pending_xids, cu.pending_after FROM event_bus.cursors cu"
-	" WHERE cu.subscription OPERATOR(pg_catalog.=) $1"
-	"   AND cu.topic OPERATOR(pg_catalog.=) $2 AND cu.lane OPERATOR(pg_catalog.=) $3"
-	"   FOR UPDATE SKIP LOCKED",
+	CLAIM_LOCK_CURSOR
+	"   FOR UPDATE OF cu SKIP LOCKED",
 	3, {TEXTOID, TEXTOID, INT2OID}
 };
 
@@ -134,9 +136,7 @@ static ClaimStmt lock_stmt = {
  * probe of the log and then the lock were two.
  */
 static ClaimStmt probe_lock_stmt = {
-	"SELECT cu.position, cu.high, cu.pending_xids, cu.pending_after FROM event_bus.cursors cu"
-	" WHERE cu.subscription OPERATOR(pg_catalog.=) $1"
-	"   AND cu.topic OPERATOR(pg_catalog.=) $2 AND cu.lane OPERATOR(pg_catalog.=) $3"
+	CLAIM_LOCK_CURSOR
 	"   AND EXISTS (SELECT FROM event_bus.events e"
 	"                WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash($2)"
 	"                  AND e.topic OPERATOR(pg_catalog.=) $2 AND e.lane OPERATOR(pg_catalog.=) $3"
@@ -709,7 +709,8 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 		 * Anything to do here?  Stepped-over transactions that have ended
 		 * since (their events are due, or, rolled back, to be forgotten), or
 		 * new events of any type (the cursor of a type-filtered subscription
-		 * moves past the others).
+		 * moves past the others).  The lane is ours while its cursor row is
+		 * locked; a busy one is skipped.
 		 */
 		if (claim_array_empty(c->pending) || claim_pending_open(c->pending, &em))
 		{
@@ -722,7 +723,6 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 		}
 		else
 		{
-			/* The lane is ours while the row is locked; a busy one is skipped. */
 			Datum		lv[3] = {s->name, c->topic, c->lane};
 
 			if (claim_exec(&lock_stmt, lv, NULL, 0) != SPI_OK_SELECT)

@@ -13,9 +13,9 @@
  * and through it capture) are buffered and inserted EB_LOG_BATCH at a time
  * with table_multi_insert, as COPY does: one WAL record and one buffer lock
  * per heap page instead of per row.  A batch goes in lane by lane, so that a
- * claim, which reads a lane in seq order, finds its events side by side.  A row is in the log once eb_log_close()
- * (or a change of partition) has flushed it; nothing reads the log in
- * between.
+ * claim, which reads a lane in seq order, finds its events side by side.  A
+ * row is in the log once eb_log_close() (or a change of partition) has
+ * flushed it; nothing reads the log in between.
  *
  * Only the plain case is taken: a heap partition without triggers, CHECK
  * constraints, generated columns or columns this file does not know, whose
