@@ -11,7 +11,9 @@
  *	- one EventBusSlot per PGPROC, holding the visibility-horizon floor of
  *	  that backend's open emitting transaction (horizon.c) and what it waits
  *	  for (wait.c);
- *	- one EventBusWorker per database the launcher watches (launcher.c).
+ *	- one EventBusWorker per database the launcher watches (launcher.c);
+ *	- a hash table of lane heads: per database, topic and lane, a seq no
+ *	  event of the lane exceeds (shmem.c), so claims skip empty lanes.
  *
  * Everything else (the log, cursors, leases, retries, dead letters) lives in
  * ordinary tables of schema event_bus, created by the install script.
@@ -56,6 +58,10 @@ typedef struct EventBusDb
 								 * leases: the worker reads its next due time */
 	pg_atomic_uint64 subs_gen;	/* bumped by commits that changed
 								 * event_bus.subscriptions */
+	/* Lane heads (shmem.c): */
+	pg_atomic_uint64 emit_seq;	/* highest seq emitters have noted taking */
+	pg_atomic_uint64 heads_epoch;	/* lane bases folded in under another
+									 * epoch are stale */
 	/* Commit reports for the worker (dispatch.c): */
 	slock_t		ring_lock;		/* taken to append or to read */
 	pg_atomic_uint64 ring_head; /* reports appended so far, ever */
@@ -111,6 +117,8 @@ typedef struct EventBusSlot
 typedef struct EventBusShared
 {
 	LWLock	   *lock;			/* protects allocation of EventBusDb entries */
+	LWLock	   *heads_lock;		/* protects the lane heads' hash table */
+	pg_atomic_uint64 next_epoch;	/* source of EventBusDb.heads_epoch */
 	int			max_databases;
 	int			nslots;
 	EventBusDb *dbs;			/* max_databases entries */
@@ -138,5 +146,27 @@ extern EventBusSlot *eb_my_slot(void);
 extern uint64 eb_topic_bit(const char *name, int len);
 extern EventBusWorker *eb_find_worker(Oid dboid);
 extern bool eb_worker_alive(EventBusWorker *w);
+
+/*
+ * Lane heads: per database, topic and lane, a bound on the seqs of the
+ * lane's events, so claims skip lanes with nothing above their cursor
+ * without looking at the log (see shmem.c).
+ */
+#define EB_LANE_HEADS 8192		/* entries, for all databases */
+
+typedef enum EventBusHead
+{
+	EB_HEAD_NONE,				/* no room for the lane: look at the log */
+	EB_HEAD_NO_BASE,			/* its events from before are not counted */
+	EB_HEAD_KNOWN				/* every event of the lane is at or below */
+} EventBusHead;
+
+extern void eb_atomic_max_u64(pg_atomic_uint64 *v, uint64 x);
+extern void eb_lane_head_raise(EventBusDb *db, int32 topic_hash, int16 lane, uint64 seq);
+extern EventBusHead eb_lane_head(EventBusDb *db, int32 topic_hash, int16 lane, uint64 *head,
+								 uint64 *epoch);
+extern void eb_lane_head_base(EventBusDb *db, int32 topic_hash, int16 lane, uint64 epoch,
+							  uint64 base);
+extern void eb_lane_heads_forget(EventBusDb *db);
 
 #endif							/* EVENT_BUS_SHMEM_H */

@@ -54,6 +54,7 @@
 
 #include "event_bus.h"
 #include "horizon.h"
+#include "log.h"
 #include "shmem.h"
 #include "stats.h"
 #include "worker.h"
@@ -143,6 +144,16 @@ static ClaimStmt probe_lock_stmt = {
 	"                  AND e.seq OPERATOR(pg_catalog.>) $4 AND e.seq OPERATOR(pg_catalog.<=) $5)"
 	"   FOR UPDATE OF cu SKIP LOCKED",
 	5, {TEXTOID, TEXTOID, INT2OID, INT8OID, INT8OID}
+};
+
+/*
+ * The highest seq of a lane (of every topic with its hash), for the lane's
+ * head in shared memory (claim_lane_done).
+ */
+static ClaimStmt lane_max_stmt = {
+	"SELECT pg_catalog.max(e.seq) FROM event_bus.events e"
+	" WHERE e.topic_hash OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2",
+	2, {INT4OID, INT2OID}
 };
 
 /*
@@ -624,6 +635,39 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
  * them (due retries first, then lane by lane) under token 'tok'; returns how
  * many went into the result.
  */
+/*
+ * Has the lane no event above the cursor's high?  Its head in shared memory
+ * says so without a probe of the log (see eb_lane_head_raise in shmem.c);
+ * the first claim to need a lane's head after a restart counts the lane's
+ * events from before with one read of its highest seq.  False when the head
+ * cannot tell: the probe decides then.
+ */
+static bool
+claim_lane_done(EventBusDb *db, ClaimLane *c)
+{
+	int32		th = eb_topic_hash(VARDATA_ANY(DatumGetTextPP(c->topic)),
+								   VARSIZE_ANY_EXHDR(DatumGetTextPP(c->topic)));
+	int16		lane = DatumGetInt16(c->lane);
+	uint64		head;
+	uint64		epoch;
+	EventBusHead known = eb_lane_head(db, th, lane, &head, &epoch);
+
+	if (known == EB_HEAD_NO_BASE)
+	{
+		Datum		v[2] = {Int32GetDatum(th), Int16GetDatum(lane)};
+		bool		isnull;
+		Datum		d;
+
+		if (claim_exec(&lane_max_stmt, v, NULL, 0) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "event_bus: could not read the highest seq of a lane");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		SPI_freetuptable(SPI_tuptable);
+		eb_lane_head_base(db, th, lane, epoch, isnull ? 0 : (uint64) DatumGetInt64(d));
+		known = eb_lane_head(db, th, lane, &head, &epoch);
+	}
+	return known == EB_HEAD_KNOWN && c->high >= 0 && (uint64) c->high >= head;
+}
+
 static uint64
 claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum tok)
 {
@@ -636,6 +680,7 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 	int			nlanes;
 	int			i;
 	bool		isnull;
+	EventBusDb *db = eb_db_state();
 
 	/* 1. Due retries. */
 	{
@@ -716,7 +761,7 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 		{
 			Datum		pv[5] = {s->name, c->topic, c->lane, Int64GetDatum(c->high), Int64GetDatum(em.max_seq)};
 
-			if (c->high >= em.max_seq)
+			if (c->high >= em.max_seq || claim_lane_done(db, c))
 				continue;
 			if (claim_exec(&probe_lock_stmt, pv, NULL, 0) != SPI_OK_SELECT)
 				elog(ERROR, "event_bus: could not look at a lane");

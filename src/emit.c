@@ -650,6 +650,8 @@ eb_emit_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 	eb_log_open(&log);
 	eb_write_event(&log, &row, how->v11);
 	eb_log_close(&log);
+	eb_lane_head_raise(db, eb_topic_hash(VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic)),
+					   row.lane, (uint64) row.seq);
 
 	eb_stat_count('t', VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic), EB_EMITTED, 1);
 	eb_dispatch_note(row.topic, row.type, 1, row.seq);
@@ -686,6 +688,7 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 	bool	   *held;
 	int64		written = 0;
 	int64		newest = 0;
+	int64	   *heads;
 	TimestampTz deliver_at;
 
 	hsize = eb_check_common(fcinfo, &row.topic, &row.type, &headers, &row.version);
@@ -811,6 +814,7 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 	row.with_txid = how->v11;	/* 1.1 or later: with txid */
 	row.txid = how->v11 ? GetTopFullTransactionId() : InvalidFullTransactionId;
 	row.id = &id;
+	heads = palloc0(sizeof(int64) * lanes);
 	eb_log_open(&log);
 	for (i = 0; i < n; i++)
 	{
@@ -822,11 +826,16 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 		row.payload = DatumGetJsonbP(elems[i]);
 		row.key = kelems == NULL || knulls[i] ? NULL : DatumGetTextPP(kelems[i]);
 		row.lane = eb_lane(row.key, row.seq, lanes);
+		heads[row.lane] = Max(heads[row.lane], row.seq);
 		row.emitted_at = GetCurrentTimestamp();
 		eb_uuid_v7(&id, row.emitted_at);
 		eb_write_event(&log, &row, how->v11);
 	}
 	eb_log_close(&log);
+	for (i = 0; i < lanes; i++)
+		if (heads[i] > 0)
+			eb_lane_head_raise(db, eb_topic_hash(VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic)),
+							   (int16) i, (uint64) heads[i]);
 
 	eb_stat_count('t', VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic), EB_EMITTED, written);
 	if (written > 0)

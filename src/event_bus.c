@@ -38,7 +38,7 @@ eb_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(eb_shmem_size());
-	RequestNamedLWLockTranche("event_bus", 1);
+	RequestNamedLWLockTranche("event_bus", 2);
 	RequestAddinShmemSpace(eb_stats_shmem_size());
 	RequestNamedLWLockTranche("event_bus stats", 1);
 }

@@ -213,11 +213,7 @@ eb_horizon_init(void)
 static void
 eb_raise_max_seq(EventBusDb *db, uint64 seq)
 {
-	uint64		old = pg_atomic_read_u64(&db->max_seq);
-
-	while (old < seq &&
-		   !pg_atomic_compare_exchange_u64(&db->max_seq, &old, seq))
-		;
+	eb_atomic_max_u64(&db->max_seq, seq);
 }
 
 /*
@@ -237,7 +233,27 @@ eb_read_seq(EventBusDb *db)
 	fcinfo->args[0].isnull = false;
 	d = pg_sequence_last_value(fcinfo);
 	if (!fcinfo->isnull)
-		eb_raise_max_seq(db, (uint64) DatumGetInt64(d));
+	{
+		uint64		last = (uint64) DatumGetInt64(d);
+
+		eb_raise_max_seq(db, last);
+
+		/*
+		 * The first read in this life (or of this extension) counts what is
+		 * in the log by then as the lanes' bases; after it, seqs no emitter
+		 * has noted (yet) were taken by setval or a restore - or by an
+		 * emitter between its nextval and eb_note_seq.  Events may have
+		 * entered the log some other way: the lanes' bases are read again
+		 * (shmem.c).
+		 */
+		if (pg_atomic_read_u32(&db->seq_loaded) == 0)
+		{
+			eb_atomic_max_u64(&db->emit_seq, last);
+			eb_lane_heads_forget(db);
+		}
+		else if (last > pg_atomic_read_u64(&db->emit_seq))
+			eb_lane_heads_forget(db);
+	}
 	pg_atomic_write_u32(&db->seq_loaded, 1);
 }
 
@@ -308,11 +324,12 @@ eb_begin_emit(EventBusDb *db)
 	pg_memory_barrier();
 }
 
-/* Record a seq this backend was just given. */
+/* Record a seq this backend was just given (by nextval). */
 void
 eb_note_seq(EventBusDb *db, uint64 seq)
 {
 	eb_raise_max_seq(db, seq);
+	eb_atomic_max_u64(&db->emit_seq, seq);
 }
 
 /*

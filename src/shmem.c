@@ -10,7 +10,8 @@
  *
  * Locking: slots and the per-database counters are lock-free atomics;
  * EventBusShared.lock guards assignment of EventBusDb entries to databases
- * and the workers[] entries.
+ * and the workers[] entries; EventBusShared.heads_lock the lane heads' hash
+ * table (its heads themselves are atomics).
  *
  *-------------------------------------------------------------------------
  */
@@ -26,6 +27,7 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
@@ -37,6 +39,24 @@ EventBusShared *eb_shared = NULL;
 EventBusDb *eb_current_db = NULL;
 EventBusSlot *eb_current_slot = NULL;
 
+/* A lane's head: see eb_lane_head_raise(). */
+typedef struct LaneHeadKey
+{
+	Oid			dboid;
+	Oid			seqoid;			/* of the extension the events belong to */
+	int32		topic_hash;
+	int32		lane;
+} LaneHeadKey;
+
+typedef struct LaneHead
+{
+	LaneHeadKey key;
+	pg_atomic_uint64 head;		/* no event of the lane has a higher seq... */
+	pg_atomic_uint64 base_epoch;	/* ...if this is its database's heads_epoch */
+} LaneHead;
+
+static HTAB *lane_heads = NULL;
+
 static int
 eb_nslots(void)
 {
@@ -44,8 +64,8 @@ eb_nslots(void)
 	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
 }
 
-Size
-eb_shmem_size(void)
+static Size
+eb_shmem_struct_size(void)
 {
 	Size		size;
 
@@ -54,6 +74,12 @@ eb_shmem_size(void)
 	size = add_size(size, MAXALIGN(mul_size(eb_nslots(), sizeof(EventBusSlot))));
 	size = add_size(size, MAXALIGN(mul_size(eb_max_databases, sizeof(EventBusWorker))));
 	return size;
+}
+
+Size
+eb_shmem_size(void)
+{
+	return add_size(eb_shmem_struct_size(), hash_estimate_size(EB_LANE_HEADS, sizeof(LaneHead)));
 }
 
 /*
@@ -65,8 +91,13 @@ eb_shmem_init(void)
 {
 	bool		found;
 	char	   *base;
+	HASHCTL		info;
 
-	base = ShmemInitStruct("event_bus", eb_shmem_size(), &found);
+	info.keysize = sizeof(LaneHeadKey);
+	info.entrysize = sizeof(LaneHead);
+	lane_heads = ShmemInitHash("event_bus lane heads", EB_LANE_HEADS, EB_LANE_HEADS, &info,
+							   HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+	base = ShmemInitStruct("event_bus", eb_shmem_struct_size(), &found);
 	eb_shared = (EventBusShared *) base;
 	/* Pointers are process-local (EXEC_BACKEND may map shmem elsewhere). */
 	base += MAXALIGN(sizeof(EventBusShared));
@@ -79,7 +110,9 @@ eb_shmem_init(void)
 	{
 		int			i;
 
-		eb_shared->lock = &(GetNamedLWLockTranche("event_bus"))->lock;
+		eb_shared->lock = &(GetNamedLWLockTranche("event_bus"))[0].lock;
+		eb_shared->heads_lock = &(GetNamedLWLockTranche("event_bus"))[1].lock;
+		pg_atomic_init_u64(&eb_shared->next_epoch, 1);
 		eb_shared->max_databases = eb_max_databases;
 		eb_shared->nslots = eb_nslots();
 		eb_shared->launcher_pid = 0;
@@ -109,6 +142,8 @@ eb_shmem_init(void)
 			pg_atomic_init_u64(&db->wake_gen, 0);
 			pg_atomic_init_u32(&db->replan, 0);
 			pg_atomic_init_u64(&db->subs_gen, 0);
+			pg_atomic_init_u64(&db->emit_seq, 0);
+			pg_atomic_init_u64(&db->heads_epoch, 0);
 			SpinLockInit(&db->ring_lock);
 			pg_atomic_init_u64(&db->ring_head, 0);
 			memset(&eb_shared->workers[i], 0, sizeof(EventBusWorker));
@@ -219,6 +254,8 @@ eb_db_state(void)
 		pg_atomic_write_u32(&db->seq_loaded, 0);
 		pg_atomic_write_u64(&db->max_seq, 0);
 		pg_atomic_write_u64(&db->covered, 0);
+		pg_atomic_write_u64(&db->emit_seq, 0);
+		eb_lane_heads_forget(db);
 	}
 	LWLockRelease(eb_shared->lock);
 
@@ -288,4 +325,130 @@ eb_worker_alive(EventBusWorker *w)
 {
 	return w->pid != 0 && w->procno >= 0 &&
 		ProcGlobal->allProcs[w->procno].pid == w->pid;
+}
+
+
+/*
+ * Lane heads.  An entry (database, extension, topic hash, lane) holds a seq
+ * that no event of the lane exceeds, so a claim whose cursor is at or above
+ * it skips the lane without an index probe.  Two parts make the bound:
+ *
+ *	- every emit raises the head of each lane it writes to (creating the
+ *	  entry if there is none) before its transaction commits, so the head
+ *	  covers every event written since shared memory was set up;
+ *	- events from before - written before a restart, or before the entry
+ *	  existed while the table was full - are counted once by a claim, which
+ *	  reads the lane's highest seq from the log and folds it in as the
+ *	  lane's base (eb_lane_head_base).  Everything from before a restart
+ *	  has committed or rolled back (PREPARE after an emit is refused), and
+ *	  an emitter still open when the entry was made raises it itself.
+ *
+ * A base is tied to its database's heads_epoch, which moves (and so makes
+ * every base stale) when the extension is created anew or a claimer finds
+ * the seq sequence ahead of what emitters noted (setval, a restored dump:
+ * events may have entered the log some other way).  The hash table has a
+ * fixed size and entries are never removed: a lane without an entry is
+ * probed as before.  A head too high only costs a probe; a head never
+ * lowers.  Topics whose names hash alike share entries, which is safe.
+ */
+static void
+eb_lane_head_key(LaneHeadKey *key, EventBusDb *db, int32 topic_hash, int16 lane)
+{
+	memset(key, 0, sizeof(*key));
+	key->dboid = db->dboid;
+	key->seqoid = db->seqoid;
+	key->topic_hash = topic_hash;
+	key->lane = lane;
+}
+
+/* Raise *v to at least x; a full barrier when it writes. */
+void
+eb_atomic_max_u64(pg_atomic_uint64 *v, uint64 x)
+{
+	uint64		old = pg_atomic_read_u64(v);
+
+	while (old < x && !pg_atomic_compare_exchange_u64(v, &old, x))
+		;
+}
+
+/* The entry of a lane, made if missing and there is room; NULL if not. */
+static LaneHead *
+eb_lane_head_entry(LaneHeadKey *key, uint64 first)
+{
+	LaneHead   *e;
+	bool		found;
+
+	LWLockAcquire(eb_shared->heads_lock, LW_SHARED);
+	e = hash_search(lane_heads, key, HASH_FIND, NULL);
+	LWLockRelease(eb_shared->heads_lock);
+	if (e != NULL)
+		return e;				/* entries are never removed */
+	LWLockAcquire(eb_shared->heads_lock, LW_EXCLUSIVE);
+	e = hash_search(lane_heads, key, HASH_ENTER_NULL, &found);
+	if (e != NULL && !found)
+	{
+		pg_atomic_init_u64(&e->head, first);
+		pg_atomic_init_u64(&e->base_epoch, 0);
+	}
+	LWLockRelease(eb_shared->heads_lock);
+	return e;
+}
+
+/* An emitter wrote an event with this seq into the lane (before commit). */
+void
+eb_lane_head_raise(EventBusDb *db, int32 topic_hash, int16 lane, uint64 seq)
+{
+	LaneHeadKey key;
+	LaneHead   *e;
+
+	eb_lane_head_key(&key, db, topic_hash, lane);
+	e = eb_lane_head_entry(&key, seq);
+	if (e != NULL)
+		eb_atomic_max_u64(&e->head, seq);
+}
+
+/*
+ * A claimer's bound for a lane: EB_HEAD_KNOWN with *head, or EB_HEAD_NO_BASE
+ * with the *epoch to pass to eb_lane_head_base() after reading the lane's
+ * highest seq (with a snapshot taken after this returns), or EB_HEAD_NONE.
+ */
+EventBusHead
+eb_lane_head(EventBusDb *db, int32 topic_hash, int16 lane, uint64 *head, uint64 *epoch)
+{
+	LaneHeadKey key;
+	LaneHead   *e;
+
+	eb_lane_head_key(&key, db, topic_hash, lane);
+	*epoch = pg_atomic_read_u64(&db->heads_epoch);
+	pg_memory_barrier();
+	e = eb_lane_head_entry(&key, 0);
+	if (e == NULL)
+		return EB_HEAD_NONE;
+	if (pg_atomic_read_u64(&e->base_epoch) != *epoch)
+		return EB_HEAD_NO_BASE;
+	*head = pg_atomic_read_u64(&e->head);
+	return EB_HEAD_KNOWN;
+}
+
+/* Fold in a lane's highest seq read under the epoch eb_lane_head() gave. */
+void
+eb_lane_head_base(EventBusDb *db, int32 topic_hash, int16 lane, uint64 epoch, uint64 base)
+{
+	LaneHeadKey key;
+	LaneHead   *e;
+
+	eb_lane_head_key(&key, db, topic_hash, lane);
+	e = eb_lane_head_entry(&key, base);
+	if (e == NULL)
+		return;
+	eb_atomic_max_u64(&e->head, base);
+	pg_atomic_write_u64(&e->base_epoch, epoch);	/* stale if the epoch moved */
+}
+
+/* Make every base of the database's lanes stale. */
+void
+eb_lane_heads_forget(EventBusDb *db)
+{
+	pg_atomic_write_u64(&db->heads_epoch, pg_atomic_fetch_add_u64(&eb_shared->next_epoch, 1));
+	pg_memory_barrier();
 }
