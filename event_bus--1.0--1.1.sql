@@ -44,6 +44,12 @@ CREATE FUNCTION event_bus._topic_bit(topic text) RETURNS bigint
 -- since every log row stores it.
 CREATE FUNCTION event_bus._topic_hash(topic text) RETURNS integer
     AS 'MODULE_PATHNAME', 'eb_topic_hash_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+-- A lease's seqs, packed (leases.seqs): a bitmap from the lowest seq, or the
+-- seqs themselves when they are too sparse for one (claim.c).
+CREATE FUNCTION event_bus._pack_seqs(seqs bigint[]) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'eb_pack_seqs' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION event_bus._unpack_seqs(packed bytea) RETURNS bigint[]
+    AS 'MODULE_PATHNAME', 'eb_unpack_seqs' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
 CREATE FUNCTION event_bus._lane_next(p_position bigint, p_high bigint, p_xids xid8[], p_afters bigint[],
                                      max_seq bigint, emitters xid8[], floors bigint[],
                                      full_ boolean, last bigint, snap pg_snapshot, pending_read boolean,
@@ -113,6 +119,12 @@ ALTER TABLE event_bus.leases ALTER COLUMN token DROP DEFAULT;
 -- A lease of a few hundred events stays in its row, uncompressed: compressing
 -- its seqs with pglz on every claim was an eighth of a claim of 500.
 ALTER TABLE event_bus.leases SET (toast_tuple_target = 8160);
+-- Leases keep their seqs packed (_pack_seqs: a bitmap from the lowest seq):
+-- a partial ack rewrites a few bytes, not the whole array.  The two views
+-- that read the column are made again below.
+DROP VIEW event_bus.subscription_status;
+DROP VIEW event_bus.in_flight;
+ALTER TABLE event_bus.leases ALTER COLUMN seqs TYPE bytea USING event_bus._pack_seqs(seqs);
 
 -- Claims step over transactions still open and come back for their events:
 -- each event records its transaction, each cursor the transactions it
@@ -405,7 +417,7 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     DELETE FROM event_bus.leases x
      WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id AND pg_catalog.cardinality(p_seqs) OPERATOR(pg_catalog.=) 0;
-    UPDATE event_bus.leases x SET seqs = p_seqs
+    UPDATE event_bus.leases x SET seqs = event_bus._pack_seqs(p_seqs)
      WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id AND pg_catalog.cardinality(p_seqs) OPERATOR(pg_catalog.>) 0;
 $$;
 
@@ -791,7 +803,7 @@ BEGIN
     -- them are gone, and an ordered lane should not wait out their lease.
     -- Leases a consumer is acking right now are skipped and seen next time.
     FOR l IN
-        SELECT x.* FROM event_bus.leases x
+        SELECT x.*, event_bus._unpack_seqs(x.seqs) AS seq_list FROM event_bus.leases x
          WHERE x.expires_at OPERATOR(pg_catalog.<=) t OR x.claimed_at OPERATOR(pg_catalog.<) life
          ORDER BY x.lease_id
          LIMIT pg_catalog.current_setting('event_bus.expire_batch_size')::integer
@@ -799,10 +811,10 @@ BEGIN
     LOOP
         SELECT * INTO s FROM event_bus.subscriptions x WHERE x.subscription OPERATOR(pg_catalog.=) l.subscription;
         expired_leases := expired_leases + 1;
-        PERFORM event_bus._stat_add('s', s.subscription, 'expired', pg_catalog.cardinality(l.seqs));
+        PERFORM event_bus._stat_add('s', s.subscription, 'expired', pg_catalog.cardinality(l.seq_list));
         -- One due time per lease keeps an ordered lane's events together.
         due := t + event_bus._backoff(s.backoff_base, s.backoff_max, 1);
-        FOREACH v IN ARRAY l.seqs LOOP
+        FOREACH v IN ARRAY l.seq_list LOOP
             SELECT r.attempt INTO att FROM event_bus.retries r
              WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) v
              FOR UPDATE;
@@ -1020,7 +1032,7 @@ AS $$
           WHERE p_subscription IS NULL OR c.subscription OPERATOR(pg_catalog.=) p_subscription),
         (SELECT min(r.seq) FROM event_bus.retries r
           WHERE p_subscription IS NULL OR r.subscription OPERATOR(pg_catalog.=) p_subscription),
-        (SELECT min(l.seqs[1]) FROM event_bus.leases l
+        (SELECT min((event_bus._unpack_seqs(l.seqs))[1]) FROM event_bus.leases l
           WHERE p_subscription IS NULL OR l.subscription OPERATOR(pg_catalog.=) p_subscription),
         h + 1)
 $$;
@@ -1146,7 +1158,7 @@ DECLARE
     lid bigint;
 BEGIN
     INSERT INTO event_bus.leases AS l (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
-    VALUES (s.subscription, p_topic, p_lane, p_seqs, t, t + len,
+    VALUES (s.subscription, p_topic, p_lane, event_bus._pack_seqs(p_seqs), t, t + len,
             pg_catalog.pg_backend_pid(), tok)
     RETURNING l.lease_id INTO lid;
     RETURN QUERY
@@ -1285,7 +1297,7 @@ BEGIN
              LIMIT left_),
         l AS (
             INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
-            SELECT s.subscription, c.topic, c.lane, pg_catalog.array_agg(ev.seq ORDER BY ev.seq),
+            SELECT s.subscription, c.topic, c.lane, event_bus._pack_seqs(pg_catalog.array_agg(ev.seq)),
                    t, t + len, pg_catalog.pg_backend_pid(), tok
               FROM ev HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0),
         nx AS (
@@ -1324,7 +1336,7 @@ BEGIN
     END IF;
     SELECT * INTO l FROM event_bus.leases x
      WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
-       AND p_seq OPERATOR(pg_catalog.=) ANY (x.seqs)
+       AND p_seq OPERATOR(pg_catalog.=) ANY (event_bus._unpack_seqs(x.seqs))
        AND (p_token IS NULL OR x.token OPERATOR(pg_catalog.=) p_token)
      FOR UPDATE;
     IF NOT FOUND THEN
@@ -1524,7 +1536,7 @@ BEGIN
       FROM event_bus.leases l
       JOIN event_bus.cursors c ON c.subscription OPERATOR(pg_catalog.=) l.subscription
                               AND c.topic OPERATOR(pg_catalog.=) l.topic AND c.lane OPERATOR(pg_catalog.=) l.lane,
-           pg_catalog.unnest(l.seqs) v
+           pg_catalog.unnest(event_bus._unpack_seqs(l.seqs)) v
      WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription AND v OPERATOR(pg_catalog.>) c.position;
     IF inflight OPERATOR(pg_catalog.>) 0 THEN
         RAISE EXCEPTION 'cannot replay subscription "%" over % events in flight', s.subscription, inflight
@@ -1685,6 +1697,7 @@ DECLARE
     att     integer;
     due     timestamptz;
     outcome text;
+    left_   bigint[];
 BEGIN
     s := event_bus._subscription(_fail_impl.subscription);
     IF _fail_impl.retry_in IS NOT NULL AND _fail_impl.retry_in < interval '0' THEN
@@ -1703,19 +1716,19 @@ BEGIN
     PERFORM event_bus._stat_add('s', s.subscription, 'failed', 1);
     PERFORM event_bus._wake();          -- the worker schedules the retry
 
-    l.seqs := pg_catalog.array_remove(l.seqs, _fail_impl.seq);
+    left_ := pg_catalog.array_remove(event_bus._unpack_seqs(l.seqs), _fail_impl.seq);
     IF s.ordered THEN
         -- The events after the failed one wait behind it: they go back as
         -- retries.  Those before it stay leased: the consumer has handled
         -- them (in order) and may still ack them.
         PERFORM event_bus._release(s, l.topic, l.lane,
-                                   ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
+                                   ARRAY(SELECT v FROM pg_catalog.unnest(left_) v
                                           WHERE v OPERATOR(pg_catalog.>) _fail_impl.seq ORDER BY v),
                                    CASE WHEN outcome = 'dead' THEN pg_catalog.clock_timestamp() ELSE due END);
-        l.seqs := ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
-                         WHERE v OPERATOR(pg_catalog.<) _fail_impl.seq ORDER BY v);
+        left_ := ARRAY(SELECT v FROM pg_catalog.unnest(left_) v
+                        WHERE v OPERATOR(pg_catalog.<) _fail_impl.seq ORDER BY v);
     END IF;
-    PERFORM event_bus._keep_seqs(l.lease_id, l.seqs);
+    PERFORM event_bus._keep_seqs(l.lease_id, left_);
     RETURN outcome;
 END
 $$;
@@ -1744,8 +1757,8 @@ BEGIN
      WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _dead_letter_impl.seq;
     PERFORM event_bus._bury(s, _dead_letter_impl.seq, l.topic, l.lane, coalesce(att, 1), _dead_letter_impl.reason);
     PERFORM event_bus._wake();          -- the worker announces the dead letter
-    l.seqs := pg_catalog.array_remove(l.seqs, _dead_letter_impl.seq);
-    PERFORM event_bus._keep_seqs(l.lease_id, l.seqs);
+    PERFORM event_bus._keep_seqs(l.lease_id,
+                                 pg_catalog.array_remove(event_bus._unpack_seqs(l.seqs), _dead_letter_impl.seq));
 END
 $$;
 
@@ -1777,10 +1790,10 @@ BEGIN
         UPDATE event_bus.leases x
            SET expires_at = pg_catalog.clock_timestamp() + coalesce(_extend_impl.lease, s.lease)
          WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
-           AND x.seqs OPERATOR(pg_catalog.&&) _extend_impl.seqs
+           AND event_bus._unpack_seqs(x.seqs) OPERATOR(pg_catalog.&&) _extend_impl.seqs
            AND (_extend_impl.token IS NULL OR x.token OPERATOR(pg_catalog.=) _extend_impl.token)
         RETURNING x.seqs)
-    SELECT pg_catalog.count(*) INTO n FROM l, pg_catalog.unnest(l.seqs) v
+    SELECT pg_catalog.count(*) INTO n FROM l, pg_catalog.unnest(event_bus._unpack_seqs(l.seqs)) v
      WHERE v OPERATOR(pg_catalog.=) ANY (_extend_impl.seqs);
     RETURN n;
 END
@@ -2361,7 +2374,7 @@ LANGUAGE C STABLE;
 CREATE OR REPLACE VIEW event_bus.subscription_status AS
 SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
        lag.pending,
-       (SELECT coalesce(sum(pg_catalog.cardinality(l.seqs)), 0)::bigint FROM event_bus.leases l
+       (SELECT coalesce(sum(pg_catalog.cardinality(event_bus._unpack_seqs(l.seqs))), 0)::bigint FROM event_bus.leases l
          WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription) AS in_flight,
        (SELECT pg_catalog.count(*) FROM event_bus.retries r
          WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.lease_id IS NULL) AS retrying,
@@ -2378,9 +2391,9 @@ COMMENT ON VIEW event_bus.subscription_status IS
 'Per subscription: events not yet handed out (pending, counted from per-lane marks without reading the backlog; oldest_pending_age, the age of the oldest of them), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
 
 CREATE OR REPLACE VIEW event_bus.in_flight AS
-SELECT l.subscription, l.topic, l.lane, l.lease_id, pg_catalog.cardinality(l.seqs) AS events, l.seqs,
+SELECT l.subscription, l.topic, l.lane, l.lease_id, pg_catalog.cardinality(x.seqs) AS events, x.seqs,
        l.claimed_at, l.expires_at, l.claimed_by
-  FROM event_bus.leases l JOIN event_bus.subscriptions s ON s.subscription OPERATOR(pg_catalog.=) l.subscription
+  FROM event_bus.leases l CROSS JOIN LATERAL (SELECT event_bus._unpack_seqs(l.seqs) AS seqs) x JOIN event_bus.subscriptions s ON s.subscription OPERATOR(pg_catalog.=) l.subscription
  WHERE event_bus._visible(s.owner);
 COMMENT ON VIEW event_bus.in_flight IS 'Claimed batches that are not yet acknowledged (of the subscriptions one may see).';
 
@@ -2478,6 +2491,8 @@ GRANT SELECT ON event_bus.topic_grants, event_bus.dead_letter_queue TO event_bus
 GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;
 GRANT SELECT ON event_bus.open_emitters, event_bus.stats, event_bus.lane_marks, event_bus.dedupe_keys,
     event_bus.scheduled_events, event_bus.scheduled TO event_bus_admin;
+-- Dropped and made again for the packed leases (storage, above):
+GRANT SELECT ON event_bus.subscription_status, event_bus.in_flight TO event_bus_admin;
 GRANT EXECUTE ON PROCEDURE event_bus.wait(text, interval) TO event_bus_consumer;
 GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer, text, timestamptz),
                           event_bus.emit_many(text, text, jsonb[], text[], jsonb, integer, text[], timestamptz),
@@ -2525,6 +2540,7 @@ GRANT EXECUTE ON FUNCTION event_bus.to_cloudevent(bigint, uuid, text, text, inte
 -- reader, not as the view's owner).
 GRANT EXECUTE ON FUNCTION event_bus._handed_out(bigint, xid8, bigint, xid8[], bigint[]),
                           event_bus._topic_hash(text),
+                          event_bus._unpack_seqs(bytea),
                           event_bus._stat("char", text),
                           event_bus._lag()
       TO event_bus_producer, event_bus_consumer;

@@ -11,7 +11,7 @@ INSERT INTO orders VALUES (1, 'ada', 10, 'new', 's1'), (2, 'bob', 20, 'new', 's2
 UPDATE orders SET status = 'paid' WHERE id = 1;
 DELETE FROM orders WHERE id = 2;
 SELECT seq - :base AS n, type, key, payload, headers FROM event_bus.claim('audit', 100) ORDER BY seq;
-SELECT event_bus.ack('audit', ARRAY(SELECT unnest(seqs) FROM event_bus.leases));
+SELECT event_bus.ack('audit', ARRAY(SELECT unnest(event_bus._unpack_seqs(seqs)) FROM event_bus.leases));
 
 -- A rollback, or a rolled-back savepoint, leaves no event
 BEGIN;
@@ -26,7 +26,7 @@ UPDATE orders SET total = 41 WHERE id = 4;
 COMMIT;
 -- events of one transaction arrive together, in statement order
 SELECT type, key, payload->>'total' AS total FROM event_bus.claim('audit', 100) ORDER BY seq;
-SELECT event_bus.ack('audit', ARRAY(SELECT unnest(seqs) FROM event_bus.leases));
+SELECT event_bus.ack('audit', ARRAY(SELECT unnest(event_bus._unpack_seqs(seqs)) FROM event_bus.leases));
 
 -- Bulk statements emit set-based, in row order
 INSERT INTO orders SELECT g, 'bulk', g, 'new', NULL FROM generate_series(100, 1099) g;
@@ -35,10 +35,10 @@ SELECT count(*), min(key::int), max(key::int),
        array_agg(key::int ORDER BY seq) = ARRAY(SELECT generate_series(100, 1099)) AS row_order
   FROM event_bus.events WHERE topic = 'orders' AND seq > :base AND type = 'orders.inserted' AND key::int >= 100;
 SELECT count(*) FROM event_bus.claim('audit', 2000);
-SELECT event_bus.ack('audit', ARRAY(SELECT unnest(seqs) FROM event_bus.leases));
+SELECT event_bus.ack('audit', ARRAY(SELECT unnest(event_bus._unpack_seqs(seqs)) FROM event_bus.leases));
 DELETE FROM orders WHERE id >= 100;
 SELECT count(*) AS deleted_events FROM event_bus.claim('audit', 2000);
-SELECT event_bus.ack('audit', ARRAY(SELECT unnest(seqs) FROM event_bus.leases));
+SELECT event_bus.ack('audit', ARRAY(SELECT unnest(event_bus._unpack_seqs(seqs)) FROM event_bus.leases));
 
 -- Options: event types, changed columns only, a row filter
 SELECT event_bus.capture('orders', types => '{"insert": "OrderPlaced", "update": "OrderChanged"}',
@@ -46,7 +46,7 @@ SELECT event_bus.capture('orders', types => '{"insert": "OrderPlaced", "update":
 INSERT INTO orders VALUES (6, 'fa', 5, 'new', 'x'), (7, 'gi', 70, 'new', 'y');
 UPDATE orders SET status = 'shipped', total = 12 WHERE id IN (1, 6);
 SELECT type, key, payload FROM event_bus.claim('audit', 100) ORDER BY seq;
-SELECT event_bus.ack('audit', ARRAY(SELECT unnest(seqs) FROM event_bus.leases));
+SELECT event_bus.ack('audit', ARRAY(SELECT unnest(event_bus._unpack_seqs(seqs)) FROM event_bus.leases));
 -- old and new images, included columns only, truncate, another topic
 SELECT event_bus.create_topic('order-history', 1);
 SELECT event_bus.subscribe('history', ARRAY['order-history']);

@@ -104,3 +104,34 @@ SELECT event_bus.unsubscribe('ce-sub');
 RESET ROLE;
 DROP ROLE eb_ce_consumer;
 SELECT event_bus.drop_topic('ce');
+
+-- Leases keep their seqs packed: a bitmap from the lowest seq ('b'), or the
+-- seqs themselves ('l') when a bitmap would be the larger; either way they
+-- come back ascending, without repeats.
+SELECT event_bus._unpack_seqs(event_bus._pack_seqs(ARRAY[17, 3, 5, 3, 4])) AS dense,
+       get_byte(event_bus._pack_seqs(ARRAY[17, 3, 5, 3, 4]), 0) = ascii('b') AS dense_is_bitmap,
+       length(event_bus._pack_seqs(ARRAY(SELECT g * 16 FROM generate_series(1, 100) g))) AS lane_of_16_bytes,
+       event_bus._unpack_seqs(event_bus._pack_seqs(ARRAY[1, 1000000000000])) AS sparse,
+       get_byte(event_bus._pack_seqs(ARRAY[1, 1000000000000]), 0) = ascii('l') AS sparse_is_list,
+       event_bus._unpack_seqs(event_bus._pack_seqs('{}')) AS empty;
+SELECT event_bus._unpack_seqs(event_bus._pack_seqs(ARRAY(SELECT g * 16 FROM generate_series(1, 100) g)))
+     = ARRAY(SELECT g * 16 FROM generate_series(1, 100) g)::bigint[] AS lane_of_16_round_trip;
+SELECT event_bus._pack_seqs(ARRAY[1, NULL]);
+SELECT event_bus._unpack_seqs('\x7a');
+SELECT event_bus._unpack_seqs('\x6c0102');
+-- A partial ack rewrites the packed lease, which keeps the rest.
+SELECT event_bus.create_topic('packed', 1);
+SELECT event_bus.subscribe('packed_s', ARRAY['packed']);
+SELECT count(*) FROM (SELECT event_bus.emit('packed', 'T', '{}') FROM generate_series(1, 40)) e;
+SELECT count(*) AS claimed FROM event_bus.claim('packed_s', 40);
+SELECT length(seqs) AS packed_bytes FROM event_bus.leases WHERE subscription = 'packed_s';
+SELECT event_bus.ack('packed_s', ARRAY(SELECT s FROM event_bus.in_flight, unnest(seqs) s
+                                         WHERE subscription = 'packed_s' ORDER BY s LIMIT 30));
+SELECT events, cardinality(seqs) AS left_in_view FROM event_bus.in_flight WHERE subscription = 'packed_s';
+-- The rest keeps the bitmap's base: acking the lowest seqs clears bits and
+-- moves nothing (WAL logs the changed bytes, not the row).
+SELECT length(seqs) AS packed_bytes_after FROM event_bus.leases WHERE subscription = 'packed_s';
+SELECT event_bus.ack('packed_s', (SELECT seqs FROM event_bus.in_flight WHERE subscription = 'packed_s'));
+SELECT count(*) AS leases_left FROM event_bus.leases WHERE subscription = 'packed_s';
+SELECT event_bus.unsubscribe('packed_s');
+SELECT event_bus.drop_topic('packed');

@@ -76,7 +76,7 @@ SELECT try(format($$SELECT event_bus.fail('s', %s, 'x', retry_in => '-1 minute')
 SELECT try(format($$SELECT event_bus.dead_letter('s', %s)$$, :theirs));
 SELECT try(format($$SELECT event_bus.dead_letter('s-other', %s)$$, :mine));
 -- nothing of the above changed the lease
-SELECT seqs = ARRAY[:mine]::bigint[] AS still_leased FROM event_bus.leases WHERE subscription = 's';
+SELECT event_bus._unpack_seqs(seqs) = ARRAY[:mine]::bigint[] AS still_leased FROM event_bus.leases WHERE subscription = 's';
 SELECT event_bus.ack('s', ARRAY[:mine]);
 SELECT try(format($$SELECT event_bus.fail('s', %s)$$, :mine));
 SELECT try(format($$SELECT event_bus.dead_letter('s', %s, 'x')$$, :mine));

@@ -12,7 +12,7 @@ SELECT seq - :base AS n, attempt, last_error, in_flight,
   FROM event_bus.retry_queue;
 SELECT count(*) FROM event_bus.claim('sender');
 -- the other events of the batch stay leased
-SELECT seqs = ARRAY[:base + 2, :base + 3]::bigint[] AS rest_leased FROM event_bus.leases WHERE subscription = 'sender';
+SELECT event_bus._unpack_seqs(seqs) = ARRAY[:base + 2, :base + 3]::bigint[] AS rest_leased FROM event_bus.leases WHERE subscription = 'sender';
 -- backoff grows exponentially, capped at backoff_max, with jitter of at most half
 SELECT bool_and(event_bus._backoff('1 second', '1 hour', a) BETWEEN
                 least(interval '1 hour', interval '1 second' * 2 ^ (a - 1)) / 2 AND
@@ -57,14 +57,14 @@ SELECT count(event_bus.emit('ledger', 'Posted', jsonb_build_object('n', g), key 
 SELECT payload, attempt FROM event_bus.claim('books', 2) ORDER BY seq;
 -- the lane is leased: nothing more from it until the lease ends
 SELECT count(*) FROM event_bus.claim('books');
-SELECT seqs[1] AS first, seqs[2] AS second FROM event_bus.leases WHERE subscription = 'books' \gset
+SELECT (event_bus._unpack_seqs(seqs))[1] AS first, (event_bus._unpack_seqs(seqs))[2] AS second FROM event_bus.leases WHERE subscription = 'books' \gset
 SELECT event_bus.fail('books', :first, 'ledger locked', retry_in => '0');
 -- both events of the batch come back, in order, then the rest of the lane
 SELECT payload, attempt FROM event_bus.claim('books') ORDER BY seq;
 SELECT event_bus.ack('books', ARRAY[:first, :second]);
 SELECT payload, attempt FROM event_bus.claim('books') ORDER BY seq;
 -- expiry in an ordered lane redelivers the whole batch in order
-SELECT seqs AS batch FROM event_bus.leases WHERE subscription = 'books' \gset
+SELECT event_bus._unpack_seqs(seqs) AS batch FROM event_bus.leases WHERE subscription = 'books' \gset
 UPDATE event_bus.leases SET expires_at = now() - interval '1 second' WHERE subscription = 'books';
 SELECT expired_leases, retried, dead_lettered FROM event_bus.run_maintenance();
 UPDATE event_bus.retries SET due_at = now() - interval '1 second' WHERE subscription = 'books';

@@ -187,7 +187,7 @@ static ClaimStmt read_stmt = {
 static ClaimStmt lease_stmt = {
 	"INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)"
 	" VALUES ($1, $2, $3, $4, $5, $5 OPERATOR(pg_catalog.+) $6, pg_catalog.pg_backend_pid(), $7)",
-	7, {TEXTOID, TEXTOID, INT2OID, INT8ARRAYOID, TIMESTAMPTZOID, INTERVALOID, UUIDOID}
+	7, {TEXTOID, TEXTOID, INT2OID, BYTEAOID, TIMESTAMPTZOID, INTERVALOID, UUIDOID}
 };
 
 /*
@@ -451,6 +451,161 @@ claim_int8_array(int64 *v, int n)
 	return PointerGetDatum(construct_array(d, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
+/*
+ * A lease's seqs, packed (leases.seqs is bytea): 'b', the lowest seq, then a
+ * bitmap of the span from it (bit i % 8 of byte i / 8 stands for the lowest
+ * seq + i); or 'l' and the seqs themselves when the span is too sparse for
+ * its bitmap to be the smaller.  Ascending, without repeats.  A lease of 100
+ * events of one lane of a 16-lane topic takes about 200 bytes, not 800, and
+ * a partial ack rewrites that much.
+ */
+#define CLAIM_SEQS_HDR (1 + sizeof(int64))
+
+static bytea *
+claim_pack_seqs_from(const int64 *v, int n, int64 lo)
+{
+	bytea	   *p;
+	char	   *d;
+	uint64		span = n > 0 ? (uint64) v[n - 1] - (uint64) lo : 0;
+	Size		bitmap = (Size) (span / 8 + 1);
+	int			i;
+
+	if (n > 0 && lo <= v[0] && span / 8 < (uint64) n * sizeof(int64))
+	{
+		p = palloc0(VARHDRSZ + CLAIM_SEQS_HDR + bitmap);
+		SET_VARSIZE(p, VARHDRSZ + CLAIM_SEQS_HDR + bitmap);
+		d = VARDATA(p);
+		d[0] = 'b';
+		memcpy(d + 1, &lo, sizeof(int64));
+		for (i = 0; i < n; i++)
+		{
+			uint64		bit = (uint64) v[i] - (uint64) lo;
+
+			d[CLAIM_SEQS_HDR + bit / 8] |= (char) (1 << (bit % 8));
+		}
+		return p;
+	}
+	p = palloc(VARHDRSZ + 1 + sizeof(int64) * n);
+	SET_VARSIZE(p, VARHDRSZ + 1 + sizeof(int64) * n);
+	d = VARDATA(p);
+	d[0] = 'l';
+	if (n > 0)
+		memcpy(d + 1, v, sizeof(int64) * n);
+	return p;
+}
+
+static bytea *
+claim_pack_seqs(const int64 *v, int n)
+{
+	return claim_pack_seqs_from(v, n, n > 0 ? v[0] : 0);
+}
+
+/*
+ * The bitmap's base of a packed lease, or 'fallback' for a list: what is
+ * left of a lease after an ack is packed from the same base, so that acking
+ * its lowest seq clears a bit instead of moving the whole bitmap (and WAL
+ * logs the bytes around it, not the row).
+ */
+static int64
+claim_seqs_base(bytea *p, int64 fallback)
+{
+	const char *d = VARDATA_ANY(p);
+	int64		lo;
+
+	if (VARSIZE_ANY_EXHDR(p) < CLAIM_SEQS_HDR || d[0] != 'b')
+		return fallback;
+	memcpy(&lo, d + 1, sizeof(int64));
+	return lo;
+}
+
+static void
+claim_bad_seqs(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid packed seqs of a lease")));
+}
+
+/* The seqs of a packed lease, palloc'd, ascending; *n says how many. */
+static int64 *
+claim_unpack_seqs(bytea *p, int *n)
+{
+	const char *d = VARDATA_ANY(p);
+	Size		len = VARSIZE_ANY_EXHDR(p);
+	int64	   *v;
+	int64		lo;
+	Size		i;
+	int			k = 0;
+
+	if (len < 1 || (d[0] != 'b' && d[0] != 'l'))
+		claim_bad_seqs();
+	if (d[0] == 'l')
+	{
+		if ((len - 1) % sizeof(int64) != 0 || (len - 1) / sizeof(int64) > MaxAllocSize / sizeof(int64))
+			claim_bad_seqs();
+		*n = (int) ((len - 1) / sizeof(int64));
+		v = palloc(sizeof(int64) * Max(*n, 1));
+		memcpy(v, d + 1, sizeof(int64) * *n);
+		return v;
+	}
+	if (len < CLAIM_SEQS_HDR || (len - CLAIM_SEQS_HDR) > MaxAllocSize / (8 * sizeof(int64)))
+		claim_bad_seqs();
+	memcpy(&lo, d + 1, sizeof(int64));
+	for (i = CLAIM_SEQS_HDR; i < len; i++)
+		k += pg_number_of_ones[(unsigned char) d[i]];
+	v = palloc(sizeof(int64) * Max(k, 1));
+	k = 0;
+	for (i = CLAIM_SEQS_HDR; i < len; i++)
+	{
+		unsigned char b = (unsigned char) d[i];
+		int			j;
+
+		for (j = 0; b != 0; j++, b >>= 1)
+			if (b & 1)
+				v[k++] = (int64) ((uint64) lo + (uint64) (i - CLAIM_SEQS_HDR) * 8 + j);
+	}
+	*n = k;
+	return v;
+}
+
+PG_FUNCTION_INFO_V1(eb_pack_seqs);
+PG_FUNCTION_INFO_V1(eb_unpack_seqs);
+
+/* event_bus._pack_seqs(seqs bigint[]) returns bytea */
+Datum
+eb_pack_seqs(PG_FUNCTION_ARGS)
+{
+	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n,
+				i;
+	int64	   *v;
+
+	deconstruct_array(a, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, &n);
+	v = palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("seqs must be an array of event seqs without NULLs")));
+		v[i] = DatumGetInt64(elems[i]);
+	}
+	n = claim_sort_unique(v, n);
+	PG_RETURN_BYTEA_P(claim_pack_seqs(v, n));
+}
+
+/* event_bus._unpack_seqs(packed bytea) returns bigint[] */
+Datum
+eb_unpack_seqs(PG_FUNCTION_ARGS)
+{
+	int			n;
+	int64	   *v = claim_unpack_seqs(PG_GETARG_BYTEA_PP(0), &n);
+
+	PG_RETURN_DATUM(claim_int8_array(v, n));
+}
+
 /* Is x one of the n sorted seqs in v? */
 static bool
 claim_has(int64 *v, int n, int64 x)
@@ -601,7 +756,8 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 
 	if (n > 0)
 	{
-		Datum		lv[7] = {s->name, c->topic, c->lane, claim_int8_array(seqs, n), TimestampTzGetDatum(t), len, tok};
+		Datum		lv[7] = {s->name, c->topic, c->lane, PointerGetDatum(claim_pack_seqs(seqs, n)),
+		TimestampTzGetDatum(t), len, tok};
 
 		if (claim_exec(&lease_stmt, lv, NULL, 0) != SPI_OK_INSERT)
 			elog(ERROR, "event_bus: could not write a lease");
@@ -994,7 +1150,7 @@ static ClaimStmt ack_delete_stmt = {
 
 static ClaimStmt ack_keep_stmt = {
 	"UPDATE event_bus.leases x SET seqs = $2 WHERE x.lease_id OPERATOR(pg_catalog.=) $1",
-	2, {INT8OID, INT8ARRAYOID}
+	2, {INT8OID, BYTEAOID}
 };
 
 static ClaimStmt ack_retries_stmt = {
@@ -1073,19 +1229,19 @@ eb_ack(PG_FUNCTION_ARGS)
 		nleases = 0;
 		for (i = 0; i < (int) SPI_processed; i++)
 		{
-			Datum	   *ls;
+			int64	   *ls;
 			int			nls,
 						j;
 
-			deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-															  2, &isnull)),
-							  INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ls, NULL, &nls);
+			ls = claim_unpack_seqs(DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+																 2, &isnull)), &nls);
 			for (j = 0; j < nls; j++)
-				if (claim_has(want, nwant, DatumGetInt64(ls[j])))
+				if (claim_has(want, nwant, ls[j]))
 					break;
 			if (j < nls)
 				lease_ids[nleases++] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
 																   SPI_tuptable->tupdesc, 1, &isnull));
+			pfree(ls);
 		}
 		SPI_freetuptable(SPI_tuptable);
 		v[0] = claim_int8_array(lease_ids, nleases);
@@ -1102,19 +1258,18 @@ eb_ack(PG_FUNCTION_ARGS)
 
 		for (i = 0; i < nleases; i++)
 		{
-			Datum	   *ls;
+			int64	   *ls;
 			int			nls,
 						j,
 						nkeep = 0;
 			int64	   *keep;
 			Datum		kv[2];
 
-			deconstruct_array(DatumGetArrayTypeP(lease_seqs[i]), INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
-							  TYPALIGN_DOUBLE, &ls, NULL, &nls);
+			ls = claim_unpack_seqs(DatumGetByteaPP(lease_seqs[i]), &nls);
 			keep = palloc(sizeof(int64) * Max(nls, 1));
 			for (j = 0; j < nls; j++)
 			{
-				int64		x = DatumGetInt64(ls[j]);
+				int64		x = ls[j];
 
 				if (!claim_has(want, nwant, x))
 					keep[nkeep++] = x;
@@ -1129,9 +1284,10 @@ eb_ack(PG_FUNCTION_ARGS)
 			}
 			else if (nkeep < nls)
 			{
-				/* What is left of the lease, in seq order. */
-				qsort(keep, nkeep, sizeof(int64), eb_cmp_int64);
-				kv[1] = claim_int8_array(keep, nkeep);
+				/* What is left of the lease (in seq order, as it was). */
+				kv[1] = PointerGetDatum(claim_pack_seqs_from(keep, nkeep,
+															 claim_seqs_base(DatumGetByteaPP(lease_seqs[i]),
+																			 keep[0])));
 				if (claim_exec(&ack_keep_stmt, kv, NULL, 0) != SPI_OK_UPDATE)
 					elog(ERROR, "event_bus: could not update a lease");
 			}

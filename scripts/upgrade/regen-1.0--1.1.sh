@@ -101,6 +101,8 @@ sed -n '/^-- Privileges$/,/^GRANT SELECT ON event_bus.topic_grants, event_bus.de
 echo "GRANT SELECT ON SEQUENCE event_bus.event_seq TO event_bus_admin;"
 echo "GRANT SELECT ON event_bus.open_emitters, event_bus.stats, event_bus.lane_marks, event_bus.dedupe_keys,
     event_bus.scheduled_events, event_bus.scheduled TO event_bus_admin;"
+echo "-- Dropped and made again for the packed leases (storage, above):"
+echo "GRANT SELECT ON event_bus.subscription_status, event_bus.in_flight TO event_bus_admin;"
 sed -n '/^GRANT EXECUTE/,/^GRANT SELECT ON ALL TABLES/p' src/sql/14_privileges.sql | grep -v "GRANT SELECT ON ALL TABLES"
 } > event_bus--1.0--1.1.sql.new
 mv event_bus--1.0--1.1.sql.new event_bus--1.0--1.1.sql

@@ -50,6 +50,12 @@ CREATE FUNCTION event_bus._topic_bit(topic text) RETURNS bigint
 -- since every log row stores it.
 CREATE FUNCTION event_bus._topic_hash(topic text) RETURNS integer
     AS 'MODULE_PATHNAME', 'eb_topic_hash_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+-- A lease's seqs, packed (leases.seqs): a bitmap from the lowest seq, or the
+-- seqs themselves when they are too sparse for one (claim.c).
+CREATE FUNCTION event_bus._pack_seqs(seqs bigint[]) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'eb_pack_seqs' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION event_bus._unpack_seqs(packed bytea) RETURNS bigint[]
+    AS 'MODULE_PATHNAME', 'eb_unpack_seqs' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
 CREATE FUNCTION event_bus._lane_next(p_position bigint, p_high bigint, p_xids xid8[], p_afters bigint[],
                                      max_seq bigint, emitters xid8[], floors bigint[],
                                      full_ boolean, last bigint, snap pg_snapshot, pending_read boolean,

@@ -99,7 +99,7 @@ CREATE TABLE event_bus.leases (
                  REFERENCES event_bus.subscriptions ON DELETE CASCADE,
     topic        text COLLATE "C" NOT NULL,
     lane         smallint NOT NULL,
-    seqs         bigint[] NOT NULL,
+    seqs         bytea NOT NULL,    -- _pack_seqs(): a bitmap, read with _unpack_seqs()
     claimed_at   timestamptz NOT NULL,
     expires_at   timestamptz NOT NULL,
     claimed_by   integer NOT NULL,

@@ -309,7 +309,7 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     DELETE FROM event_bus.leases x
      WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id AND pg_catalog.cardinality(p_seqs) OPERATOR(pg_catalog.=) 0;
-    UPDATE event_bus.leases x SET seqs = p_seqs
+    UPDATE event_bus.leases x SET seqs = event_bus._pack_seqs(p_seqs)
      WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id AND pg_catalog.cardinality(p_seqs) OPERATOR(pg_catalog.>) 0;
 $$;
 

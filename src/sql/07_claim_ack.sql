@@ -15,7 +15,7 @@ DECLARE
     lid bigint;
 BEGIN
     INSERT INTO event_bus.leases AS l (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
-    VALUES (s.subscription, p_topic, p_lane, p_seqs, t, t + len,
+    VALUES (s.subscription, p_topic, p_lane, event_bus._pack_seqs(p_seqs), t, t + len,
             pg_catalog.pg_backend_pid(), tok)
     RETURNING l.lease_id INTO lid;
     RETURN QUERY
@@ -158,7 +158,7 @@ BEGIN
              LIMIT left_),
         l AS (
             INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
-            SELECT s.subscription, c.topic, c.lane, pg_catalog.array_agg(ev.seq ORDER BY ev.seq),
+            SELECT s.subscription, c.topic, c.lane, event_bus._pack_seqs(pg_catalog.array_agg(ev.seq)),
                    t, t + len, pg_catalog.pg_backend_pid(), tok
               FROM ev HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0),
         nx AS (
@@ -253,7 +253,7 @@ BEGIN
     END IF;
     SELECT * INTO l FROM event_bus.leases x
      WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
-       AND p_seq OPERATOR(pg_catalog.=) ANY (x.seqs)
+       AND p_seq OPERATOR(pg_catalog.=) ANY (event_bus._unpack_seqs(x.seqs))
        AND (p_token IS NULL OR x.token OPERATOR(pg_catalog.=) p_token)
      FOR UPDATE;
     IF NOT FOUND THEN
@@ -279,6 +279,7 @@ DECLARE
     att     integer;
     due     timestamptz;
     outcome text;
+    left_   bigint[];
 BEGIN
     s := event_bus._subscription(_fail_impl.subscription);
     IF _fail_impl.retry_in IS NOT NULL AND _fail_impl.retry_in < interval '0' THEN
@@ -297,19 +298,19 @@ BEGIN
     PERFORM event_bus._stat_add('s', s.subscription, 'failed', 1);
     PERFORM event_bus._wake();          -- the worker schedules the retry
 
-    l.seqs := pg_catalog.array_remove(l.seqs, _fail_impl.seq);
+    left_ := pg_catalog.array_remove(event_bus._unpack_seqs(l.seqs), _fail_impl.seq);
     IF s.ordered THEN
         -- The events after the failed one wait behind it: they go back as
         -- retries.  Those before it stay leased: the consumer has handled
         -- them (in order) and may still ack them.
         PERFORM event_bus._release(s, l.topic, l.lane,
-                                   ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
+                                   ARRAY(SELECT v FROM pg_catalog.unnest(left_) v
                                           WHERE v OPERATOR(pg_catalog.>) _fail_impl.seq ORDER BY v),
                                    CASE WHEN outcome = 'dead' THEN pg_catalog.clock_timestamp() ELSE due END);
-        l.seqs := ARRAY(SELECT v FROM pg_catalog.unnest(l.seqs) v
-                         WHERE v OPERATOR(pg_catalog.<) _fail_impl.seq ORDER BY v);
+        left_ := ARRAY(SELECT v FROM pg_catalog.unnest(left_) v
+                        WHERE v OPERATOR(pg_catalog.<) _fail_impl.seq ORDER BY v);
     END IF;
-    PERFORM event_bus._keep_seqs(l.lease_id, l.seqs);
+    PERFORM event_bus._keep_seqs(l.lease_id, left_);
     RETURN outcome;
 END
 $$;
@@ -337,8 +338,8 @@ BEGIN
      WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) _dead_letter_impl.seq;
     PERFORM event_bus._bury(s, _dead_letter_impl.seq, l.topic, l.lane, coalesce(att, 1), _dead_letter_impl.reason);
     PERFORM event_bus._wake();          -- the worker announces the dead letter
-    l.seqs := pg_catalog.array_remove(l.seqs, _dead_letter_impl.seq);
-    PERFORM event_bus._keep_seqs(l.lease_id, l.seqs);
+    PERFORM event_bus._keep_seqs(l.lease_id,
+                                 pg_catalog.array_remove(event_bus._unpack_seqs(l.seqs), _dead_letter_impl.seq));
 END
 $$;
 CREATE FUNCTION event_bus.dead_letter(subscription text, seq bigint, reason text DEFAULT NULL,
@@ -370,10 +371,10 @@ BEGIN
         UPDATE event_bus.leases x
            SET expires_at = pg_catalog.clock_timestamp() + coalesce(_extend_impl.lease, s.lease)
          WHERE x.subscription OPERATOR(pg_catalog.=) s.subscription
-           AND x.seqs OPERATOR(pg_catalog.&&) _extend_impl.seqs
+           AND event_bus._unpack_seqs(x.seqs) OPERATOR(pg_catalog.&&) _extend_impl.seqs
            AND (_extend_impl.token IS NULL OR x.token OPERATOR(pg_catalog.=) _extend_impl.token)
         RETURNING x.seqs)
-    SELECT pg_catalog.count(*) INTO n FROM l, pg_catalog.unnest(l.seqs) v
+    SELECT pg_catalog.count(*) INTO n FROM l, pg_catalog.unnest(event_bus._unpack_seqs(l.seqs)) v
      WHERE v OPERATOR(pg_catalog.=) ANY (_extend_impl.seqs);
     RETURN n;
 END

@@ -92,7 +92,7 @@ BEGIN
     -- them are gone, and an ordered lane should not wait out their lease.
     -- Leases a consumer is acking right now are skipped and seen next time.
     FOR l IN
-        SELECT x.* FROM event_bus.leases x
+        SELECT x.*, event_bus._unpack_seqs(x.seqs) AS seq_list FROM event_bus.leases x
          WHERE x.expires_at OPERATOR(pg_catalog.<=) t OR x.claimed_at OPERATOR(pg_catalog.<) life
          ORDER BY x.lease_id
          LIMIT pg_catalog.current_setting('event_bus.expire_batch_size')::integer
@@ -100,10 +100,10 @@ BEGIN
     LOOP
         SELECT * INTO s FROM event_bus.subscriptions x WHERE x.subscription OPERATOR(pg_catalog.=) l.subscription;
         expired_leases := expired_leases + 1;
-        PERFORM event_bus._stat_add('s', s.subscription, 'expired', pg_catalog.cardinality(l.seqs));
+        PERFORM event_bus._stat_add('s', s.subscription, 'expired', pg_catalog.cardinality(l.seq_list));
         -- One due time per lease keeps an ordered lane's events together.
         due := t + event_bus._backoff(s.backoff_base, s.backoff_max, 1);
-        FOREACH v IN ARRAY l.seqs LOOP
+        FOREACH v IN ARRAY l.seq_list LOOP
             SELECT r.attempt INTO att FROM event_bus.retries r
              WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) v
              FOR UPDATE;

@@ -202,7 +202,7 @@ AS $$
           WHERE p_subscription IS NULL OR c.subscription OPERATOR(pg_catalog.=) p_subscription),
         (SELECT min(r.seq) FROM event_bus.retries r
           WHERE p_subscription IS NULL OR r.subscription OPERATOR(pg_catalog.=) p_subscription),
-        (SELECT min(l.seqs[1]) FROM event_bus.leases l
+        (SELECT min((event_bus._unpack_seqs(l.seqs))[1]) FROM event_bus.leases l
           WHERE p_subscription IS NULL OR l.subscription OPERATOR(pg_catalog.=) p_subscription),
         h + 1)
 $$;

@@ -63,7 +63,7 @@ BEGIN
       FROM event_bus.leases l
       JOIN event_bus.cursors c ON c.subscription OPERATOR(pg_catalog.=) l.subscription
                               AND c.topic OPERATOR(pg_catalog.=) l.topic AND c.lane OPERATOR(pg_catalog.=) l.lane,
-           pg_catalog.unnest(l.seqs) v
+           pg_catalog.unnest(event_bus._unpack_seqs(l.seqs)) v
      WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription AND v OPERATOR(pg_catalog.>) c.position;
     IF inflight OPERATOR(pg_catalog.>) 0 THEN
         RAISE EXCEPTION 'cannot replay subscription "%" over % events in flight', s.subscription, inflight

@@ -112,7 +112,7 @@ LANGUAGE C STABLE;
 CREATE VIEW event_bus.subscription_status AS
 SELECT s.subscription, s.topics, s.types, s.ordered, s.paused,
        lag.pending,
-       (SELECT coalesce(sum(pg_catalog.cardinality(l.seqs)), 0)::bigint FROM event_bus.leases l
+       (SELECT coalesce(sum(pg_catalog.cardinality(event_bus._unpack_seqs(l.seqs))), 0)::bigint FROM event_bus.leases l
          WHERE l.subscription OPERATOR(pg_catalog.=) s.subscription) AS in_flight,
        (SELECT pg_catalog.count(*) FROM event_bus.retries r
          WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.lease_id IS NULL) AS retrying,
@@ -129,9 +129,9 @@ COMMENT ON VIEW event_bus.subscription_status IS
 'Per subscription: events not yet handed out (pending, counted from per-lane marks without reading the backlog; oldest_pending_age, the age of the oldest of them), in flight, waiting for retry, dead. Consumers see the subscriptions of their roles, admins all.';
 
 CREATE VIEW event_bus.in_flight AS
-SELECT l.subscription, l.topic, l.lane, l.lease_id, pg_catalog.cardinality(l.seqs) AS events, l.seqs,
+SELECT l.subscription, l.topic, l.lane, l.lease_id, pg_catalog.cardinality(x.seqs) AS events, x.seqs,
        l.claimed_at, l.expires_at, l.claimed_by
-  FROM event_bus.leases l JOIN event_bus.subscriptions s ON s.subscription OPERATOR(pg_catalog.=) l.subscription
+  FROM event_bus.leases l CROSS JOIN LATERAL (SELECT event_bus._unpack_seqs(l.seqs) AS seqs) x JOIN event_bus.subscriptions s ON s.subscription OPERATOR(pg_catalog.=) l.subscription
  WHERE event_bus._visible(s.owner);
 COMMENT ON VIEW event_bus.in_flight IS 'Claimed batches that are not yet acknowledged (of the subscriptions one may see).';
 

@@ -53,6 +53,7 @@ GRANT EXECUTE ON FUNCTION event_bus.to_cloudevent(bigint, uuid, text, text, inte
 -- reader, not as the view's owner).
 GRANT EXECUTE ON FUNCTION event_bus._handed_out(bigint, xid8, bigint, xid8[], bigint[]),
                           event_bus._topic_hash(text),
+                          event_bus._unpack_seqs(bytea),
                           event_bus._stat("char", text),
                           event_bus._lag()
       TO event_bus_producer, event_bus_consumer;

@@ -384,8 +384,8 @@ CREATE OR REPLACE FUNCTION public.stress_ack(sub text, s bigint[], tok uuid, OUT
 LANGUAGE plpgsql AS $$
 BEGIN
     SELECT coalesce(array_agg(DISTINCT v ORDER BY v), '{}') INTO held
-      FROM (SELECT l.seqs FROM event_bus.leases l
-             WHERE l.subscription = sub AND l.seqs && s AND (tok IS NULL OR l.token = tok)
+      FROM (SELECT event_bus._unpack_seqs(l.seqs) AS seqs FROM event_bus.leases l
+             WHERE l.subscription = sub AND event_bus._unpack_seqs(l.seqs) && s AND (tok IS NULL OR l.token = tok)
              FOR UPDATE) x,
            unnest(x.seqs) v
      WHERE v = ANY (s);

@@ -113,7 +113,7 @@ $node->safe_psql('bus', "SELECT event_bus.emit('t', 'E', jsonb_build_object('n',
 is($node->safe_psql('bus', q{
 	WITH c AS (SELECT * FROM event_bus.claim('s', 100)) SELECT count(*), sum((payload->>'n')::int) FROM c}),
 	'20|210', 'every event emitted around the restart is delivered');
-$node->safe_psql('bus', "SELECT event_bus.ack('s', ARRAY(SELECT unnest(seqs) FROM event_bus.leases))");
+$node->safe_psql('bus', "SELECT event_bus.ack('s', ARRAY(SELECT unnest(event_bus._unpack_seqs(seqs)) FROM event_bus.leases))");
 
 # --- LISTEN/NOTIFY -----------------------------------------------------------
 # While nobody LISTENs, emitting commits do not wake the worker: it runs on
@@ -164,7 +164,7 @@ $node->poll_query_until('bus',
 $node->safe_psql('bus', "SELECT event_bus.emit('t', 'Wake', '{}')");
 my $got = $waiter->query_until(qr/got \d+/, '');
 like($got, qr/got 1/, 'a waiting claim returns the event emitted meanwhile');
-$node->safe_psql('bus', "SELECT event_bus.ack('s', ARRAY(SELECT unnest(seqs) FROM event_bus.leases))");
+$node->safe_psql('bus', "SELECT event_bus.ack('s', ARRAY(SELECT unnest(event_bus._unpack_seqs(seqs)) FROM event_bus.leases))");
 
 $waiter->query_safe("SET statement_timeout = '300ms'");
 my ($wret) = $waiter->query("SELECT count(*) FROM event_bus.claim('s', 10, wait => '60 s')");
