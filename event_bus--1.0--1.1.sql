@@ -44,6 +44,10 @@ CREATE FUNCTION event_bus._topic_bit(topic text) RETURNS bigint
 -- since every log row stores it.
 CREATE FUNCTION event_bus._topic_hash(topic text) RETURNS integer
     AS 'MODULE_PATHNAME', 'eb_topic_hash_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+-- The log's trigger: rows written other than by emit (a restore's COPY, an
+-- INSERT) make every lane's head be read from the log again at commit.
+CREATE FUNCTION event_bus._log_written() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'eb_log_written' LANGUAGE C;
 -- A lease's seqs, packed (leases.seqs): a bitmap from the lowest seq, or the
 -- seqs themselves when they are too sparse for one (claim.c).
 CREATE FUNCTION event_bus._pack_seqs(seqs bigint[]) RETURNS bytea
@@ -125,6 +129,10 @@ ALTER TABLE event_bus.leases SET (toast_tuple_target = 8160);
 DROP VIEW event_bus.subscription_status;
 DROP VIEW event_bus.in_flight;
 ALTER TABLE event_bus.leases ALTER COLUMN seqs TYPE bytea USING event_bus._pack_seqs(seqs);
+-- Rows that enter the log other than by emit (a restore's COPY, an INSERT)
+-- make claims read every lane's highest seq again (see event_bus.events).
+CREATE TRIGGER log_written BEFORE INSERT ON event_bus.events
+    FOR EACH ROW EXECUTE FUNCTION event_bus._log_written();
 
 -- Claims step over transactions still open and come back for their events:
 -- each event records its transaction, each cursor the transactions it

@@ -24,6 +24,7 @@ extern void eb_horizon_init(void);
 extern void eb_begin_emit(EventBusDb *db);
 extern void eb_note_emit_topic(text *topic);
 extern void eb_note_seq(EventBusDb *db, uint64 seq);
+extern void eb_note_log_written(void);
 extern uint64 eb_horizon(EventBusDb *db);
 extern int	eb_emitters(EventBusDb *db, uint64 *max_seq, EventBusEmitter **out);
 extern int	eb_emitters_known(EventBusDb *db, uint64 *max_seq, EventBusEmitter **out);

@@ -147,13 +147,16 @@ static ClaimStmt probe_lock_stmt = {
 };
 
 /*
- * The highest seq of a lane (of every topic with its hash), for the lane's
- * head in shared memory (claim_lane_done).
+ * The highest seq of a lane (of every topic with its hash) above $3, a
+ * cursor's high, for the lane's head in shared memory (claim_lane_done):
+ * with nothing above it, that high bounds the lane.  The bound prunes the
+ * partitions below it.
  */
 static ClaimStmt lane_max_stmt = {
 	"SELECT pg_catalog.max(e.seq) FROM event_bus.events e"
-	" WHERE e.topic_hash OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2",
-	2, {INT4OID, INT2OID}
+	" WHERE e.topic_hash OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2"
+	"   AND e.seq OPERATOR(pg_catalog.>) $3",
+	3, {INT4OID, INT2OID, INT8OID}
 };
 
 /*
@@ -460,6 +463,7 @@ claim_int8_array(int64 *v, int n)
  * a partial ack rewrites that much.
  */
 #define CLAIM_SEQS_HDR (1 + sizeof(int64))
+#define CLAIM_SEQS_MAX (1024 * 1024)	/* bytes: a lease packs into 80 kB at most */
 
 static bytea *
 claim_pack_seqs_from(const int64 *v, int n, int64 lo)
@@ -470,7 +474,8 @@ claim_pack_seqs_from(const int64 *v, int n, int64 lo)
 	Size		bitmap = (Size) (span / 8 + 1);
 	int			i;
 
-	if (n > 0 && lo <= v[0] && span / 8 < (uint64) n * sizeof(int64))
+	if (n > 0 && lo <= v[0] && span / 8 < (uint64) n * sizeof(int64) &&
+		CLAIM_SEQS_HDR + bitmap <= CLAIM_SEQS_MAX)
 	{
 		p = palloc0(VARHDRSZ + CLAIM_SEQS_HDR + bitmap);
 		SET_VARSIZE(p, VARHDRSZ + CLAIM_SEQS_HDR + bitmap);
@@ -485,6 +490,10 @@ claim_pack_seqs_from(const int64 *v, int n, int64 lo)
 		}
 		return p;
 	}
+	if (1 + sizeof(int64) * (Size) n > CLAIM_SEQS_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a lease cannot hold %d events", n)));
 	p = palloc(VARHDRSZ + 1 + sizeof(int64) * n);
 	SET_VARSIZE(p, VARHDRSZ + 1 + sizeof(int64) * n);
 	d = VARDATA(p);
@@ -541,14 +550,17 @@ claim_unpack_seqs(bytea *p, int *n)
 		claim_bad_seqs();
 	if (d[0] == 'l')
 	{
-		if ((len - 1) % sizeof(int64) != 0 || (len - 1) / sizeof(int64) > MaxAllocSize / sizeof(int64))
+		if ((len - 1) % sizeof(int64) != 0 || len > CLAIM_SEQS_MAX)
 			claim_bad_seqs();
 		*n = (int) ((len - 1) / sizeof(int64));
 		v = palloc(sizeof(int64) * Max(*n, 1));
 		memcpy(v, d + 1, sizeof(int64) * *n);
+		for (i = 1; i < (Size) *n; i++)
+			if (v[i] <= v[i - 1])
+				claim_bad_seqs();	/* ascending, as packed */
 		return v;
 	}
-	if (len < CLAIM_SEQS_HDR || (len - CLAIM_SEQS_HDR) > MaxAllocSize / (8 * sizeof(int64)))
+	if (len < CLAIM_SEQS_HDR || len > CLAIM_SEQS_MAX)
 		claim_bad_seqs();
 	memcpy(&lo, d + 1, sizeof(int64));
 	for (i = CLAIM_SEQS_HDR; i < len; i++)
@@ -810,7 +822,7 @@ claim_lane_done(EventBusDb *db, ClaimLane *c)
 
 	if (known == EB_HEAD_NO_BASE)
 	{
-		Datum		v[2] = {Int32GetDatum(th), Int16GetDatum(lane)};
+		Datum		v[3] = {Int32GetDatum(th), Int16GetDatum(lane), Int64GetDatum(Max(c->high, 0))};
 		bool		isnull;
 		Datum		d;
 
@@ -818,7 +830,7 @@ claim_lane_done(EventBusDb *db, ClaimLane *c)
 			elog(ERROR, "event_bus: could not read the highest seq of a lane");
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		SPI_freetuptable(SPI_tuptable);
-		eb_lane_head_base(db, th, lane, epoch, isnull ? 0 : (uint64) DatumGetInt64(d));
+		eb_lane_head_base(db, th, lane, epoch, (uint64) (isnull ? Max(c->high, 0) : DatumGetInt64(d)));
 		known = eb_lane_head(db, th, lane, &head, &epoch);
 	}
 	return known == EB_HEAD_KNOWN && c->high >= 0 && (uint64) c->high >= head;

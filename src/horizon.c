@@ -77,6 +77,7 @@ static uint64 wake_topics = 0;	/* which: bits of the topics concerned */
 static bool wake_worker = false;	/* and the worker, listeners or not */
 static uint64 xact_topics = 0;	/* bits of the topics this transaction emitted to */
 static uint64 xact_coverage = 0;
+static bool xact_log_written = false;	/* wrote to the log other than by emit */
 
 /*
  * Clear this backend's slot however the transaction ends, and publish any log
@@ -96,6 +97,11 @@ eb_xact_callback(XactEvent event, void *arg)
 						 errmsg("cannot PREPARE a transaction that has emitted events"),
 						 errdetail("Events emitted by a prepared transaction would hold back every consumer of the database until it is committed or rolled back."),
 						 errhint("Emit events in a transaction that commits directly.")));
+			if (xact_log_written)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that has written to event_bus.events"),
+						 errhint("Write to the log in a transaction that commits directly.")));
 			break;
 		case XACT_EVENT_PREPARE:
 			eb_dispatch_xact_end(NULL, false);	/* nothing emitted (see above) */
@@ -111,6 +117,13 @@ eb_xact_callback(XactEvent event, void *arg)
 					   !pg_atomic_compare_exchange_u64(&eb_current_db->covered, &old, xact_coverage))
 					;
 			}
+
+			/*
+			 * Rows that entered the log without emit are visible now: every
+			 * lane's base is read again (shmem.c).
+			 */
+			if (xact_log_written && eb_current_db != NULL)
+				eb_lane_heads_forget(eb_current_db);
 			/* FALLTHROUGH */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -142,6 +155,7 @@ eb_xact_callback(XactEvent event, void *arg)
 			xact_wake = false;
 			xact_wake_launcher = false;
 			xact_coverage = 0;
+			xact_log_written = false;
 			break;
 		default:
 			break;
@@ -322,6 +336,17 @@ eb_begin_emit(EventBusDb *db)
 	pg_write_barrier();
 	pg_atomic_write_u64(&eb_current_slot->floor, pg_atomic_read_u64(&db->max_seq) + 1);
 	pg_memory_barrier();
+}
+
+/*
+ * This transaction wrote a row into the log other than by emit (the log's
+ * trigger, event_bus._log_written, says so; emit's writes do not fire it).
+ */
+void
+eb_note_log_written(void)
+{
+	(void) eb_db_state();
+	xact_log_written = true;
 }
 
 /* Record a seq this backend was just given (by nextval). */

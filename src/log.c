@@ -17,7 +17,8 @@
  * row is in the log once eb_log_close() (or a change of partition) has
  * flushed it; nothing reads the log in between.
  *
- * Only the plain case is taken: a heap partition without triggers, CHECK
+ * Only the plain case is taken: a heap partition without triggers (but the
+ * log's own, which marks writes other than these), CHECK
  * constraints, generated columns or columns this file does not know, whose
  * indexes are plain column indexes (no expressions, predicates, exclusion or
  * deferred uniqueness).  The log's partitions are created that way by
@@ -39,16 +40,19 @@
 #include "access/xact.h"
 #include "catalog/index.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "nodes/execnodes.h"
 #include "partitioning/partbounds.h"
 #include "partitioning/partdesc.h"
 #include "storage/lmgr.h"
+#include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/partcache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 #include "utils/xid8.h"
@@ -272,6 +276,7 @@ static struct
 	[EB_REL_SEQUENCE] = {EB_SEQUENCE, InvalidOid},
 };
 static Oid	eb_colmap_relid = InvalidOid;
+static Oid	eb_log_written_fn = InvalidOid;	/* event_bus._log_written() */
 static int	eb_colmap_natts;
 static int	eb_colmap[EB_LOG_MAX_COLUMNS];
 static bool eb_log_callback = false;
@@ -284,6 +289,8 @@ eb_log_inval(Datum arg, Oid relid)
 	for (i = 0; i < lengthof(eb_relids); i++)
 		if (!OidIsValid(relid) || eb_relids[i].relid == relid)
 			eb_relids[i].relid = InvalidOid;
+	if (!OidIsValid(relid) || relid == eb_relids[EB_REL_EVENTS].relid)
+		eb_log_written_fn = InvalidOid;
 	if (!OidIsValid(relid) || relid == eb_colmap_relid)
 		eb_colmap_relid = InvalidOid;
 }
@@ -314,6 +321,34 @@ eb_extension_relid(int which)
 }
 
 /*
+ * Are all of these triggers the log's own?  event_bus._log_written() marks
+ * writes to the log other than emit's (a restore's COPY, an INSERT); emit's
+ * own writes need not fire it.
+ */
+static bool
+eb_log_own_triggers(TriggerDesc *td)
+{
+	int			i;
+
+	if (td == NULL)
+		return true;
+	if (!OidIsValid(eb_log_written_fn))
+	{
+		Oid			nsp = get_namespace_oid(EB_SCHEMA, true);
+
+		if (OidIsValid(nsp))
+			eb_log_written_fn = GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid,
+												CStringGetDatum("_log_written"),
+												PointerGetDatum(buildoidvector(NULL, 0)),
+												ObjectIdGetDatum(nsp));
+	}
+	for (i = 0; i < td->numtriggers; i++)
+		if (!OidIsValid(eb_log_written_fn) || td->triggers[i].tgfoid != eb_log_written_fn)
+			return false;
+	return true;
+}
+
+/*
  * Can rows go into this partition without the executor?  Fills the column
  * map and opens the indexes if so.
  */
@@ -327,8 +362,8 @@ eb_log_plain(EventBusLog *log)
 	int			i;
 
 	log->nindexes = 0;
-	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->trigdesc != NULL ||
-		log->parent->trigdesc != NULL ||
+	if (rel->rd_rel->relkind != RELKIND_RELATION || !eb_log_own_triggers(rel->trigdesc) ||
+		!eb_log_own_triggers(log->parent->trigdesc) ||
 		(desc->constr != NULL && (desc->constr->num_check > 0 || desc->constr->has_generated_stored)))
 		return false;
 	if (desc->natts > EB_LOG_MAX_COLUMNS)

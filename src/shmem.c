@@ -426,6 +426,7 @@ eb_lane_head(EventBusDb *db, int32 topic_hash, int16 lane, uint64 *head, uint64 
 		return EB_HEAD_NONE;
 	if (pg_atomic_read_u64(&e->base_epoch) != *epoch)
 		return EB_HEAD_NO_BASE;
+	pg_read_barrier();			/* the head the base was folded into */
 	*head = pg_atomic_read_u64(&e->head);
 	return EB_HEAD_KNOWN;
 }
@@ -442,6 +443,7 @@ eb_lane_head_base(EventBusDb *db, int32 topic_hash, int16 lane, uint64 epoch, ui
 	if (e == NULL)
 		return;
 	eb_atomic_max_u64(&e->head, base);
+	pg_memory_barrier();		/* the head before the mark */
 	pg_atomic_write_u64(&e->base_epoch, epoch);	/* stale if the epoch moved */
 }
 

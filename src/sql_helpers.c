@@ -12,6 +12,7 @@
 #include "access/transam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
@@ -40,6 +41,7 @@ PG_FUNCTION_INFO_V1(eb_topic_bit_sql);
 PG_FUNCTION_INFO_V1(eb_topic_hash_sql);
 PG_FUNCTION_INFO_V1(eb_lane_next);
 PG_FUNCTION_INFO_V1(eb_wake);
+PG_FUNCTION_INFO_V1(eb_log_written);
 
 /* event_bus._check_preloaded(): error unless the library was preloaded. */
 Datum
@@ -354,4 +356,24 @@ eb_wake(PG_FUNCTION_ARGS)
 {
 	eb_wake_at_commit();
 	PG_RETURN_VOID();
+}
+
+/*
+ * event_bus._log_written(): the log's BEFORE INSERT row trigger.  emit
+ * writes without the executor and does not fire it; a row that comes
+ * another way (a restore's COPY, an INSERT) makes every lane's head be read
+ * from the log again when its transaction commits (shmem.c).
+ */
+Datum
+eb_log_written(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("event_bus._log_written() must be fired as a BEFORE INSERT trigger FOR EACH ROW")));
+	eb_note_log_written();
+	return PointerGetDatum(td->tg_trigtuple);
 }

@@ -50,6 +50,10 @@ CREATE FUNCTION event_bus._topic_bit(topic text) RETURNS bigint
 -- since every log row stores it.
 CREATE FUNCTION event_bus._topic_hash(topic text) RETURNS integer
     AS 'MODULE_PATHNAME', 'eb_topic_hash_sql' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+-- The log's trigger: rows written other than by emit (a restore's COPY, an
+-- INSERT) make every lane's head be read from the log again at commit.
+CREATE FUNCTION event_bus._log_written() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'eb_log_written' LANGUAGE C;
 -- A lease's seqs, packed (leases.seqs): a bitmap from the lowest seq, or the
 -- seqs themselves when they are too sparse for one (claim.c).
 CREATE FUNCTION event_bus._pack_seqs(seqs bigint[]) RETURNS bytea

@@ -39,6 +39,12 @@ CREATE TABLE event_bus.events (
     txid        xid8,       -- the emitting transaction (NULL: emitted by 1.0)
     topic_hash  integer NOT NULL    -- _topic_hash(topic): the topic's key in the index
 ) PARTITION BY RANGE (seq);
+-- emit writes rows without the executor, so this trigger (on every
+-- partition too) fires only for rows that enter the log some other way: a
+-- restore's COPY, an INSERT.  Claims then read every lane's highest seq
+-- again (the lane heads in shared memory would not know these rows).
+CREATE TRIGGER log_written BEFORE INSERT ON event_bus.events
+    FOR EACH ROW EXECUTE FUNCTION event_bus._log_written();
 -- Each partition gets one index, (topic_hash, lane, seq): claims read one
 -- lane of one topic in seq order (see _ensure_partitions).  Its keys are
 -- fixed-width integers, which an insert compares several times per row:

@@ -2,9 +2,11 @@
 # above its cursor without probing the log, and never skips an event:
 #   - one emitted in this life of the server (the emit raises the lane's head);
 #   - one from before a restart (the first claim reads the lane's base once);
-#   - one that entered the log other than by emit: a seq taken from the
-#     sequence directly makes every base be read again.
-# The probes are counted as index scans of the log's partitions.
+#   - one that entered the log other than by emit (the log's trigger makes
+#     every base be read again when its transaction commits), even with an
+#     emit between it and the next claim.
+# The probes are counted as index scans of the log's partitions, flushed by
+# the session that made them.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -16,6 +18,7 @@ $node->init;
 $node->append_conf('postgresql.conf', q{
 shared_preload_libraries = 'event_bus'
 event_bus.retention = 0
+max_prepared_transactions = 2
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE bus');
@@ -33,6 +36,7 @@ sub drain
 	return $node->safe_psql('bus', join("\n", (q{
 		SELECT event_bus.ack('s', ARRAY(SELECT seq FROM event_bus.claim('s', 1000)));}) x ($n // 1))
 		. q{
+		SELECT pg_stat_force_next_flush();
 		SELECT 0;});
 }
 
@@ -40,14 +44,13 @@ sub claimed
 {
 	my $out = drain(@_);
 	my $sum = 0;
-	$sum += $_ for split /\n/, $out;
+	$sum += $_ for grep { /^\d+$/ } split /\n/, $out;
 	return $sum;
 }
 
-# Index scans of the log so far (flushed by the session that made them).
+# Index scans of the log so far.
 sub log_scans
 {
-	$node->safe_psql('bus', 'SELECT pg_stat_force_next_flush()');
 	return $node->safe_psql('bus', q{
 		SELECT pg_stat_clear_snapshot();
 		SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes
@@ -71,7 +74,9 @@ is(claimed(), 8, 'events emitted in this life are claimed');
 idle_claims('after emits');
 
 $node->safe_psql('bus', q{SELECT event_bus.emit('sparse', 'Placed', '{}', 'key-new')});
+my $before = log_scans();
 is(claimed(), 1, 'an event of a lane whose head was known is claimed');
+cmp_ok(log_scans() - $before, '>', 0, 'and reading it counts as a scan of the log (the counts work)');
 
 # An event that enters the log without emit (as a restore's COPY does), its
 # seq taken from the sequence directly.
@@ -82,6 +87,27 @@ $node->safe_psql('bus', qq{
 	        now(), event_bus._topic_hash('sparse'))});
 is(claimed(), 1, 'an event written with a seq no emitter noted is claimed');
 idle_claims('after a seq taken outside emit');
+
+# The same with an emit (to another topic) between the INSERT and the next
+# claim, which catches the seqs emitters noted up with the sequence.
+$node->safe_psql('bus', qq{
+	INSERT INTO event_bus.events (seq, id, topic, type, version, key, lane, payload, headers, emitted_at, topic_hash)
+	VALUES (nextval('event_bus.event_seq'), gen_random_uuid(), 'sparse', 'Restored', 1, NULL, $lane, '{}', '{}',
+	        now(), event_bus._topic_hash('sparse'))});
+$node->safe_psql('bus', q{SELECT event_bus.emit('other', 'Tick', '{}')});
+is(claimed(), 1, 'an event written other than by emit is claimed after a later emit');
+idle_claims('after that');
+
+# A prepared transaction's rows would become visible without a commit of
+# this backend to mark them: refused, as after an emit.
+my ($ret, $out, $err) = $node->psql('bus', qq{
+	BEGIN;
+	INSERT INTO event_bus.events (seq, id, topic, type, version, key, lane, payload, headers, emitted_at, topic_hash)
+	VALUES (nextval('event_bus.event_seq'), gen_random_uuid(), 'sparse', 'Restored', 1, NULL, $lane, '{}', '{}',
+	        now(), event_bus._topic_hash('sparse'));
+	PREPARE TRANSACTION 'p';});
+like($err, qr/cannot PREPARE a transaction that has written to event_bus.events/,
+	'PREPARE after writing to the log other than by emit is refused');
 
 # Events from before a restart, in lanes that see no emit afterwards.
 $node->safe_psql('bus', q{
