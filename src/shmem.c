@@ -29,6 +29,7 @@
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 
 #include "event_bus.h"
@@ -56,6 +57,8 @@ typedef struct LaneHead
 } LaneHead;
 
 static HTAB *lane_heads = NULL;
+
+static LaneHead *eb_lane_head_lookup(LaneHeadKey *key, uint64 first);
 
 static int
 eb_nslots(void)
@@ -371,9 +374,50 @@ eb_atomic_max_u64(pg_atomic_uint64 *v, uint64 x)
 		;
 }
 
+/*
+ * This backend's pointers to the entries it used (or NULL: no room): entries
+ * are never removed, so after the first lookup an emit or a claim reaches
+ * its lane's head without the table's lock.
+ */
+typedef struct LaneHeadRef
+{
+	LaneHeadKey key;
+	LaneHead   *entry;
+} LaneHeadRef;
+
+static HTAB *lane_head_refs = NULL;
+
 /* The entry of a lane, made if missing and there is room; NULL if not. */
 static LaneHead *
 eb_lane_head_entry(LaneHeadKey *key, uint64 first)
+{
+	LaneHead   *e;
+	LaneHeadRef *ref;
+
+	if (lane_head_refs == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(LaneHeadKey);
+		ctl.entrysize = sizeof(LaneHeadRef);
+		ctl.hcxt = TopMemoryContext;
+		lane_head_refs = hash_create("event_bus lane head refs", 64, &ctl,
+									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	ref = hash_search(lane_head_refs, key, HASH_FIND, NULL);
+	if (ref != NULL)
+		return ref->entry;
+
+	/* No room is for good too: the table never shrinks. */
+	e = eb_lane_head_lookup(key, first);
+	ref = hash_search(lane_head_refs, key, HASH_ENTER, NULL);
+	ref->entry = e;
+	return e;
+}
+
+/* The same in the shared table. */
+static LaneHead *
+eb_lane_head_lookup(LaneHeadKey *key, uint64 first)
 {
 	LaneHead   *e;
 	bool		found;
