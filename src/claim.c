@@ -799,11 +799,6 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 }
 
 /*
- * One look for events of an unordered subscription: lease up to 'max' of
- * them (due retries first, then lane by lane) under token 'tok'; returns how
- * many went into the result.
- */
-/*
  * Has the lane no event above the cursor's high?  Its head in shared memory
  * says so without a probe of the log (see eb_lane_head_raise in shmem.c);
  * the first claim to need a lane's head after a restart counts the lane's
@@ -836,6 +831,11 @@ claim_lane_done(EventBusDb *db, ClaimLane *c)
 	return known == EB_HEAD_KNOWN && c->high >= 0 && (uint64) c->high >= head;
 }
 
+/*
+ * One look for events of an unordered subscription: lease up to 'max' of
+ * them (due retries first, then lane by lane) under token 'tok'; returns how
+ * many went into the result.
+ */
 static uint64
 claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum tok)
 {

@@ -689,6 +689,7 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 	int64		written = 0;
 	int64		newest = 0;
 	int64	   *heads;
+	int32		topic_hash;
 	TimestampTz deliver_at;
 
 	hsize = eb_check_common(fcinfo, &row.topic, &row.type, &headers, &row.version);
@@ -832,10 +833,10 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 		eb_write_event(&log, &row, how->v11);
 	}
 	eb_log_close(&log);
+	topic_hash = eb_topic_hash(VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic));
 	for (i = 0; i < lanes; i++)
 		if (heads[i] > 0)
-			eb_lane_head_raise(db, eb_topic_hash(VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic)),
-							   (int16) i, (uint64) heads[i]);
+			eb_lane_head_raise(db, topic_hash, (int16) i, (uint64) heads[i]);
 
 	eb_stat_count('t', VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic), EB_EMITTED, written);
 	if (written > 0)

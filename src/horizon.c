@@ -110,13 +110,7 @@ eb_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (xact_coverage != 0 && eb_current_db != NULL)
-			{
-				uint64		old = pg_atomic_read_u64(&eb_current_db->covered);
-
-				while (old < xact_coverage &&
-					   !pg_atomic_compare_exchange_u64(&eb_current_db->covered, &old, xact_coverage))
-					;
-			}
+				eb_atomic_max_u64(&eb_current_db->covered, xact_coverage);
 
 			/*
 			 * Rows that entered the log without emit are visible now: every

@@ -58,8 +58,6 @@ typedef struct LaneHead
 
 static HTAB *lane_heads = NULL;
 
-static LaneHead *eb_lane_head_lookup(LaneHeadKey *key, uint64 first);
-
 static int
 eb_nslots(void)
 {
@@ -374,6 +372,29 @@ eb_atomic_max_u64(pg_atomic_uint64 *v, uint64 x)
 		;
 }
 
+/* A lane's entry in the shared table, made if missing and there is room. */
+static LaneHead *
+eb_lane_head_lookup(LaneHeadKey *key, uint64 first)
+{
+	LaneHead   *e;
+	bool		found;
+
+	LWLockAcquire(eb_shared->heads_lock, LW_SHARED);
+	e = hash_search(lane_heads, key, HASH_FIND, NULL);
+	LWLockRelease(eb_shared->heads_lock);
+	if (e != NULL)
+		return e;				/* entries are never removed */
+	LWLockAcquire(eb_shared->heads_lock, LW_EXCLUSIVE);
+	e = hash_search(lane_heads, key, HASH_ENTER_NULL, &found);
+	if (e != NULL && !found)
+	{
+		pg_atomic_init_u64(&e->head, first);
+		pg_atomic_init_u64(&e->base_epoch, 0);
+	}
+	LWLockRelease(eb_shared->heads_lock);
+	return e;
+}
+
 /*
  * This backend's pointers to the entries it used (or NULL: no room): entries
  * are never removed, so after the first lookup an emit or a claim reaches
@@ -387,7 +408,7 @@ typedef struct LaneHeadRef
 
 static HTAB *lane_head_refs = NULL;
 
-/* The entry of a lane, made if missing and there is room; NULL if not. */
+/* The same through this backend's pointers; NULL if there is no room. */
 static LaneHead *
 eb_lane_head_entry(LaneHeadKey *key, uint64 first)
 {
@@ -412,29 +433,6 @@ eb_lane_head_entry(LaneHeadKey *key, uint64 first)
 	e = eb_lane_head_lookup(key, first);
 	ref = hash_search(lane_head_refs, key, HASH_ENTER, NULL);
 	ref->entry = e;
-	return e;
-}
-
-/* The same in the shared table. */
-static LaneHead *
-eb_lane_head_lookup(LaneHeadKey *key, uint64 first)
-{
-	LaneHead   *e;
-	bool		found;
-
-	LWLockAcquire(eb_shared->heads_lock, LW_SHARED);
-	e = hash_search(lane_heads, key, HASH_FIND, NULL);
-	LWLockRelease(eb_shared->heads_lock);
-	if (e != NULL)
-		return e;				/* entries are never removed */
-	LWLockAcquire(eb_shared->heads_lock, LW_EXCLUSIVE);
-	e = hash_search(lane_heads, key, HASH_ENTER_NULL, &found);
-	if (e != NULL && !found)
-	{
-		pg_atomic_init_u64(&e->head, first);
-		pg_atomic_init_u64(&e->base_epoch, 0);
-	}
-	LWLockRelease(eb_shared->heads_lock);
 	return e;
 }
 
