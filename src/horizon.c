@@ -78,10 +78,11 @@ static bool wake_worker = false;	/* and the worker, listeners or not */
 static uint64 xact_topics = 0;	/* bits of the topics this transaction emitted to */
 static uint64 xact_coverage = 0;
 static bool xact_log_written = false;	/* wrote to the log other than by emit */
+static uint64 coverage_pending = 0; /* to publish once the commit is complete */
 
 /*
- * Clear this backend's slot however the transaction ends, and publish any log
- * coverage it created once that coverage is committed.
+ * Clear this backend's slot however the transaction ends; log coverage it
+ * created is published by eb_release_callback once the commit is complete.
  */
 static void
 eb_xact_callback(XactEvent event, void *arg)
@@ -109,8 +110,7 @@ eb_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (xact_coverage != 0 && eb_current_db != NULL)
-				eb_atomic_max_u64(&eb_current_db->covered, xact_coverage);
+			coverage_pending = xact_coverage;	/* see eb_release_callback */
 
 			/*
 			 * Rows that entered the log without emit are visible now: every
@@ -200,6 +200,17 @@ eb_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 static void
 eb_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, void *arg)
 {
+	/*
+	 * Log partitions this transaction created: published only now, once its
+	 * invalidation messages are out.  An emitter that believed them there
+	 * earlier could open the log with a partition list that lacks them.
+	 */
+	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && coverage_pending != 0)
+	{
+		if (isCommit && eb_current_db != NULL)
+			eb_atomic_max_u64(&eb_current_db->covered, coverage_pending);
+		coverage_pending = 0;
+	}
 	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && wake_pending)
 	{
 		wake_pending = false;
