@@ -64,5 +64,6 @@ extern Oid	eb_extension_relid(int which);
 extern void eb_log_open(EventBusLog *log);
 extern bool eb_log_insert(EventBusLog *log, const EventBusRow *row);
 extern void eb_log_close(EventBusLog *log);
+extern uint64 eb_log_readable(uint64 max_seq);
 
 #endif							/* EVENT_BUS_LOG_H */

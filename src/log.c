@@ -40,6 +40,7 @@
 #include "access/xact.h"
 #include "catalog/index.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
@@ -51,6 +52,8 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/partcache.h"
+#include "utils/plancache.h"
+#include "utils/relcache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -411,25 +414,129 @@ eb_log_plain(EventBusLog *log)
 	return true;
 }
 
-/* Open the partition that covers seq (NULL if none does). */
-static void
-eb_log_route(EventBusLog *log, int64 seq)
+/*
+ * Partitions the log has that this backend's partition descriptor lacks.
+ *
+ * A backend reads the partitions of the log into its relcache entry, and
+ * reads them again when an invalidation message names the log: mostly when
+ * it first locks a relation in a transaction.  Two ways leave it without a
+ * partition that its transaction can see:
+ *  - a creator's commit is visible (its log_partitions rows, which emitters
+ *    check) before it sends its invalidation messages, and ATTACH's lock
+ *    does not keep anybody out of the log meanwhile;
+ *  - a descriptor can stay stale with no message pending (seen: an emitter
+ *    found no partition 20 ms after its creator's message had been read,
+ *    while pg_inherits listed it and a rebuild found it; likely the message
+ *    arrived while the descriptor was being built, whose catalog reads take
+ *    locks that read messages, and the build, begun with an older catalog
+ *    snapshot, stored it after).
+ * Its caller found no partition for a seq that it knows to be covered: if
+ * pg_inherits lists partitions the descriptor does not have, build it again
+ * and forget the plans made from the old one (a claim's kept plans would
+ * not read the new partition).  Partitions are only ever added above the
+ * others, so a count tells.
+ */
+static bool
+eb_log_refresh(Relation parent)
+{
+	PartitionDesc pd = RelationGetPartitionDesc(parent, true);
+
+	if (list_length(find_inheritance_children(RelationGetRelid(parent), NoLock)) == pd->nparts)
+		return false;
+	RelationCacheInvalidateEntry(RelationGetRelid(parent));
+	ResetPlanCache();
+	return true;
+}
+
+/*
+ * The index in the log's partition descriptor of the partition that covers
+ * seq, or -1; its bound's offset in *off.
+ */
+static int
+eb_log_find(EventBusLog *log, int64 seq, PartitionDesc *pdp, int *off)
 {
 	PartitionKey key = RelationGetPartitionKey(log->parent);
 	PartitionDesc pd = RelationGetPartitionDesc(log->parent, true);
 	Datum		value = Int64GetDatum(seq);
 	bool		equal;
+
+	*pdp = pd;
+	if (pd->nparts == 0 || key->strategy != PARTITION_STRATEGY_RANGE || key->partnatts != 1)
+		return -1;
+	*off = partition_range_datum_bsearch(key->partsupfunc, key->partcollation, pd->boundinfo,
+										 1, &value, &equal);
+	return pd->boundinfo->indexes[*off + 1];
+}
+
+/* The exclusive upper bound of the log's partitions (0: none, or unbounded). */
+static int64
+eb_log_top(Relation rel)
+{
+	PartitionKey key = RelationGetPartitionKey(rel);
+	PartitionBoundInfo b = RelationGetPartitionDesc(rel, true)->boundinfo;
+
+	if (key->strategy != PARTITION_STRATEGY_RANGE || key->partnatts != 1 ||
+		partition_bound_has_default(b))
+		return PG_INT64_MAX;	/* not the log's own layout: no bound */
+	if (b == NULL || b->ndatums == 0)
+		return 0;
+	if (b->kind[b->ndatums - 1][0] != PARTITION_RANGE_DATUM_VALUE)
+		return PG_INT64_MAX;	/* up to MAXVALUE */
+	return DatumGetInt64(b->datums[b->ndatums - 1][0]);
+}
+
+/*
+ * The highest seq at or below max_seq that a read of the log by this backend
+ * finds, whatever partition holds it.
+ *
+ * A consumer that locked the log before a partition was attached, and reads
+ * again in the same transaction, reads with the partitions (and the plans)
+ * it had, unless something made it read invalidation messages; and its
+ * descriptor may lack a partition for the reasons eb_log_refresh gives.  A
+ * claim would then move its cursor past the rows of the missing partition,
+ * never to deliver them.  So read the messages now, after max_seq was read;
+ * if the partitions known do not reach max_seq, make sure none is missing;
+ * and never report a seq past the last one known.  Partitions are only ever
+ * added above the others, so a descriptor that reaches a seq holds every
+ * partition below it.  Rows left out are those of transactions that wrote
+ * them into a partition committed after this look, so they commit after it
+ * too, and their commits wake claimers.
+ */
+uint64
+eb_log_readable(uint64 max_seq)
+{
+	Oid			relid = eb_extension_relid(EB_REL_EVENTS);
+	Relation	rel;
+	int64		top;
+
+	if (!OidIsValid(relid) || max_seq == 0)
+		return max_seq;
+	rel = table_open(relid, AccessShareLock);
+	AcceptInvalidationMessages();
+	top = eb_log_top(rel);
+	if (top <= (int64) max_seq && eb_log_refresh(rel))
+		top = eb_log_top(rel);
+	table_close(rel, NoLock);
+	if (top <= 0)
+		return 0;
+	return Min(max_seq, (uint64) top - 1);
+}
+
+/* Open the partition that covers seq (NULL if none does). */
+static void
+eb_log_route(EventBusLog *log, int64 seq)
+{
+	PartitionDesc pd;
 	int			off;
 	int			idx;
 
 	eb_log_close_part(log);
-	if (pd->nparts == 0 || key->strategy != PARTITION_STRATEGY_RANGE || key->partnatts != 1)
-		return;
-	off = partition_range_datum_bsearch(key->partsupfunc, key->partcollation, pd->boundinfo,
-										1, &value, &equal);
-	idx = pd->boundinfo->indexes[off + 1];
+	idx = eb_log_find(log, seq, &pd, &off);
+	/* Emit made sure that a partition covers seq: this backend may lack it. */
+	if (idx < 0 && eb_log_refresh(log->parent))
+		idx = eb_log_find(log, seq, &pd, &off);
 	if (idx < 0)
-		return;
+		return;					/* the INSERT reports it */
 	/*
 	 * The bound at off is at or below seq, the next one above it: they are
 	 * the partition's lower and upper bounds (see get_partition_for_tuple).

@@ -76,7 +76,9 @@ eb_horizon_sql(PG_FUNCTION_ARGS)
  * emitting transaction once, with a NULL topic.  Every seq of those topics
  * at or below max_seq belongs to an ended transaction or to one listed with
  * its topic.  Claims call it before the statement whose snapshot they
- * compare with it (see _claim_once).
+ * compare with it (see _claim_once).  max_seq is lowered, if need be, to
+ * what this backend's partitions of the log can show (eb_log_readable):
+ * every read after it in this transaction finds every row up to it.
  */
 Datum
 eb_emitters_sql(PG_FUNCTION_ARGS)
@@ -112,6 +114,7 @@ eb_emitters_sql(PG_FUNCTION_ARGS)
 											  VARSIZE_ANY_EXHDR(DatumGetTextPP(names[i])));
 
 	nem = eb_emitters(eb_db_state(), &max_seq, &em);
+	max_seq = eb_log_readable(max_seq);
 
 	cap = Max(nem * Max(nnames, 1), 1);
 	tv = palloc(sizeof(Datum) * cap);
