@@ -475,10 +475,13 @@ eb_log_top(Relation rel)
 	PartitionKey key = RelationGetPartitionKey(rel);
 	PartitionBoundInfo b = RelationGetPartitionDesc(rel, true)->boundinfo;
 
-	if (key->strategy != PARTITION_STRATEGY_RANGE || key->partnatts != 1 ||
-		partition_bound_has_default(b))
+	if (key->strategy != PARTITION_STRATEGY_RANGE || key->partnatts != 1)
 		return PG_INT64_MAX;	/* not the log's own layout: no bound */
-	if (b == NULL || b->ndatums == 0)
+	if (b == NULL)
+		return 0;				/* no partition */
+	if (partition_bound_has_default(b))
+		return PG_INT64_MAX;
+	if (b->ndatums == 0)
 		return 0;
 	if (b->kind[b->ndatums - 1][0] != PARTITION_RANGE_DATUM_VALUE)
 		return PG_INT64_MAX;	/* up to MAXVALUE */

@@ -27,6 +27,21 @@ $node->safe_psql('postgres', q{
 	SELECT event_bus.subscribe('s', ARRAY['bulk'], start => 'earliest');
 });
 
+# Seqs taken while the log has no partition yet (an emitter's transaction
+# creating the first one is open, or the sequence was set): a claim reads
+# nothing and moves nothing.
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+is($node->safe_psql('fresh', q{
+	CREATE EXTENSION event_bus;
+	SELECT event_bus.create_topic('f', 2);
+	SELECT event_bus.subscribe('fs', ARRAY['f'], start => 'earliest');
+	SELECT setval('event_bus.event_seq', 5);
+	SELECT count(*) FROM event_bus.claim('fs', 10);
+	SELECT count(*) FROM event_bus.log_partitions;
+	SELECT event_bus.emit('f', 'E', '{}');
+	SELECT seq FROM event_bus.claim('fs', 10);
+}), "t\nt\n5\n0\n0\n6\n6", 'a claim before the log has a partition finds nothing, then the first event');
+
 $node->pgbench('--no-vacuum --client=8 --jobs=8 --transactions=3', 0,
 	[ qr{processed: 24/24} ], [ qr{^$} ],
 	'8 clients emitting 3000 events per call, with 1000 seqs per partition',
