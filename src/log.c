@@ -514,7 +514,16 @@ eb_log_readable(uint64 max_seq)
 
 	if (!OidIsValid(relid) || max_seq == 0)
 		return max_seq;
-	rel = table_open(relid, AccessShareLock);
+
+	/*
+	 * Not behind DDL that waits for the log (DROP EXTENSION, which locks the
+	 * functions it drops before the tables, so that a caller holding the
+	 * log's lock and calling one of them next deadlocks with it): then the
+	 * reads that follow take the lock afresh, and read the messages there.
+	 */
+	if (!ConditionalLockRelationOid(relid, AccessShareLock))
+		return max_seq;
+	rel = table_open(relid, NoLock);
 	AcceptInvalidationMessages();
 	top = eb_log_top(rel);
 	if (top <= (int64) max_seq && eb_log_refresh(rel))

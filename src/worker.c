@@ -606,6 +606,15 @@ eb_worker_main(Datum arg)
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * In a deadlock with a user's statement, be the one that gives way: the
+	 * process that checks first aborts, and a part that fails runs again
+	 * shortly.  (DROP EXTENSION, which locks the functions it drops before
+	 * the tables, deadlocked with a round that had a table locked and called
+	 * one of them; the DROP failed.)
+	 */
+	SetConfigOption("deadlock_timeout", "100ms", PGC_SUSET, PGC_S_OVERRIDE);
+
 	StartTransactionCommand();
 	present = eb_extension_present();
 	CommitTransactionCommand();
