@@ -430,11 +430,11 @@ eb_log_plain(EventBusLog *log)
  *    arrived while the descriptor was being built, whose catalog reads take
  *    locks that read messages, and the build, begun with an older catalog
  *    snapshot, stored it after).
- * Its caller found no partition for a seq that it knows to be covered: if
- * pg_inherits lists partitions the descriptor does not have, build it again
- * and forget the plans made from the old one (a claim's kept plans would
- * not read the new partition).  Partitions are only ever added above the
- * others, so a count tells.
+ * Callers look when a partition they expect is not there (an emitter's seq
+ * that it made sure of, a claim's max_seq): if pg_inherits lists partitions
+ * the descriptor does not have, build it again and forget the plans made
+ * from the old one (a claim's kept plans would not read the new partition).
+ * Partitions are only ever added above the others, so a count tells.
  */
 static bool
 eb_log_refresh(Relation parent)
