@@ -54,6 +54,15 @@ typedef struct EventBusLog
 	struct IndexInfo *indexinfo[EB_LOG_MAX_INDEXES];
 } EventBusLog;
 
+/* The log's partitions, in seq order (eb_log_parts). */
+typedef struct EventBusParts
+{
+	int			n;
+	Oid		   *oids;
+	int64	   *lo;				/* bounds: [lo, hi) */
+	int64	   *hi;
+} EventBusParts;
+
 extern int32 eb_topic_hash(const char *name, int len);
 extern void eb_uuid_v7(pg_uuid_t *uuid, TimestampTz ts);
 /* eb_extension_relid()'s relations */
@@ -65,5 +74,7 @@ extern void eb_log_open(EventBusLog *log);
 extern bool eb_log_insert(EventBusLog *log, const EventBusRow *row);
 extern void eb_log_close(EventBusLog *log);
 extern uint64 eb_log_readable(uint64 max_seq);
+extern bool eb_log_parts(EventBusParts *parts);
+extern int	eb_log_parts_above(const EventBusParts *parts, int64 after);
 
 #endif							/* EVENT_BUS_LOG_H */

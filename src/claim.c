@@ -48,6 +48,9 @@
 #include "utils/datetime.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 #include "utils/xid8.h"
@@ -152,11 +155,14 @@ static ClaimStmt probe_lock_stmt = {
  * with nothing above it, that high bounds the lane.  The bound prunes the
  * partitions below it.
  */
+#define CLAIM_LANE_MAX_SQL(log) \
+	"SELECT pg_catalog.max(e.seq) FROM " log " e" \
+	" WHERE e.topic_hash OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2" \
+	"   AND e.seq OPERATOR(pg_catalog.>) $3"
+#define CLAIM_LANE_MAX_ARGS 3, {INT4OID, INT2OID, INT8OID}
+
 static ClaimStmt lane_max_stmt = {
-	"SELECT pg_catalog.max(e.seq) FROM event_bus.events e"
-	" WHERE e.topic_hash OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2"
-	"   AND e.seq OPERATOR(pg_catalog.>) $3",
-	3, {INT4OID, INT2OID, INT8OID}
+	CLAIM_LANE_MAX_SQL("event_bus.events"), CLAIM_LANE_MAX_ARGS
 };
 
 /*
@@ -171,21 +177,136 @@ static ClaimStmt lane_max_stmt = {
  * $1 topic, $2 lane, $3 lo, $4 max_seq, $5 high, $6 pending_xids,
  * $7 pending_after, $8 rescan, $9 token, $10 types, $11 how many.
  */
+#define CLAIM_READ_SQL(log) \
+	"SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers," \
+	"       e.emitted_at, 1, e.lane::integer, $9::uuid" \
+	"  FROM " log " e" \
+	" WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash($1)" \
+	"   AND e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2" \
+	"   AND e.seq OPERATOR(pg_catalog.>) $3 AND e.seq OPERATOR(pg_catalog.<=) $4" \
+	"   AND NOT event_bus._handed_out(e.seq, e.txid, $5, $6, $7)" \
+	"   AND ($8 OR pg_catalog.array_position($6, e.txid) IS NULL)" \
+	"   AND ($10::text[] IS NULL OR e.type OPERATOR(pg_catalog.=) ANY ($10))" \
+	" ORDER BY e.seq" \
+	" LIMIT $11"
+#define CLAIM_READ_ARGS 11, {TEXTOID, INT2OID, INT8OID, INT8OID, INT8OID, XID8ARRAYOID, INT8ARRAYOID, \
+	BOOLOID, UUIDOID, TEXTARRAYOID, INT4OID}
+
 static ClaimStmt read_stmt = {
-	"SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,"
-	"       e.emitted_at, 1, e.lane::integer, $9::uuid"
-	"  FROM event_bus.events e"
-	" WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash($1)"
-	"   AND e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2"
-	"   AND e.seq OPERATOR(pg_catalog.>) $3 AND e.seq OPERATOR(pg_catalog.<=) $4"
-	"   AND NOT event_bus._handed_out(e.seq, e.txid, $5, $6, $7)"
-	"   AND ($8 OR pg_catalog.array_position($6, e.txid) IS NULL)"
-	"   AND ($10::text[] IS NULL OR e.type OPERATOR(pg_catalog.=) ANY ($10))"
-	" ORDER BY e.seq"
-	" LIMIT $11",
-	11, {TEXTOID, INT2OID, INT8OID, INT8OID, INT8OID, XID8ARRAYOID, INT8ARRAYOID, BOOLOID, UUIDOID,
-	TEXTARRAYOID, INT4OID}
+	CLAIM_READ_SQL("event_bus.events"), CLAIM_READ_ARGS
 };
+
+/*
+ * Statements on one partition of the log, kept per partition: the same as
+ * the read and lane_max_stmt, and a probe of a lane (the EXISTS of
+ * probe_lock_stmt).  A statement on the parent locks every partition each
+ * time its generic plan runs, and sets up a scan of every partition its
+ * seq bounds span (see eb_log_parts); these touch the partitions a range
+ * covers.  The partition's name comes from the catalog, never from a
+ * caller.
+ */
+#define CLAIM_PART_READ		0
+#define CLAIM_PART_PROBE	1
+#define CLAIM_PART_MAX		2
+#define CLAIM_PART_NSTMTS	3
+#define CLAIM_PARTS_KEPT	32	/* partitions whose plans stay without use */
+
+static const ClaimStmt claim_part_templates[CLAIM_PART_NSTMTS] = {
+	{CLAIM_READ_SQL("%s"), CLAIM_READ_ARGS},
+	{"SELECT FROM %s e"
+		" WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash($1)"
+		"   AND e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2"
+		"   AND e.seq OPERATOR(pg_catalog.>) $3 AND e.seq OPERATOR(pg_catalog.<=) $4"
+	" LIMIT 1", 4, {TEXTOID, INT2OID, INT8OID, INT8OID}},
+	{CLAIM_LANE_MAX_SQL("%s"), CLAIM_LANE_MAX_ARGS}
+};
+
+typedef struct ClaimPart
+{
+	Oid			relid;			/* hash key */
+	char		relname[NAMEDATALEN];
+	uint64		used;			/* claim_parts_tick when last used */
+	ClaimStmt	st[CLAIM_PART_NSTMTS];
+} ClaimPart;
+
+static HTAB *claim_parts;
+static uint64 claim_parts_tick;
+
+static void
+claim_part_forget(ClaimPart *p)
+{
+	int			i;
+
+	for (i = 0; i < CLAIM_PART_NSTMTS; i++)
+	{
+		if (p->st[i].plan != NULL)
+			SPI_freeplan(p->st[i].plan);
+		if (p->st[i].sql != NULL)
+			pfree((char *) p->st[i].sql);
+	}
+}
+
+/* Statement 'which' (CLAIM_PART_*) on the log's partition relid. */
+static ClaimStmt *
+claim_part_stmt(Oid relid, int which)
+{
+	ClaimPart  *p;
+	bool		found;
+	char	   *name = get_rel_name(relid);
+
+	if (name == NULL)
+		elog(ERROR, "event_bus: partition %u of the log does not exist", relid);
+	if (claim_parts == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(ClaimPart);
+		ctl.hcxt = TopMemoryContext;
+		claim_parts = hash_create("event_bus claim partitions", 64, &ctl,
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	p = hash_search(claim_parts, &relid, HASH_FIND, NULL);
+	if (p != NULL && strcmp(p->relname, name) != 0)
+	{
+		/* The OID of a dropped partition, now another one's. */
+		claim_part_forget(p);
+		hash_search(claim_parts, &relid, HASH_REMOVE, NULL);
+		p = NULL;
+	}
+	if (p == NULL)
+	{
+		/* Forget the plans of partitions not used for a while. */
+		if (hash_get_num_entries(claim_parts) >= CLAIM_PARTS_KEPT)
+		{
+			HASH_SEQ_STATUS hs;
+			ClaimPart  *q;
+
+			hash_seq_init(&hs, claim_parts);
+			while ((q = hash_seq_search(&hs)) != NULL)
+				if (q->used + 8 < claim_parts_tick)
+				{
+					claim_part_forget(q);
+					hash_search(claim_parts, &q->relid, HASH_REMOVE, NULL);
+				}
+		}
+		p = hash_search(claim_parts, &relid, HASH_ENTER, &found);
+		strlcpy(p->relname, name, NAMEDATALEN);
+		memcpy(p->st, claim_part_templates, sizeof(p->st));
+		for (int i = 0; i < CLAIM_PART_NSTMTS; i++)
+		{
+			p->st[i].sql = NULL;
+			p->st[i].plan = NULL;
+		}
+	}
+	p->used = claim_parts_tick;
+	if (p->st[which].sql == NULL)
+		p->st[which].sql = MemoryContextStrdup(TopMemoryContext,
+											   psprintf(claim_part_templates[which].sql,
+														quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+																				   name)));
+	return &p->st[which];
+}
 
 static ClaimStmt lease_stmt = {
 	"INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)"
@@ -734,9 +855,9 @@ claim_snapshot_datum(Snapshot snap)
  * Sets *taken to the number of events leased.
  */
 static uint64
-claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters *em, int left,
-				TimestampTz t, Datum len, Datum tok, Datum position, Datum high, Datum pxids,
-				Datum pafter, bool rescan, int *taken)
+claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters *em,
+				EventBusParts *parts, int left, TimestampTz t, Datum len, Datum tok,
+				Datum position, Datum high, Datum pxids, Datum pafter, bool rescan, int *taken)
 {
 	Snapshot	snap = RegisterSnapshot(GetTransactionSnapshot());
 	Datum		rv[11];
@@ -761,7 +882,22 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 	if (s->types == (Datum) 0)
 		rn[9] = 'n';
 	rv[10] = Int32GetDatum(left);
-	n = (int) claim_exec_into(&read_stmt, rv, rn, rsinfo, snap, seqs, left, "the read of a lane");
+	if (parts == NULL)
+		n = (int) claim_exec_into(&read_stmt, rv, rn, rsinfo, snap, seqs, left, "the read of a lane");
+	else
+	{
+		int			i;
+
+		/* The partitions of (lo, max_seq] in seq order, under one snapshot. */
+		n = 0;
+		for (i = eb_log_parts_above(parts, DatumGetInt64(rv[2]));
+			 i < parts->n && parts->lo[i] <= em->max_seq && n < left; i++)
+		{
+			rv[10] = Int32GetDatum(left - n);
+			n += (int) claim_exec_into(claim_part_stmt(parts->oids[i], CLAIM_PART_READ), rv, rn, rsinfo,
+									   snap, seqs + n, left - n, "the read of a lane");
+		}
+	}
 
 	snapshot = claim_snapshot_datum(snap);
 	UnregisterSnapshot(snap);
@@ -798,6 +934,27 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 	return (uint64) n;
 }
 
+/* Has the lane an event in (after, upto]?  (The partitions' probes.) */
+static bool
+claim_lane_has(EventBusParts *parts, ClaimLane *c, int64 after, int64 upto)
+{
+	int			i;
+
+	for (i = eb_log_parts_above(parts, after); i < parts->n && parts->lo[i] <= upto; i++)
+	{
+		Datum		v[4] = {c->topic, c->lane, Int64GetDatum(after), Int64GetDatum(upto)};
+		bool		found;
+
+		if (claim_exec(claim_part_stmt(parts->oids[i], CLAIM_PART_PROBE), v, NULL, 1) != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: could not look at a lane");
+		found = SPI_processed > 0;
+		SPI_freetuptable(SPI_tuptable);
+		if (found)
+			return true;
+	}
+	return false;
+}
+
 /*
  * Has the lane no event above the cursor's high?  Its head in shared memory
  * says so without a probe of the log (see eb_lane_head_raise in shmem.c);
@@ -806,7 +963,7 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
  * cannot tell: the probe decides then.
  */
 static bool
-claim_lane_done(EventBusDb *db, ClaimLane *c)
+claim_lane_done(EventBusDb *db, ClaimLane *c, EventBusParts *parts)
 {
 	int32		th = eb_topic_hash(VARDATA_ANY(DatumGetTextPP(c->topic)),
 								   VARSIZE_ANY_EXHDR(DatumGetTextPP(c->topic)));
@@ -818,13 +975,20 @@ claim_lane_done(EventBusDb *db, ClaimLane *c)
 	if (known == EB_HEAD_NO_BASE)
 	{
 		Datum		v[3] = {Int32GetDatum(th), Int16GetDatum(lane), Int64GetDatum(Max(c->high, 0))};
-		bool		isnull;
-		Datum		d;
+		bool		isnull = true;
+		Datum		d = (Datum) 0;
+		int			i = parts == NULL ? 0 : parts->n - 1;
 
-		if (claim_exec(&lane_max_stmt, v, NULL, 0) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "event_bus: could not read the highest seq of a lane");
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		SPI_freetuptable(SPI_tuptable);
+		/* Partitions from the newest down, until one has an event of the lane. */
+		while (isnull && (parts == NULL ? i == 0 : i >= 0 && parts->hi[i] - 1 > Max(c->high, 0)))
+		{
+			if (claim_exec(parts == NULL ? &lane_max_stmt : claim_part_stmt(parts->oids[i], CLAIM_PART_MAX),
+						   v, NULL, 0) != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "event_bus: could not read the highest seq of a lane");
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			SPI_freetuptable(SPI_tuptable);
+			i--;
+		}
 		eb_lane_head_base(db, th, lane, epoch, (uint64) (isnull ? Max(c->high, 0) : DatumGetInt64(d)));
 		known = eb_lane_head(db, th, lane, &head, &epoch);
 	}
@@ -849,6 +1013,8 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 	int			i;
 	bool		isnull;
 	EventBusDb *db = eb_db_state();
+	EventBusParts partsbuf;
+	EventBusParts *parts;
 
 	/* 1. Due retries. */
 	{
@@ -885,6 +1051,10 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 
 	/* 2. The open emitters, before any statement below takes its snapshot. */
 	claim_read_emitters(s, &em, cxt);
+
+	/* The log's partitions, for the reads below (NULL: read the parent). */
+	claim_parts_tick++;
+	parts = eb_log_parts(&partsbuf) ? &partsbuf : NULL;
 
 	/* 3. The lanes, in random order. */
 	if (claim_exec(&lanes_stmt, &s->name, NULL, 0) != SPI_OK_SELECT)
@@ -929,10 +1099,20 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 		{
 			Datum		pv[5] = {s->name, c->topic, c->lane, Int64GetDatum(c->high), Int64GetDatum(em.max_seq)};
 
-			if (c->high >= em.max_seq || claim_lane_done(db, c))
+			if (c->high >= em.max_seq || claim_lane_done(db, c, parts))
 				continue;
-			if (claim_exec(&probe_lock_stmt, pv, NULL, 0) != SPI_OK_SELECT)
-				elog(ERROR, "event_bus: could not look at a lane");
+			if (parts == NULL)
+			{
+				if (claim_exec(&probe_lock_stmt, pv, NULL, 0) != SPI_OK_SELECT)
+					elog(ERROR, "event_bus: could not look at a lane");
+			}
+			else
+			{
+				if (!claim_lane_has(parts, c, c->high, em.max_seq))
+					continue;
+				if (claim_exec(&lock_stmt, pv, NULL, 0) != SPI_OK_SELECT)
+					elog(ERROR, "event_bus: could not lock a cursor");
+			}
 		}
 		else
 		{
@@ -959,8 +1139,8 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 		 */
 		rescan = !claim_array_empty(pxids) && !claim_pending_open(pxids, &em);
 
-		got += claim_take_lane(rsinfo, s, c, &em, left, t, len, tok, position, high, pxids, pafter,
-							   rescan, &taken);
+		got += claim_take_lane(rsinfo, s, c, &em, parts, left, t, len, tok, position, high, pxids,
+							   pafter, rescan, &taken);
 		left -= taken;
 	}
 	return got;

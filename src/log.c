@@ -534,6 +534,92 @@ eb_log_readable(uint64 max_seq)
 	return Min(max_seq, (uint64) top - 1);
 }
 
+/*
+ * The log's partitions as this backend sees them, in seq order: OIDs and
+ * bounds [lo, hi), copied into the current memory context.  Returns false
+ * (and nothing) when the log is not laid out as _ensure_partitions lays it
+ * out (range partitions on seq, no default partition): the caller reads
+ * through the parent then.
+ *
+ * A statement on the parent plans every partition; its generic plan locks
+ * each one on every execution and, when its seq bounds span many of them,
+ * sets up a scan of each: a claim with 120 partitions cost five times what
+ * it cost with one.  Claims read the partitions a range covers instead.
+ * The parent is locked (as a read of it would lock it) and the messages
+ * read, so that the list holds every partition attached before: partitions
+ * are only ever added above the others, and eb_log_readable bounds what a
+ * claim reads by the partitions known.
+ */
+bool
+eb_log_parts(EventBusParts *parts)
+{
+	Oid			relid = eb_extension_relid(EB_REL_EVENTS);
+	Relation	rel;
+	PartitionKey key;
+	PartitionDesc pd;
+	PartitionBoundInfo b;
+	int			i;
+	bool		ok = true;
+
+	parts->n = 0;
+	if (!OidIsValid(relid))
+		return false;
+	rel = table_open(relid, AccessShareLock);
+	AcceptInvalidationMessages();
+	key = RelationGetPartitionKey(rel);
+	pd = RelationGetPartitionDesc(rel, true);
+	b = pd->boundinfo;
+	if (key == NULL || key->strategy != PARTITION_STRATEGY_RANGE || key->partnatts != 1 ||
+		key->parttypid[0] != INT8OID || (b != NULL && partition_bound_has_default(b)))
+		ok = false;
+	parts->oids = palloc(sizeof(Oid) * Max(pd->nparts, 1));
+	parts->lo = palloc(sizeof(int64) * Max(pd->nparts, 1));
+	parts->hi = palloc(sizeof(int64) * Max(pd->nparts, 1));
+	for (i = 0; ok && b != NULL && i < b->ndatums; i++)
+	{
+		int			idx = b->indexes[i + 1];
+
+		if (idx < 0)
+			continue;			/* a gap between partitions */
+		if (b->kind[i][0] != PARTITION_RANGE_DATUM_VALUE || i + 1 >= b->ndatums ||
+			b->kind[i + 1][0] != PARTITION_RANGE_DATUM_VALUE)
+		{
+			ok = false;			/* MINVALUE or MAXVALUE: not the log's own */
+			break;
+		}
+		parts->oids[parts->n] = pd->oids[idx];
+		parts->lo[parts->n] = DatumGetInt64(b->datums[i][0]);
+		parts->hi[parts->n] = DatumGetInt64(b->datums[i + 1][0]);
+		parts->n++;
+	}
+	table_close(rel, NoLock);
+	if (!ok)
+		parts->n = 0;
+	return ok;
+}
+
+/*
+ * The position in parts of the first partition that holds a seq above
+ * 'after' (parts->n if none does).
+ */
+int
+eb_log_parts_above(const EventBusParts *parts, int64 after)
+{
+	int			lo = 0,
+				hi = parts->n;
+
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (parts->hi[mid] - 1 > after)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
 /* Open the partition that covers seq (NULL if none does). */
 static void
 eb_log_route(EventBusLog *log, int64 seq)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Small batches: one pgbench client claiming B events (default 10) from a
+# 16-lane topic with a backlog of N events (default 600,000) and acking them
+# in the same statement, in 3 runs of N / 3 / B cycles that drain the backlog
+# (claim + ack cycles a second; the fixed cost of a claim and an ack shows).
+# Meant as the COMMAND of bench/ab.sh, e.g.
+#   bash bench/ab.sh --rounds 2 REV_A REV_B -- bash bench/ab_small_batches.sh
+set -euo pipefail
+B=${B:-10}
+N=${N:-600000}
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PAYLOAD=$(/usr/bin/python3 -c "import sys; sys.path.insert(0, '$BENCH'); from common import PAYLOAD; print(PAYLOAD)")
+psql -X -q -v ON_ERROR_STOP=1 \
+	-c "SELECT event_bus.create_topic('small', 16)" \
+	-c "SELECT event_bus.subscribe('sb', ARRAY['small'])" \
+	-c "SET synchronous_commit = off" \
+	-c "DO \$\$ DECLARE p jsonb[] := (SELECT array_agg('$PAYLOAD'::jsonb) FROM generate_series(1, 1000));
+	    BEGIN FOR i IN 1..$((N / 1000)) LOOP
+	        PERFORM event_bus.emit_many('small', 'OrderPlaced', p,
+	            (SELECT array_agg('customer-' || g) FROM generate_series(1, 1000) g));
+	        COMMIT;
+	    END LOOP; END \$\$" \
+	-c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+script=$(mktemp /tmp/event_bus-small.XXXXXX.sql)
+trap 'rm -f "$script"' EXIT
+echo "SELECT event_bus.ack('sb', ARRAY(SELECT seq FROM event_bus.claim('sb', $B)));" > "$script"
+chmod 644 "$script"
+for i in 1 2 3; do
+	pgbench -n -M prepared -t $((N / 3 / B)) -f "$script" 2>/dev/null | grep -o "tps = [0-9.]*"
+done | tr '\n' ' '
+echo "(left: $(psql -X -At -c "SELECT sum(pending) FROM event_bus.subscription_status WHERE subscription = 'sb'"))"
