@@ -82,6 +82,21 @@ CREATE FUNCTION event_bus._subscriptions_changed() RETURNS trigger
 -- every captured row into a payload with it.
 CREATE FUNCTION event_bus._row_jsonb(r record) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'eb_row_jsonb' LANGUAGE C STRICT STABLE PARALLEL SAFE;
+-- The reads of an ordered claim (_claim_once, _claimable_lanes), partition
+-- by partition of the log under the calling statement's snapshot: a
+-- statement on the log's parent locks every partition each time it runs
+-- (claim.c).
+CREATE FUNCTION event_bus._lane_read(p_topic text, p_lane smallint, lo bigint, max_seq bigint, high bigint,
+                                     pending_xids xid8[], pending_after bigint[], rescan boolean,
+                                     token uuid, types text[], n integer,
+                                     OUT seq bigint, OUT id uuid, OUT topic text, OUT type text,
+                                     OUT version integer, OUT key text, OUT payload jsonb, OUT headers jsonb,
+                                     OUT emitted_at timestamptz, OUT attempt integer, OUT lane integer,
+                                     OUT lease_token uuid)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'eb_lane_read' LANGUAGE C STABLE;
+CREATE FUNCTION event_bus._lane_has(topic text, lane smallint, after bigint, upto bigint) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'eb_lane_has' LANGUAGE C STRICT STABLE;
 
 -----------------------------------------------------------------------------
 -- Storage: topic grants (existing topics keep today's open set-up),
@@ -247,11 +262,7 @@ AS $$
                     AND r.topic OPERATOR(pg_catalog.=) cu.topic
                     AND r.lane OPERATOR(pg_catalog.=) cu.lane
                   ORDER BY r.seq LIMIT 1)
-           ELSE EXISTS (SELECT FROM event_bus.events e
-                         WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(cu.topic) AND e.topic OPERATOR(pg_catalog.=) cu.topic
-                           AND e.lane OPERATOR(pg_catalog.=) cu.lane
-                           AND e.seq OPERATOR(pg_catalog.>) cu.high
-                           AND e.seq OPERATOR(pg_catalog.<=) max_seq)
+           ELSE event_bus._lane_has(cu.topic, cu.lane, cu.high, max_seq)
                 OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
                     AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) xids)
            END
@@ -1295,14 +1306,8 @@ BEGIN
         -- events of other types too, so no claim scans them again.
         RETURN QUERY
         WITH ev AS (
-            SELECT e.* FROM event_bus.events e
-             WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(c.topic) AND e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-               AND e.seq OPERATOR(pg_catalog.>) lo AND e.seq OPERATOR(pg_catalog.<=) em.max_seq
-               AND NOT event_bus._handed_out(e.seq, e.txid, cur.high, cur.pending_xids, cur.pending_after)
-               AND (rescan OR pg_catalog.array_position(cur.pending_xids, e.txid) IS NULL)
-               AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))
-             ORDER BY e.seq
-             LIMIT left_),
+            SELECT e.* FROM event_bus._lane_read(c.topic, c.lane, lo, em.max_seq, cur.high, cur.pending_xids,
+                                                 cur.pending_after, rescan, tok, s.types, left_) e),
         l AS (
             INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
             SELECT s.subscription, c.topic, c.lane, event_bus._pack_seqs(pg_catalog.array_agg(ev.seq)),

@@ -211,13 +211,21 @@ static ClaimStmt read_stmt = {
 #define CLAIM_PART_NSTMTS	3
 #define CLAIM_PARTS_KEPT	32	/* partitions whose plans stay without use */
 
+#define CLAIM_PROBE_SQL(log) \
+	"SELECT FROM " log " e" \
+	" WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash($1)" \
+	"   AND e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2" \
+	"   AND e.seq OPERATOR(pg_catalog.>) $3 AND e.seq OPERATOR(pg_catalog.<=) $4" \
+	" LIMIT 1"
+#define CLAIM_PROBE_ARGS 4, {TEXTOID, INT2OID, INT8OID, INT8OID}
+
+static ClaimStmt lane_probe_stmt = {
+	CLAIM_PROBE_SQL("event_bus.events"), CLAIM_PROBE_ARGS
+};
+
 static const ClaimStmt claim_part_templates[CLAIM_PART_NSTMTS] = {
 	{CLAIM_READ_SQL("%s"), CLAIM_READ_ARGS},
-	{"SELECT FROM %s e"
-		" WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash($1)"
-		"   AND e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2"
-		"   AND e.seq OPERATOR(pg_catalog.>) $3 AND e.seq OPERATOR(pg_catalog.<=) $4"
-	" LIMIT 1", 4, {TEXTOID, INT2OID, INT8OID, INT8OID}},
+	{CLAIM_PROBE_SQL("%s"), CLAIM_PROBE_ARGS},
 	{CLAIM_LANE_MAX_SQL("%s"), CLAIM_LANE_MAX_ARGS}
 };
 
@@ -253,6 +261,7 @@ claim_part_stmt(Oid relid, int which)
 	ClaimPart  *p;
 	bool		found;
 	char	   *name = get_rel_name(relid);
+	int			i;
 
 	if (name == NULL)
 		elog(ERROR, "event_bus: partition %u of the log does not exist", relid);
@@ -293,7 +302,7 @@ claim_part_stmt(Oid relid, int which)
 		p = hash_search(claim_parts, &relid, HASH_ENTER, &found);
 		strlcpy(p->relname, name, NAMEDATALEN);
 		memcpy(p->st, claim_part_templates, sizeof(p->st));
-		for (int i = 0; i < CLAIM_PART_NSTMTS; i++)
+		for (i = 0; i < CLAIM_PART_NSTMTS; i++)
 		{
 			p->st[i].sql = NULL;
 			p->st[i].plan = NULL;
@@ -833,6 +842,65 @@ claim_exec_into(ClaimStmt *st, Datum *values, const char *nulls, ReturnSetInfo *
 	return dest.n;
 }
 
+/*
+ * Read up to 'left' events of a lane under snap into the result (read_stmt's
+ * parameters in rv and rn; rv[10] is set here), their seqs into seqs: the
+ * partitions of (lo, max_seq] in seq order, or the parent when parts is
+ * NULL.  Returns how many.
+ */
+static int
+claim_read_lane(ReturnSetInfo *rsinfo, EventBusParts *parts, Datum *rv, const char *rn,
+				Snapshot snap, int64 *seqs, int left)
+{
+	int64		max_seq = DatumGetInt64(rv[3]);
+	int			n = 0;
+	int			i;
+
+	if (parts == NULL)
+	{
+		rv[10] = Int32GetDatum(left);
+		return (int) claim_exec_into(&read_stmt, rv, rn, rsinfo, snap, seqs, left, "the read of a lane");
+	}
+	for (i = eb_log_parts_above(parts, DatumGetInt64(rv[2]));
+		 i < parts->n && parts->lo[i] <= max_seq && n < left; i++)
+	{
+		rv[10] = Int32GetDatum(left - n);
+		n += (int) claim_exec_into(claim_part_stmt(parts->oids[i], CLAIM_PART_READ), rv, rn, rsinfo,
+								   snap, seqs + n, left - n, "the read of a lane");
+	}
+	return n;
+}
+
+/*
+ * Has the lane an event in (after, upto]?  The partitions' probes, under
+ * snap (NULL: a new snapshot).
+ */
+static bool
+claim_lane_has(EventBusParts *parts, Datum topic, Datum lane, int64 after, int64 upto, Snapshot snap)
+{
+	int			i;
+
+	for (i = eb_log_parts_above(parts, after); i < parts->n && parts->lo[i] <= upto; i++)
+	{
+		Datum		v[4] = {topic, lane, Int64GetDatum(after), Int64GetDatum(upto)};
+		ClaimStmt  *st = claim_part_stmt(parts->oids[i], CLAIM_PART_PROBE);
+		bool		found;
+		int			rc;
+
+		if (snap == NULL)
+			rc = claim_exec(st, v, NULL, 1);
+		else
+			rc = SPI_execute_snapshot(claim_prepare(st), v, NULL, snap, InvalidSnapshot, true, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: could not look at a lane");
+		found = SPI_processed > 0;
+		SPI_freetuptable(SPI_tuptable);
+		if (found)
+			return true;
+	}
+	return false;
+}
+
 /* The read's snapshot as a pg_snapshot, for _lane_next. */
 static Datum
 claim_snapshot_datum(Snapshot snap)
@@ -882,22 +950,7 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 	if (s->types == (Datum) 0)
 		rn[9] = 'n';
 	rv[10] = Int32GetDatum(left);
-	if (parts == NULL)
-		n = (int) claim_exec_into(&read_stmt, rv, rn, rsinfo, snap, seqs, left, "the read of a lane");
-	else
-	{
-		int			i;
-
-		/* The partitions of (lo, max_seq] in seq order, under one snapshot. */
-		n = 0;
-		for (i = eb_log_parts_above(parts, DatumGetInt64(rv[2]));
-			 i < parts->n && parts->lo[i] <= em->max_seq && n < left; i++)
-		{
-			rv[10] = Int32GetDatum(left - n);
-			n += (int) claim_exec_into(claim_part_stmt(parts->oids[i], CLAIM_PART_READ), rv, rn, rsinfo,
-									   snap, seqs + n, left - n, "the read of a lane");
-		}
-	}
+	n = claim_read_lane(rsinfo, parts, rv, rn, snap, seqs, left);
 
 	snapshot = claim_snapshot_datum(snap);
 	UnregisterSnapshot(snap);
@@ -932,27 +985,6 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 	pfree(seqs);				/* SPI's memory lasts the whole look */
 	*taken = n;
 	return (uint64) n;
-}
-
-/* Has the lane an event in (after, upto]?  (The partitions' probes.) */
-static bool
-claim_lane_has(EventBusParts *parts, ClaimLane *c, int64 after, int64 upto)
-{
-	int			i;
-
-	for (i = eb_log_parts_above(parts, after); i < parts->n && parts->lo[i] <= upto; i++)
-	{
-		Datum		v[4] = {c->topic, c->lane, Int64GetDatum(after), Int64GetDatum(upto)};
-		bool		found;
-
-		if (claim_exec(claim_part_stmt(parts->oids[i], CLAIM_PART_PROBE), v, NULL, 1) != SPI_OK_SELECT)
-			elog(ERROR, "event_bus: could not look at a lane");
-		found = SPI_processed > 0;
-		SPI_freetuptable(SPI_tuptable);
-		if (found)
-			return true;
-	}
-	return false;
 }
 
 /*
@@ -1108,7 +1140,7 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 			}
 			else
 			{
-				if (!claim_lane_has(parts, c, c->high, em.max_seq))
+				if (!claim_lane_has(parts, c->topic, c->lane, c->high, em.max_seq, NULL))
 					continue;
 				if (claim_exec(&lock_stmt, pv, NULL, 0) != SPI_OK_SELECT)
 					elog(ERROR, "event_bus: could not lock a cursor");
@@ -1144,6 +1176,88 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 		left -= taken;
 	}
 	return got;
+}
+
+/*
+ * The reads of an ordered claim (_claim_once, _claimable_lanes), which is
+ * PL/pgSQL: a statement of it on the log's parent would lock every
+ * partition each time (see claim_part_stmt).  Both read under the calling
+ * statement's snapshot, as the statements they replace did: _claim_once
+ * moves the cursor with that snapshot (_lane_next).  Internal: only the
+ * extension's owner may call them (14_privileges.sql).
+ */
+PG_FUNCTION_INFO_V1(eb_lane_read);
+PG_FUNCTION_INFO_V1(eb_lane_has);
+
+/*
+ * event_bus._lane_read(topic text, lane smallint, lo bigint, max_seq bigint,
+ *     high bigint, pending_xids xid8[], pending_after bigint[], rescan boolean,
+ *     token uuid, types text[], n integer) returns setof (claim's columns)
+ *
+ * Up to n events of the lane above lo up to max_seq not handed out yet, in
+ * seq order, as claim() returns them (read_stmt).
+ */
+Datum
+eb_lane_read(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Snapshot	snap = GetActiveSnapshot();
+	EventBusParts parts;
+	Datum		rv[11];
+	char		rn[11];
+	int			n = PG_ARGISNULL(10) ? 0 : PG_GETARG_INT32(10);
+	int			level;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (i = 0; i < 11; i++)
+	{
+		if (PG_ARGISNULL(i) && i != 9)	/* types: NULL for all */
+			return (Datum) 0;
+		rv[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		rn[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+	}
+	if (n <= 0)
+		return (Datum) 0;
+	level = claim_spi_begin();
+	claim_parts_tick++;
+	(void) claim_read_lane(rsinfo, eb_log_parts(&parts) ? &parts : NULL, rv, rn, snap,
+						   palloc(sizeof(int64) * n), n);
+	claim_spi_end(level);
+	return (Datum) 0;
+}
+
+/*
+ * event_bus._lane_has(topic text, lane smallint, after bigint, upto bigint)
+ * returns boolean: has the lane an event above after up to upto?
+ */
+Datum
+eb_lane_has(PG_FUNCTION_ARGS)
+{
+	Snapshot	snap = GetActiveSnapshot();
+	EventBusParts parts;
+	bool		found;
+	int			level;
+
+	level = claim_spi_begin();
+	claim_parts_tick++;
+	if (eb_log_parts(&parts))
+		found = claim_lane_has(&parts, PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), PG_GETARG_INT64(2),
+							   PG_GETARG_INT64(3), snap);
+	else
+	{
+		Datum		v[4] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), PG_GETARG_DATUM(2), PG_GETARG_DATUM(3)};
+		int			rc;
+
+		/* Through the parent. */
+		rc = SPI_execute_snapshot(claim_prepare(&lane_probe_stmt), v, NULL, snap, InvalidSnapshot,
+								  true, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: could not look at a lane");
+		found = SPI_processed > 0;
+	}
+	claim_spi_end(level);
+	PG_RETURN_BOOL(found);
 }
 
 static uint64

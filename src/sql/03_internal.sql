@@ -195,11 +195,7 @@ AS $$
                     AND r.topic OPERATOR(pg_catalog.=) cu.topic
                     AND r.lane OPERATOR(pg_catalog.=) cu.lane
                   ORDER BY r.seq LIMIT 1)
-           ELSE EXISTS (SELECT FROM event_bus.events e
-                         WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(cu.topic) AND e.topic OPERATOR(pg_catalog.=) cu.topic
-                           AND e.lane OPERATOR(pg_catalog.=) cu.lane
-                           AND e.seq OPERATOR(pg_catalog.>) cu.high
-                           AND e.seq OPERATOR(pg_catalog.<=) max_seq)
+           ELSE event_bus._lane_has(cu.topic, cu.lane, cu.high, max_seq)
                 OR (cu.pending_xids OPERATOR(pg_catalog.<>) '{}'
                     AND NOT cu.pending_xids OPERATOR(pg_catalog.<@) xids)
            END

@@ -148,14 +148,8 @@ BEGIN
         -- events of other types too, so no claim scans them again.
         RETURN QUERY
         WITH ev AS (
-            SELECT e.* FROM event_bus.events e
-             WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(c.topic) AND e.topic OPERATOR(pg_catalog.=) c.topic AND e.lane OPERATOR(pg_catalog.=) c.lane
-               AND e.seq OPERATOR(pg_catalog.>) lo AND e.seq OPERATOR(pg_catalog.<=) em.max_seq
-               AND NOT event_bus._handed_out(e.seq, e.txid, cur.high, cur.pending_xids, cur.pending_after)
-               AND (rescan OR pg_catalog.array_position(cur.pending_xids, e.txid) IS NULL)
-               AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))
-             ORDER BY e.seq
-             LIMIT left_),
+            SELECT e.* FROM event_bus._lane_read(c.topic, c.lane, lo, em.max_seq, cur.high, cur.pending_xids,
+                                                 cur.pending_after, rescan, tok, s.types, left_) e),
         l AS (
             INSERT INTO event_bus.leases (subscription, topic, lane, seqs, claimed_at, expires_at, claimed_by, token)
             SELECT s.subscription, c.topic, c.lane, event_bus._pack_seqs(pg_catalog.array_agg(ev.seq)),
