@@ -105,5 +105,60 @@ $k->quit;
 is($claimed, $emitted, "a consumer claiming twice in a transaction across a new partition gets all $emitted events");
 is($acked, $emitted, "so does an ordered subscription's");
 
+# Claims read the partitions a range covers, each with its own kept plans.
+# A backlog over many partitions, claimed in small batches by both kinds of
+# subscription, comes out whole and in order; then, with a partition the
+# log's own layout does not have (a default one), claims read through the
+# parent instead and still get everything.
+$node->safe_psql('postgres', q{
+	SELECT event_bus.create_topic('many', 4);
+	SELECT event_bus.subscribe('mu', ARRAY['many']);
+	SELECT event_bus.subscribe('mo', ARRAY['many'], ordered => true);
+	SET event_bus.partition_size = 1000;
+	SELECT event_bus._ensure_partitions((SELECT max(hi) FROM event_bus.log_partitions) + 30000);
+});
+my $n_many = $node->safe_psql('postgres', q{
+	SELECT count(*) FROM unnest(event_bus.emit_many('many', 'E',
+		(SELECT array_agg(pg_catalog.jsonb_build_object('i', g)) FROM generate_series(1, 30000) g),
+		(SELECT array_agg('k' || g % 7) FROM generate_series(1, 30000) g)))});
+my $spanned = $node->safe_psql('postgres', q{
+	SELECT count(*) FROM event_bus.log_partitions p
+	 WHERE p.hi > (SELECT min(seq) FROM event_bus.events WHERE topic = 'many')});
+cmp_ok($spanned, '>=', 30, "the backlog spans $spanned partitions");
+my $drain = q{
+	CREATE TEMP TABLE got (ord bigserial, batch int, sub text, seq bigint, lane int);
+	DO $$
+	DECLARE b int := 0; m int; k int;
+	BEGIN
+		LOOP
+			b := b + 1;
+			INSERT INTO got (batch, sub, seq, lane)
+			SELECT b, 'mu', c.seq, c.lane FROM event_bus.claim('mu', 37) c ORDER BY c.seq;
+			GET DIAGNOSTICS m = ROW_COUNT;
+			PERFORM event_bus.ack('mu', ARRAY(SELECT seq FROM got WHERE batch = b AND sub = 'mu'));
+			INSERT INTO got (batch, sub, seq, lane)
+			SELECT b, 'mo', c.seq, c.lane FROM event_bus.claim('mo', 37) c ORDER BY c.seq;
+			GET DIAGNOSTICS k = ROW_COUNT;
+			PERFORM event_bus.ack('mo', ARRAY(SELECT seq FROM got WHERE batch = b AND sub = 'mo'));
+			EXIT WHEN m = 0 AND k = 0;
+		END LOOP;
+	END $$;
+	-- Per lane, an ordered subscription's events come in seq order.
+	SELECT sub, count(*), count(DISTINCT seq),
+	       count(*) FILTER (WHERE sub = 'mo' AND seq < prev)
+	  FROM (SELECT *, lag(seq) OVER (PARTITION BY sub, lane ORDER BY ord) AS prev FROM got) x
+	 GROUP BY sub ORDER BY sub;
+};
+is($node->safe_psql('postgres', $drain), "mo|$n_many|$n_many|0\nmu|$n_many|$n_many|0",
+	'both subscriptions got every event of a backlog over many partitions once, the ordered one in order');
+$node->safe_psql('postgres', q{
+	CREATE TABLE event_bus.events_default PARTITION OF event_bus.events DEFAULT});
+$node->safe_psql('postgres', q{
+	SELECT count(*) FROM unnest(event_bus.emit_many('many', 'E',
+		(SELECT array_agg('{}'::jsonb) FROM generate_series(1, 500)),
+		(SELECT array_agg('k' || g % 7) FROM generate_series(1, 500) g)))});
+is($node->safe_psql('postgres', $drain), "mo|500|500|0\nmu|500|500|0",
+	'with a default partition, claims read through the parent and get every event');
+
 $node->stop;
 done_testing();
