@@ -3,16 +3,27 @@
 # 16-lane topic with a backlog of N events (default 600,000) and acking them
 # in the same statement, in 3 runs of N / 3 / B cycles that drain the backlog
 # (claim + ack cycles a second; the fixed cost of a claim and an ack shows).
+# ORDERED=true makes the subscription ordered; PARTITION_SIZE=n puts the
+# backlog into partitions of n seqs (above the ones CREATE EXTENSION made).
 # Meant as the COMMAND of bench/ab.sh, e.g.
 #   bash bench/ab.sh --rounds 2 REV_A REV_B -- bash bench/ab_small_batches.sh
+#   ORDERED=true PARTITION_SIZE=2000 N=200000 bash bench/ab.sh ... -- bash bench/ab_small_batches.sh
 set -euo pipefail
 B=${B:-10}
 N=${N:-600000}
+ORDERED=${ORDERED:-false}
+if [ -n "${PARTITION_SIZE:-}" ]; then
+	# Seqs from above the partitions there are, in partitions of PARTITION_SIZE.
+	psql -X -q -v ON_ERROR_STOP=1 \
+		-c "SET event_bus.partition_size = $PARTITION_SIZE" \
+		-c "SELECT pg_catalog.setval('event_bus.event_seq', (SELECT max(hi) - 1 FROM event_bus.log_partitions))" \
+		-c "SELECT event_bus._ensure_partitions((SELECT max(hi) - 1 FROM event_bus.log_partitions) + $N)" >/dev/null
+fi
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PAYLOAD=$(/usr/bin/python3 -c "import sys; sys.path.insert(0, '$BENCH'); from common import PAYLOAD; print(PAYLOAD)")
 psql -X -q -v ON_ERROR_STOP=1 \
 	-c "SELECT event_bus.create_topic('small', 16)" \
-	-c "SELECT event_bus.subscribe('sb', ARRAY['small'])" \
+	-c "SELECT event_bus.subscribe('sb', ARRAY['small'], ordered => $ORDERED)" \
 	-c "SET synchronous_commit = off" \
 	-c "DO \$\$ DECLARE p jsonb[] := (SELECT array_agg('$PAYLOAD'::jsonb) FROM generate_series(1, 1000));
 	    BEGIN FOR i IN 1..$((N / 1000)) LOOP
@@ -28,4 +39,5 @@ chmod 644 "$script"
 for i in 1 2 3; do
 	pgbench -n -M prepared -t $((N / 3 / B)) -f "$script" 2>/dev/null | grep -o "tps = [0-9.]*"
 done | tr '\n' ' '
-echo "(left: $(psql -X -At -c "SELECT sum(pending) FROM event_bus.subscription_status WHERE subscription = 'sb'"))"
+echo "(left: $(psql -X -At -c "SELECT sum(pending) FROM event_bus.subscription_status WHERE subscription = 'sb'");" \
+	"partitions: $(psql -X -At -c "SELECT count(*) FROM event_bus.log_partitions"))"

@@ -33,7 +33,16 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/nbtree.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_am.h"
+#include "commands/defrem.h"
+#include "executor/tuptable.h"
+#include "utils/rel.h"
 #include "catalog/pg_type.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
@@ -235,6 +244,10 @@ typedef struct ClaimPart
 	char		relname[NAMEDATALEN];
 	uint64		used;			/* claim_parts_tick when last used */
 	ClaimStmt	st[CLAIM_PART_NSTMTS];
+	bool		looked;			/* index, seq_att and topic_att are known */
+	Oid			index;			/* its (topic_hash, lane, seq) btree, or none */
+	AttrNumber	seq_att;
+	AttrNumber	topic_att;
 } ClaimPart;
 
 static HTAB *claim_parts;
@@ -254,9 +267,9 @@ claim_part_forget(ClaimPart *p)
 	}
 }
 
-/* Statement 'which' (CLAIM_PART_*) on the log's partition relid. */
-static ClaimStmt *
-claim_part_stmt(Oid relid, int which)
+/* The kept plans (and index) of the log's partition relid. */
+static ClaimPart *
+claim_part(Oid relid)
 {
 	ClaimPart  *p;
 	bool		found;
@@ -307,14 +320,138 @@ claim_part_stmt(Oid relid, int which)
 			p->st[i].sql = NULL;
 			p->st[i].plan = NULL;
 		}
+		p->looked = false;
 	}
 	p->used = claim_parts_tick;
+	return p;
+}
+
+/* Statement 'which' (CLAIM_PART_*) on the log's partition relid. */
+static ClaimStmt *
+claim_part_stmt(Oid relid, int which)
+{
+	ClaimPart  *p = claim_part(relid);
+
 	if (p->st[which].sql == NULL)
 		p->st[which].sql = MemoryContextStrdup(TopMemoryContext,
 											   psprintf(claim_part_templates[which].sql,
 														quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-																				   name)));
+																				   p->relname)));
 	return &p->st[which];
+}
+
+/*
+ * The partition's index on (topic_hash, lane, seq), as _ensure_partitions
+ * makes it: a plain btree on those three columns with their default
+ * operator classes.  Found once per partition (relcache invalidation of a
+ * partition changes nothing here: its columns and index do not change
+ * without a new OID, and a dropped index is found missing below).
+ */
+static void
+claim_part_index(ClaimPart *p, Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	AttrNumber	want[3] = {InvalidAttrNumber, InvalidAttrNumber, InvalidAttrNumber};
+	List	   *indexes;
+	ListCell   *lc;
+	int			i;
+
+	p->looked = true;
+	p->index = InvalidOid;
+	p->seq_att = p->topic_att = InvalidAttrNumber;
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		if (strcmp(NameStr(att->attname), "topic_hash") == 0 && att->atttypid == INT4OID)
+			want[0] = att->attnum;
+		else if (strcmp(NameStr(att->attname), "lane") == 0 && att->atttypid == INT2OID)
+			want[1] = att->attnum;
+		else if (strcmp(NameStr(att->attname), "seq") == 0 && att->atttypid == INT8OID)
+			want[2] = p->seq_att = att->attnum;
+		else if (strcmp(NameStr(att->attname), "topic") == 0 && att->atttypid == TEXTOID)
+			p->topic_att = att->attnum;
+	}
+	if (p->topic_att == InvalidAttrNumber)
+		return;
+	indexes = RelationGetIndexList(rel);
+	foreach(lc, indexes)
+	{
+		Relation	irel = index_open(lfirst_oid(lc), AccessShareLock);
+		Form_pg_index ix = irel->rd_index;
+		bool		ok = irel->rd_rel->relam == BTREE_AM_OID && ix->indisvalid && ix->indisready &&
+			ix->indnkeyatts == 3 && RelationGetIndexExpressions(irel) == NIL &&
+			RelationGetIndexPredicate(irel) == NIL;
+
+		for (i = 0; ok && i < 3; i++)
+			ok = want[i] != InvalidAttrNumber && ix->indkey.values[i] == want[i] &&
+				irel->rd_opcintype[i] == TupleDescAttr(desc, want[i] - 1)->atttypid &&
+				irel->rd_opfamily[i] == get_opclass_family(GetDefaultOpClass(irel->rd_opcintype[i],
+																			  BTREE_AM_OID));
+		index_close(irel, NoLock);
+		if (ok)
+		{
+			p->index = lfirst_oid(lc);
+			break;
+		}
+	}
+	list_free(indexes);
+}
+
+/*
+ * Has partition relid an event of the lane in (after, upto] that snap
+ * sees?  An index scan without the executor (the probe of a lane is most
+ * of what a look at it costs); -1 when the partition has no index it can
+ * use, and then the caller runs CLAIM_PART_PROBE.
+ */
+static int
+claim_part_probe(Oid relid, text *topic, int16 lane, int64 after, int64 upto, Snapshot snap)
+{
+	ClaimPart  *p = claim_part(relid);
+	Relation	rel = table_open(relid, AccessShareLock);
+	Relation	irel;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData key[3];
+	int			found = 0;
+
+	if (!p->looked)
+		claim_part_index(p, rel);
+	if (!OidIsValid(p->index) || !OidIsValid(get_rel_namespace(p->index)))
+	{
+		table_close(rel, NoLock);
+		return -1;
+	}
+	irel = index_open(p->index, AccessShareLock);
+	ScanKeyInit(&key[0], 1, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(eb_topic_hash(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic))));
+	ScanKeyInit(&key[1], 2, BTEqualStrategyNumber, F_INT2EQ, Int16GetDatum(lane));
+	ScanKeyInit(&key[2], 3, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after));
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, irel, snap, 3, 0);
+	index_rescan(scan, key, 3, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		text	   *t;
+
+		if (DatumGetInt64(slot_getattr(slot, p->seq_att, &isnull)) > upto)
+			break;
+		t = DatumGetTextPP(slot_getattr(slot, p->topic_att, &isnull));
+		if (!isnull && VARSIZE_ANY_EXHDR(t) == VARSIZE_ANY_EXHDR(topic) &&
+			memcmp(VARDATA_ANY(t), VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic)) == 0)
+		{
+			found = 1;			/* not another topic with the same hash */
+			break;
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(irel, NoLock);
+	table_close(rel, NoLock);
+	return found;
 }
 
 static ClaimStmt lease_stmt = {
@@ -878,27 +1015,33 @@ claim_read_lane(ReturnSetInfo *rsinfo, EventBusParts *parts, Datum *rv, const ch
 static bool
 claim_lane_has(EventBusParts *parts, Datum topic, Datum lane, int64 after, int64 upto, Snapshot snap)
 {
+	Snapshot	use = snap != NULL ? snap : RegisterSnapshot(GetTransactionSnapshot());
+	bool		found = false;
 	int			i;
 
-	for (i = eb_log_parts_above(parts, after); i < parts->n && parts->lo[i] <= upto; i++)
+	for (i = eb_log_parts_above(parts, after); !found && i < parts->n && parts->lo[i] <= upto; i++)
 	{
 		Datum		v[4] = {topic, lane, Int64GetDatum(after), Int64GetDatum(upto)};
-		ClaimStmt  *st = claim_part_stmt(parts->oids[i], CLAIM_PART_PROBE);
-		bool		found;
 		int			rc;
 
-		if (snap == NULL)
-			rc = claim_exec(st, v, NULL, 1);
-		else
-			rc = SPI_execute_snapshot(claim_prepare(st), v, NULL, snap, InvalidSnapshot, true, false, 1);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "event_bus: could not look at a lane");
-		found = SPI_processed > 0;
-		SPI_freetuptable(SPI_tuptable);
-		if (found)
-			return true;
+		rc = claim_part_probe(parts->oids[i], DatumGetTextPP(topic), DatumGetInt16(lane), after, upto, use);
+		if (rc < 0)
+		{
+			/* No index of the log's own kind: the statement. */
+			int			level = claim_spi_begin();
+
+			rc = SPI_execute_snapshot(claim_prepare(claim_part_stmt(parts->oids[i], CLAIM_PART_PROBE)), v,
+									  NULL, use, InvalidSnapshot, true, false, 1);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "event_bus: could not look at a lane");
+			rc = SPI_processed > 0;
+			claim_spi_end(level);
+		}
+		found = rc > 0;
 	}
-	return false;
+	if (snap == NULL)
+		UnregisterSnapshot(use);
+	return found;
 }
 
 /* The read's snapshot as a pg_snapshot, for _lane_next. */
@@ -1235,18 +1378,41 @@ Datum
 eb_lane_has(PG_FUNCTION_ARGS)
 {
 	Snapshot	snap = GetActiveSnapshot();
+	EventBusDb *db = eb_db_state();
 	EventBusParts parts;
 	bool		found;
 	int			level;
+	ClaimLane	c;
+	text	   *topic = PG_GETARG_TEXT_PP(0);
+	uint64		head;
+	uint64		epoch;
+	EventBusHead known;
 
-	level = claim_spi_begin();
+	c.topic = PointerGetDatum(topic);
+	c.lane = PG_GETARG_DATUM(1);
+	c.high = PG_GETARG_INT64(2);
+	if (c.high >= PG_GETARG_INT64(3))
+		PG_RETURN_BOOL(false);
+
+	/* A lane whose head is at or below 'after' has nothing above it. */
+	known = eb_lane_head(db, eb_topic_hash(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic)),
+						 DatumGetInt16(c.lane), &head, &epoch);
+	if (known == EB_HEAD_KNOWN && c.high >= 0 && (uint64) c.high >= head)
+		PG_RETURN_BOOL(false);
 	claim_parts_tick++;
+	if (known == EB_HEAD_KNOWN && eb_log_parts(&parts))
+		PG_RETURN_BOOL(claim_lane_has(&parts, c.topic, c.lane, c.high, PG_GETARG_INT64(3), snap));
+
+	/* The lane's events from before are to be counted, or no partitions. */
+	level = claim_spi_begin();
 	if (eb_log_parts(&parts))
-		found = claim_lane_has(&parts, PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), PG_GETARG_INT64(2),
-							   PG_GETARG_INT64(3), snap);
+		found = !claim_lane_done(db, &c, &parts) &&
+			claim_lane_has(&parts, c.topic, c.lane, c.high, PG_GETARG_INT64(3), snap);
+	else if (claim_lane_done(db, &c, NULL))
+		found = false;
 	else
 	{
-		Datum		v[4] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), PG_GETARG_DATUM(2), PG_GETARG_DATUM(3)};
+		Datum		v[4] = {c.topic, c.lane, PG_GETARG_DATUM(2), PG_GETARG_DATUM(3)};
 		int			rc;
 
 		/* Through the parent. */
