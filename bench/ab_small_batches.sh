@@ -15,6 +15,7 @@ ORDERED=${ORDERED:-false}
 if [ -n "${PARTITION_SIZE:-}" ]; then
 	# Seqs from above the partitions there are, in partitions of PARTITION_SIZE.
 	psql -X -q -v ON_ERROR_STOP=1 \
+		-c "SELECT count(*) FROM event_bus.run_maintenance()" \
 		-c "SET event_bus.partition_size = $PARTITION_SIZE" \
 		-c "SELECT pg_catalog.setval('event_bus.event_seq', (SELECT max(hi) - 1 FROM event_bus.log_partitions))" \
 		-c "SELECT event_bus._ensure_partitions((SELECT max(hi) - 1 FROM event_bus.log_partitions) + $N)" >/dev/null
@@ -32,6 +33,7 @@ psql -X -q -v ON_ERROR_STOP=1 \
 	        COMMIT;
 	    END LOOP; END \$\$" \
 	-c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+parts=$(psql -X -At -c "SELECT count(*) FROM event_bus.log_partitions")
 script=$(mktemp /tmp/event_bus-small.XXXXXX.sql)
 trap 'rm -f "$script"' EXIT
 echo "SELECT event_bus.ack('sb', ARRAY(SELECT seq FROM event_bus.claim('sb', $B)));" > "$script"
@@ -40,4 +42,4 @@ for i in 1 2 3; do
 	pgbench -n -M prepared -t $((N / 3 / B)) -f "$script" 2>/dev/null | grep -o "tps = [0-9.]*"
 done | tr '\n' ' '
 echo "(left: $(psql -X -At -c "SELECT sum(pending) FROM event_bus.subscription_status WHERE subscription = 'sb'");" \
-	"partitions: $(psql -X -At -c "SELECT count(*) FROM event_bus.log_partitions"))"
+	"partitions: $parts)"
