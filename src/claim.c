@@ -417,9 +417,9 @@ claim_part_probe(Oid relid, text *topic, int16 lane, int64 after, int64 upto, Sn
 	ScanKeyData key[3];
 	int			found = 0;
 
-	if (!p->looked)
-		claim_part_index(p, rel);
-	if (!OidIsValid(p->index) || !OidIsValid(get_rel_namespace(p->index)))
+	if (!p->looked || (OidIsValid(p->index) && !OidIsValid(get_rel_namespace(p->index))))
+		claim_part_index(p, rel);	/* first use, or its index went (REINDEX CONCURRENTLY) */
+	if (!OidIsValid(p->index))
 	{
 		table_close(rel, NoLock);
 		return -1;
