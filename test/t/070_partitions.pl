@@ -151,6 +151,26 @@ my $drain = q{
 };
 is($node->safe_psql('postgres', $drain), "mo|$n_many|$n_many|0\nmu|$n_many|$n_many|0",
 	'both subscriptions got every event of a backlog over many partitions once, the ordered one in order');
+# A partition without its (topic_hash, lane, seq) index: a claim probes it
+# with a statement instead of an index scan, and reads it all the same.
+my $bare = $node->safe_psql('postgres', q{
+	SELECT p.relname FROM event_bus.log_partitions p
+	 WHERE p.lo > (SELECT max(seq) FROM event_bus.events) ORDER BY p.lo LIMIT 1});
+$node->safe_psql('postgres', qq{
+	SELECT format('DROP INDEX event_bus.%I', i.relname) FROM pg_index x
+	  JOIN pg_class i ON i.oid = x.indexrelid
+	 WHERE x.indrelid = 'event_bus.$bare'::regclass \\gexec});
+is($node->safe_psql('postgres', qq{SELECT count(*) FROM pg_index WHERE indrelid = 'event_bus.$bare'::regclass}),
+	'0', "partition $bare has no index");
+$node->safe_psql('postgres', q{
+	SELECT setval('event_bus.event_seq', (SELECT p.lo FROM event_bus.log_partitions p
+		WHERE p.lo > (SELECT max(seq) FROM event_bus.events) ORDER BY p.lo LIMIT 1));
+	SELECT count(*) FROM unnest(event_bus.emit_many('many', 'E',
+		(SELECT array_agg('{}'::jsonb) FROM generate_series(1, 300)),
+		(SELECT array_agg('k' || g % 7) FROM generate_series(1, 300) g)))});
+is($node->safe_psql('postgres', $drain), "mo|300|300|0\nmu|300|300|0",
+	'claims probe and read a partition without its index');
+
 $node->safe_psql('postgres', q{
 	CREATE TABLE event_bus.events_default PARTITION OF event_bus.events DEFAULT});
 $node->safe_psql('postgres', q{
