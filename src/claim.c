@@ -217,7 +217,8 @@ static ClaimStmt read_stmt = {
 #define CLAIM_PART_READ		0
 #define CLAIM_PART_PROBE	1
 #define CLAIM_PART_MAX		2
-#define CLAIM_PART_NSTMTS	3
+#define CLAIM_PART_AT		3
+#define CLAIM_PART_NSTMTS	4
 #define CLAIM_PARTS_KEPT	32	/* partitions whose plans stay without use */
 
 #define CLAIM_PROBE_SQL(log) \
@@ -232,10 +233,25 @@ static ClaimStmt lane_probe_stmt = {
 	CLAIM_PROBE_SQL("event_bus.events"), CLAIM_PROBE_ARGS
 };
 
+/* Events of a lane by seq (_lane_events, for _lease_retries). */
+#define CLAIM_AT_SQL(log) \
+	"SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers," \
+	"       e.emitted_at, e.lane::integer" \
+	"  FROM " log " e" \
+	" WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash($1)" \
+	"   AND e.topic OPERATOR(pg_catalog.=) $1 AND e.lane OPERATOR(pg_catalog.=) $2" \
+	"   AND e.seq OPERATOR(pg_catalog.=) ANY ($3)"
+#define CLAIM_AT_ARGS 3, {TEXTOID, INT2OID, INT8ARRAYOID}
+
+static ClaimStmt lane_at_stmt = {
+	CLAIM_AT_SQL("event_bus.events"), CLAIM_AT_ARGS
+};
+
 static const ClaimStmt claim_part_templates[CLAIM_PART_NSTMTS] = {
 	{CLAIM_READ_SQL("%s"), CLAIM_READ_ARGS},
 	{CLAIM_PROBE_SQL("%s"), CLAIM_PROBE_ARGS},
-	{CLAIM_LANE_MAX_SQL("%s"), CLAIM_LANE_MAX_ARGS}
+	{CLAIM_LANE_MAX_SQL("%s"), CLAIM_LANE_MAX_ARGS},
+	{CLAIM_AT_SQL("%s"), CLAIM_AT_ARGS}
 };
 
 typedef struct ClaimPart
@@ -1366,6 +1382,73 @@ eb_lane_read(PG_FUNCTION_ARGS)
 	claim_parts_tick++;
 	(void) claim_read_lane(rsinfo, eb_log_parts(&parts) ? &parts : NULL, rv, rn, snap,
 						   palloc(sizeof(int64) * n), n);
+	claim_spi_end(level);
+	return (Datum) 0;
+}
+
+/*
+ * event_bus._lane_events(p_topic text, p_lane smallint, p_seqs bigint[])
+ * returns setof (seq, id, topic, type, version, key, payload, headers,
+ * emitted_at, lane): the lane's events with these seqs, for
+ * _lease_retries, partition by partition under the calling statement's
+ * snapshot.
+ */
+PG_FUNCTION_INFO_V1(eb_lane_events);
+
+Datum
+eb_lane_events(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Snapshot	snap = GetActiveSnapshot();
+	EventBusParts parts;
+	Datum	   *elems;
+	bool	   *nulls;
+	int64	   *seqs;
+	int			n,
+				k = 0,
+				i,
+				level;
+
+	InitMaterializedSRF(fcinfo, 0);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &nulls, &n);
+	seqs = palloc(sizeof(int64) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		if (!nulls[i])
+			seqs[k++] = DatumGetInt64(elems[i]);
+	n = claim_sort_unique(seqs, k);
+	if (n == 0)
+		return (Datum) 0;
+	level = claim_spi_begin();
+	claim_parts_tick++;
+	if (!eb_log_parts(&parts))
+	{
+		Datum		v[3] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), claim_int8_array(seqs, n)};
+
+		(void) claim_exec_into(&lane_at_stmt, v, NULL, rsinfo, snap, NULL, 0, "the read of events");
+	}
+	else
+	{
+		/* The seqs of each partition, in partition order. */
+		k = 0;
+		for (i = eb_log_parts_above(&parts, seqs[0] - 1); i < parts.n && k < n; i++)
+		{
+			int			j;
+
+			while (k < n && seqs[k] < parts.lo[i])
+				k++;			/* in no partition */
+			j = k;
+			while (k < n && seqs[k] < parts.hi[i])
+				k++;
+			if (k > j)
+			{
+				Datum		v[3] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), claim_int8_array(seqs + j, k - j)};
+
+				(void) claim_exec_into(claim_part_stmt(parts.oids[i], CLAIM_PART_AT), v, NULL, rsinfo, snap,
+									   NULL, 0, "the read of events");
+			}
+		}
+	}
 	claim_spi_end(level);
 	return (Datum) 0;
 }

@@ -88,10 +88,10 @@ CREATE FUNCTION event_bus._subscriptions_changed() RETURNS trigger
 -- every captured row into a payload with it.
 CREATE FUNCTION event_bus._row_jsonb(r record) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'eb_row_jsonb' LANGUAGE C STRICT STABLE PARALLEL SAFE;
--- The reads of an ordered claim (_claim_once, _claimable_lanes), partition
--- by partition of the log under the calling statement's snapshot: a
--- statement on the log's parent locks every partition each time it runs
--- (claim.c).
+-- The reads of an ordered claim (_claim_once, _claimable_lanes) and of
+-- retries (_lease_retries), partition by partition of the log under the
+-- calling statement's snapshot: a statement on the log's parent locks
+-- every partition each time it runs (claim.c).
 CREATE FUNCTION event_bus._lane_read(p_topic text, p_lane smallint, lo bigint, max_seq bigint, high bigint,
                                      pending_xids xid8[], pending_after bigint[], rescan boolean,
                                      token uuid, types text[], n integer,
@@ -103,3 +103,9 @@ RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'eb_lane_read' LANGUAGE C STABLE;
 CREATE FUNCTION event_bus._lane_has(topic text, lane smallint, after bigint, upto bigint) RETURNS boolean
     AS 'MODULE_PATHNAME', 'eb_lane_has' LANGUAGE C STRICT STABLE;
+CREATE FUNCTION event_bus._lane_events(p_topic text, p_lane smallint, p_seqs bigint[],
+                                       OUT seq bigint, OUT id uuid, OUT topic text, OUT type text,
+                                       OUT version integer, OUT key text, OUT payload jsonb, OUT headers jsonb,
+                                       OUT emitted_at timestamptz, OUT lane integer)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'eb_lane_events' LANGUAGE C STRICT STABLE;

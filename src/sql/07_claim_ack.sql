@@ -24,11 +24,9 @@ BEGIN
          WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription
            AND r.seq OPERATOR(pg_catalog.=) ANY (p_seqs)
         RETURNING r.seq, r.attempt)
-    SELECT e.seq, e.id, e.topic::text, e.type, e.version, e.key, e.payload, e.headers,
-           e.emitted_at, u.attempt, e.lane::integer, tok
-      FROM event_bus.events e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
-     WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(p_topic) AND e.topic OPERATOR(pg_catalog.=) p_topic AND e.lane OPERATOR(pg_catalog.=) p_lane
-       AND e.seq OPERATOR(pg_catalog.=) ANY (p_seqs)
+    SELECT e.seq, e.id, e.topic, e.type, e.version, e.key, e.payload, e.headers,
+           e.emitted_at, u.attempt, e.lane, tok
+      FROM event_bus._lane_events(p_topic, p_lane, p_seqs) e JOIN u ON u.seq OPERATOR(pg_catalog.=) e.seq
      ORDER BY e.seq;
 END
 $$;
