@@ -40,12 +40,11 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_am.h"
-#include "commands/defrem.h"
-#include "executor/tuptable.h"
-#include "utils/rel.h"
 #include "catalog/pg_type.h"
+#include "commands/defrem.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "port/pg_bitutils.h"
@@ -60,6 +59,7 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 #include "utils/xid8.h"
@@ -207,12 +207,13 @@ static ClaimStmt read_stmt = {
 
 /*
  * Statements on one partition of the log, kept per partition: the same as
- * the read and lane_max_stmt, and a probe of a lane (the EXISTS of
- * probe_lock_stmt).  A statement on the parent locks every partition each
- * time its generic plan runs, and sets up a scan of every partition its
- * seq bounds span (see eb_log_parts); these touch the partitions a range
- * covers.  The partition's name comes from the catalog, never from a
- * caller.
+ * the read, lane_max_stmt and lane_at_stmt, and a probe of a lane (the
+ * EXISTS of probe_lock_stmt; claim_part_probe does it with an index scan,
+ * and the statement is for a partition without the index it needs).  A
+ * statement on the parent locks every partition each time its generic
+ * plan runs, and sets up a scan of every partition its seq bounds span
+ * (see eb_log_parts); these touch the partitions a range covers.  The
+ * partition's name comes from the catalog, never from a caller.
  */
 #define CLAIM_PART_READ		0
 #define CLAIM_PART_PROBE	1
@@ -1338,12 +1339,13 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 }
 
 /*
- * The reads of an ordered claim (_claim_once, _claimable_lanes), which is
- * PL/pgSQL: a statement of it on the log's parent would lock every
- * partition each time (see claim_part_stmt).  Both read under the calling
- * statement's snapshot, as the statements they replace did: _claim_once
- * moves the cursor with that snapshot (_lane_next).  Internal: only the
- * extension's owner may call them (14_privileges.sql).
+ * The reads of an ordered claim (_claim_once, _claimable_lanes) and of the
+ * leasing of retries (_lease_retries), which are PL/pgSQL and SQL: a
+ * statement of theirs on the log's parent would lock every partition each
+ * time (see claim_part_stmt).  These read under the calling statement's
+ * snapshot, as the statements they replace did: _claim_once moves the
+ * cursor with that snapshot (_lane_next).  Internal: only the extension's
+ * owner may call them (14_privileges.sql).
  */
 PG_FUNCTION_INFO_V1(eb_lane_read);
 PG_FUNCTION_INFO_V1(eb_lane_has);
