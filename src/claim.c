@@ -144,21 +144,6 @@ static ClaimStmt lock_stmt = {
 };
 
 /*
- * The same lock, taken only if the lane has an event above $4 (its high as
- * read before, without a lock) up to $5 (max_seq): one statement where a
- * probe of the log and then the lock were two.
- */
-static ClaimStmt probe_lock_stmt = {
-	CLAIM_LOCK_CURSOR
-	"   AND EXISTS (SELECT FROM event_bus.events e"
-	"                WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash($2)"
-	"                  AND e.topic OPERATOR(pg_catalog.=) $2 AND e.lane OPERATOR(pg_catalog.=) $3"
-	"                  AND e.seq OPERATOR(pg_catalog.>) $4 AND e.seq OPERATOR(pg_catalog.<=) $5)"
-	"   FOR UPDATE OF cu SKIP LOCKED",
-	5, {TEXTOID, TEXTOID, INT2OID, INT8OID, INT8OID}
-};
-
-/*
  * The highest seq of a lane (of every topic with its hash) above $3, a
  * cursor's high, for the lane's head in shared memory (claim_lane_done):
  * with nothing above it, that high bounds the lane.  The bound prunes the
@@ -207,13 +192,13 @@ static ClaimStmt read_stmt = {
 
 /*
  * Statements on one partition of the log, kept per partition: the same as
- * the read, lane_max_stmt and lane_at_stmt, and a probe of a lane (the
- * EXISTS of probe_lock_stmt; claim_part_probe does it with an index scan,
- * and the statement is for a partition without the index it needs).  A
- * statement on the parent locks every partition each time its generic
- * plan runs, and sets up a scan of every partition its seq bounds span
- * (see eb_log_parts); these touch the partitions a range covers.  The
- * partition's name comes from the catalog, never from a caller.
+ * the read, lane_max_stmt, lane_at_stmt and lane_probe_stmt (the probe of
+ * a lane, which claim_part_probe does with an index scan: the statement is
+ * for a partition without the index it needs).  A statement on the parent
+ * locks every partition each time its generic plan runs, and sets up a
+ * scan of every partition its seq bounds span (see eb_log_parts); these
+ * touch the partitions a range covers.  The partition's name comes from
+ * the catalog, never from a caller.
  */
 #define CLAIM_PART_READ		0
 #define CLAIM_PART_PROBE	1
@@ -355,6 +340,30 @@ claim_part_stmt(Oid relid, int which)
 														quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 																				   p->relname)));
 	return &p->st[which];
+}
+
+/*
+ * The log's partitions for one look at it, read when first needed
+ * (eb_log_parts): an idle claim, or a lane whose head says it has nothing
+ * new, does not read them.
+ */
+typedef struct ClaimLog
+{
+	bool		looked;
+	bool		by_parts;		/* false: read through the parent */
+	EventBusParts parts;
+} ClaimLog;
+
+static EventBusParts *
+claim_log_parts(ClaimLog *log)
+{
+	if (!log->looked)
+	{
+		claim_parts_tick++;
+		log->by_parts = eb_log_parts(&log->parts);
+		log->looked = true;
+	}
+	return log->by_parts ? &log->parts : NULL;
 }
 
 /*
@@ -1025,36 +1034,43 @@ claim_read_lane(ReturnSetInfo *rsinfo, EventBusParts *parts, Datum *rv, const ch
 	return n;
 }
 
+/* Does a probe statement return a row under snap?  (SPI connected here.) */
+static bool
+claim_probe_stmt(ClaimStmt *st, Datum *v, Snapshot snap)
+{
+	int			level = claim_spi_begin();
+	bool		found;
+
+	if (SPI_execute_snapshot(claim_prepare(st), v, NULL, snap, InvalidSnapshot, true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "event_bus: could not look at a lane");
+	found = SPI_processed > 0;
+	claim_spi_end(level);
+	return found;
+}
+
 /*
- * Has the lane an event in (after, upto]?  The partitions' probes, under
- * snap (NULL: a new snapshot).
+ * Has the lane an event in (after, upto]?  The probes of the partitions
+ * that range covers (or of the parent), under snap (NULL: a new snapshot).
  */
 static bool
-claim_lane_has(EventBusParts *parts, Datum topic, Datum lane, int64 after, int64 upto, Snapshot snap)
+claim_lane_has(ClaimLog *log, Datum topic, Datum lane, int64 after, int64 upto, Snapshot snap)
 {
+	EventBusParts *parts = claim_log_parts(log);
 	Snapshot	use = snap != NULL ? snap : RegisterSnapshot(GetTransactionSnapshot());
+	Datum		v[4] = {topic, lane, Int64GetDatum(after), Int64GetDatum(upto)};
 	bool		found = false;
 	int			i;
 
-	for (i = eb_log_parts_above(parts, after); !found && i < parts->n && parts->lo[i] <= upto; i++)
+	if (parts == NULL)
+		found = claim_probe_stmt(&lane_probe_stmt, v, use);
+	for (i = parts == NULL ? 0 : eb_log_parts_above(parts, after);
+		 parts != NULL && !found && i < parts->n && parts->lo[i] <= upto; i++)
 	{
-		Datum		v[4] = {topic, lane, Int64GetDatum(after), Int64GetDatum(upto)};
-		int			rc;
+		int			rc = claim_part_probe(parts->oids[i], DatumGetTextPP(topic), DatumGetInt16(lane),
+										  after, upto, use);
 
-		rc = claim_part_probe(parts->oids[i], DatumGetTextPP(topic), DatumGetInt16(lane), after, upto, use);
-		if (rc < 0)
-		{
-			/* No index of the log's own kind: the statement. */
-			int			level = claim_spi_begin();
-
-			rc = SPI_execute_snapshot(claim_prepare(claim_part_stmt(parts->oids[i], CLAIM_PART_PROBE)), v,
-									  NULL, use, InvalidSnapshot, true, false, 1);
-			if (rc != SPI_OK_SELECT)
-				elog(ERROR, "event_bus: could not look at a lane");
-			rc = SPI_processed > 0;
-			claim_spi_end(level);
-		}
-		found = rc > 0;
+		/* No index of the log's own kind: the statement. */
+		found = rc < 0 ? claim_probe_stmt(claim_part_stmt(parts->oids[i], CLAIM_PART_PROBE), v, use) : rc > 0;
 	}
 	if (snap == NULL)
 		UnregisterSnapshot(use);
@@ -1151,11 +1167,11 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
  * Has the lane no event above the cursor's high?  Its head in shared memory
  * says so without a probe of the log (see eb_lane_head_raise in shmem.c);
  * the first claim to need a lane's head after a restart counts the lane's
- * events from before with one read of its highest seq.  False when the head
- * cannot tell: the probe decides then.
+ * events from before with one read of its highest seq (SPI connected here).
+ * False when the head cannot tell: the probe decides then.
  */
 static bool
-claim_lane_done(EventBusDb *db, ClaimLane *c, EventBusParts *parts)
+claim_lane_done(EventBusDb *db, ClaimLane *c, ClaimLog *log)
 {
 	int32		th = eb_topic_hash(VARDATA_ANY(DatumGetTextPP(c->topic)),
 								   VARSIZE_ANY_EXHDR(DatumGetTextPP(c->topic)));
@@ -1169,7 +1185,9 @@ claim_lane_done(EventBusDb *db, ClaimLane *c, EventBusParts *parts)
 		Datum		v[3] = {Int32GetDatum(th), Int16GetDatum(lane), Int64GetDatum(Max(c->high, 0))};
 		bool		isnull = true;
 		Datum		d = (Datum) 0;
+		EventBusParts *parts = claim_log_parts(log);
 		int			i = parts == NULL ? 0 : parts->n - 1;
+		int			level = claim_spi_begin();
 
 		/* Partitions from the newest down, until one has an event of the lane. */
 		while (isnull && (parts == NULL ? i == 0 : i >= 0 && parts->hi[i] - 1 > Max(c->high, 0)))
@@ -1181,6 +1199,7 @@ claim_lane_done(EventBusDb *db, ClaimLane *c, EventBusParts *parts)
 			SPI_freetuptable(SPI_tuptable);
 			i--;
 		}
+		claim_spi_end(level);
 		eb_lane_head_base(db, th, lane, epoch, (uint64) (isnull ? Max(c->high, 0) : DatumGetInt64(d)));
 		known = eb_lane_head(db, th, lane, &head, &epoch);
 	}
@@ -1205,8 +1224,9 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 	int			i;
 	bool		isnull;
 	EventBusDb *db = eb_db_state();
-	EventBusParts partsbuf;
-	EventBusParts *parts;
+	ClaimLog	log;
+
+	memset(&log, 0, sizeof(log));
 
 	/* 1. Due retries. */
 	{
@@ -1244,10 +1264,6 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 	/* 2. The open emitters, before any statement below takes its snapshot. */
 	claim_read_emitters(s, &em, cxt);
 
-	/* The log's partitions, for the reads below (NULL: read the parent). */
-	claim_parts_tick++;
-	parts = eb_log_parts(&partsbuf) ? &partsbuf : NULL;
-
 	/* 3. The lanes, in random order. */
 	if (claim_exec(&lanes_stmt, &s->name, NULL, 0) != SPI_OK_SELECT)
 		elog(ERROR, "event_bus: could not read the cursors");
@@ -1273,6 +1289,7 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 	for (i = 0; i < nlanes && left > 0; i++)
 	{
 		ClaimLane  *c = &lanes[i];
+		Datum		lv[3] = {s->name, c->topic, c->lane};
 		Datum		position,
 					high,
 					pxids,
@@ -1287,32 +1304,12 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 		 * moves past the others).  The lane is ours while its cursor row is
 		 * locked; a busy one is skipped.
 		 */
-		if (claim_array_empty(c->pending) || claim_pending_open(c->pending, &em))
-		{
-			Datum		pv[5] = {s->name, c->topic, c->lane, Int64GetDatum(c->high), Int64GetDatum(em.max_seq)};
-
-			if (c->high >= em.max_seq || claim_lane_done(db, c, parts))
-				continue;
-			if (parts == NULL)
-			{
-				if (claim_exec(&probe_lock_stmt, pv, NULL, 0) != SPI_OK_SELECT)
-					elog(ERROR, "event_bus: could not look at a lane");
-			}
-			else
-			{
-				if (!claim_lane_has(parts, c->topic, c->lane, c->high, em.max_seq, NULL))
-					continue;
-				if (claim_exec(&lock_stmt, pv, NULL, 0) != SPI_OK_SELECT)
-					elog(ERROR, "event_bus: could not lock a cursor");
-			}
-		}
-		else
-		{
-			Datum		lv[3] = {s->name, c->topic, c->lane};
-
-			if (claim_exec(&lock_stmt, lv, NULL, 0) != SPI_OK_SELECT)
-				elog(ERROR, "event_bus: could not lock a cursor");
-		}
+		if ((claim_array_empty(c->pending) || claim_pending_open(c->pending, &em)) &&
+			(c->high >= em.max_seq || claim_lane_done(db, c, &log) ||
+			 !claim_lane_has(&log, c->topic, c->lane, c->high, em.max_seq, NULL)))
+			continue;
+		if (claim_exec(&lock_stmt, lv, NULL, 0) != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: could not lock a cursor");
 		if (SPI_processed == 0)
 		{
 			SPI_freetuptable(SPI_tuptable);
@@ -1331,8 +1328,8 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 		 */
 		rescan = !claim_array_empty(pxids) && !claim_pending_open(pxids, &em);
 
-		got += claim_take_lane(rsinfo, s, c, &em, parts, left, t, len, tok, position, high, pxids,
-							   pafter, rescan, &taken);
+		got += claim_take_lane(rsinfo, s, c, &em, claim_log_parts(&log), left, t, len, tok, position,
+							   high, pxids, pafter, rescan, &taken);
 		left -= taken;
 	}
 	return got;
@@ -1363,7 +1360,7 @@ eb_lane_read(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Snapshot	snap = GetActiveSnapshot();
-	EventBusParts parts;
+	ClaimLog	log;
 	Datum		rv[11];
 	char		rn[11];
 	int			n = PG_ARGISNULL(10) ? 0 : PG_GETARG_INT32(10);
@@ -1380,10 +1377,9 @@ eb_lane_read(PG_FUNCTION_ARGS)
 	}
 	if (n <= 0)
 		return (Datum) 0;
+	memset(&log, 0, sizeof(log));
 	level = claim_spi_begin();
-	claim_parts_tick++;
-	(void) claim_read_lane(rsinfo, eb_log_parts(&parts) ? &parts : NULL, rv, rn, snap,
-						   palloc(sizeof(int64) * n), n);
+	(void) claim_read_lane(rsinfo, claim_log_parts(&log), rv, rn, snap, palloc(sizeof(int64) * n), n);
 	claim_spi_end(level);
 	return (Datum) 0;
 }
@@ -1402,7 +1398,8 @@ eb_lane_events(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Snapshot	snap = GetActiveSnapshot();
-	EventBusParts parts;
+	ClaimLog	log;
+	EventBusParts *parts;
 	Datum	   *elems;
 	bool	   *nulls;
 	int64	   *seqs;
@@ -1421,9 +1418,10 @@ eb_lane_events(PG_FUNCTION_ARGS)
 	n = claim_sort_unique(seqs, k);
 	if (n == 0)
 		return (Datum) 0;
+	memset(&log, 0, sizeof(log));
 	level = claim_spi_begin();
-	claim_parts_tick++;
-	if (!eb_log_parts(&parts))
+	parts = claim_log_parts(&log);
+	if (parts == NULL)
 	{
 		Datum		v[3] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), claim_int8_array(seqs, n)};
 
@@ -1433,20 +1431,20 @@ eb_lane_events(PG_FUNCTION_ARGS)
 	{
 		/* The seqs of each partition, in partition order. */
 		k = 0;
-		for (i = eb_log_parts_above(&parts, seqs[0] - 1); i < parts.n && k < n; i++)
+		for (i = eb_log_parts_above(parts, seqs[0] - 1); i < parts->n && k < n; i++)
 		{
 			int			j;
 
-			while (k < n && seqs[k] < parts.lo[i])
+			while (k < n && seqs[k] < parts->lo[i])
 				k++;			/* in no partition */
 			j = k;
-			while (k < n && seqs[k] < parts.hi[i])
+			while (k < n && seqs[k] < parts->hi[i])
 				k++;
 			if (k > j)
 			{
 				Datum		v[3] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), claim_int8_array(seqs + j, k - j)};
 
-				(void) claim_exec_into(claim_part_stmt(parts.oids[i], CLAIM_PART_AT), v, NULL, rsinfo, snap,
+				(void) claim_exec_into(claim_part_stmt(parts->oids[i], CLAIM_PART_AT), v, NULL, rsinfo, snap,
 									   NULL, 0, "the read of events");
 			}
 		}
@@ -1462,53 +1460,15 @@ eb_lane_events(PG_FUNCTION_ARGS)
 Datum
 eb_lane_has(PG_FUNCTION_ARGS)
 {
-	Snapshot	snap = GetActiveSnapshot();
-	EventBusDb *db = eb_db_state();
-	EventBusParts parts;
-	bool		found;
-	int			level;
 	ClaimLane	c;
-	text	   *topic = PG_GETARG_TEXT_PP(0);
-	uint64		head;
-	uint64		epoch;
-	EventBusHead known;
+	ClaimLog	log;
 
-	c.topic = PointerGetDatum(topic);
+	memset(&log, 0, sizeof(log));
+	c.topic = PG_GETARG_DATUM(0);
 	c.lane = PG_GETARG_DATUM(1);
 	c.high = PG_GETARG_INT64(2);
-	if (c.high >= PG_GETARG_INT64(3))
-		PG_RETURN_BOOL(false);
-
-	/* A lane whose head is at or below 'after' has nothing above it. */
-	known = eb_lane_head(db, eb_topic_hash(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic)),
-						 DatumGetInt16(c.lane), &head, &epoch);
-	if (known == EB_HEAD_KNOWN && c.high >= 0 && (uint64) c.high >= head)
-		PG_RETURN_BOOL(false);
-	claim_parts_tick++;
-	if (known == EB_HEAD_KNOWN && eb_log_parts(&parts))
-		PG_RETURN_BOOL(claim_lane_has(&parts, c.topic, c.lane, c.high, PG_GETARG_INT64(3), snap));
-
-	/* The lane's events from before are to be counted, or no partitions. */
-	level = claim_spi_begin();
-	if (eb_log_parts(&parts))
-		found = !claim_lane_done(db, &c, &parts) &&
-			claim_lane_has(&parts, c.topic, c.lane, c.high, PG_GETARG_INT64(3), snap);
-	else if (claim_lane_done(db, &c, NULL))
-		found = false;
-	else
-	{
-		Datum		v[4] = {c.topic, c.lane, PG_GETARG_DATUM(2), PG_GETARG_DATUM(3)};
-		int			rc;
-
-		/* Through the parent. */
-		rc = SPI_execute_snapshot(claim_prepare(&lane_probe_stmt), v, NULL, snap, InvalidSnapshot,
-								  true, false, 1);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "event_bus: could not look at a lane");
-		found = SPI_processed > 0;
-	}
-	claim_spi_end(level);
-	PG_RETURN_BOOL(found);
+	PG_RETURN_BOOL(c.high < PG_GETARG_INT64(3) && !claim_lane_done(eb_db_state(), &c, &log) &&
+				   claim_lane_has(&log, c.topic, c.lane, c.high, PG_GETARG_INT64(3), GetActiveSnapshot()));
 }
 
 static uint64
