@@ -73,3 +73,29 @@ SELECT event_bus.ack('books', :'batch');
 SELECT count(*) FROM event_bus.claim('books');
 SELECT event_bus.unsubscribe('books');
 SELECT event_bus.unsubscribe('sender');
+
+-- What the worker reads of retries: the next one to become due (the first
+-- of each subscription in retries_due), and per subscription how many are
+-- due, counted up to 100.  Claims take due retries in (due_at, seq) order.
+SELECT event_bus.create_topic('backlog', 4);
+SELECT event_bus.subscribe('early', ARRAY['backlog'], start => 'earliest', max_attempts => 10);
+SELECT event_bus.subscribe('late', ARRAY['backlog'], start => 'earliest', max_attempts => 10);
+SELECT cardinality(event_bus.emit_many('backlog', 'JobQueued',
+       (SELECT array_agg(jsonb_build_object('n', g)) FROM generate_series(1, 150) g)));
+SELECT count(event_bus.fail('early', c.seq, 'busy', retry_in => '2 hours')) FROM event_bus.claim('early', 150) c;
+SELECT count(event_bus.fail('late', c.seq, 'busy', retry_in => '3 hours')) FROM event_bus.claim('late', 150) c;
+SELECT event_bus._next_due() BETWEEN now() + interval '119 minutes' AND now() + interval '121 minutes' AS in_2_hours;
+UPDATE event_bus.retries SET due_at = now() + interval '30 minutes'
+ WHERE subscription = 'late' AND seq = (SELECT max(seq) FROM event_bus.retries WHERE subscription = 'late');
+SELECT event_bus._next_due() BETWEEN now() + interval '29 minutes' AND now() + interval '31 minutes' AS in_30_minutes;
+-- 150 due retries of 'early' count as 100, 'late' has none due yet
+UPDATE event_bus.retries SET due_at = now() - interval '1 second' WHERE subscription = 'early';
+SELECT d.state -> 'due' AS due, d.notified FROM event_bus._dispatch_due('{}', 0) d;
+-- the five that fell due first are claimed first
+UPDATE event_bus.retries SET due_at = now() - interval '1 hour'
+ WHERE subscription = 'early' AND seq IN (SELECT seq FROM event_bus.retries WHERE subscription = 'early'
+                                          ORDER BY seq DESC LIMIT 5);
+SELECT count(*) AS newest_five FROM event_bus.claim('early', 5) c
+ WHERE c.seq IN (SELECT seq FROM event_bus.retries WHERE subscription = 'early' ORDER BY seq DESC LIMIT 5);
+SELECT event_bus.unsubscribe('early');
+SELECT event_bus.unsubscribe('late');

@@ -131,7 +131,9 @@ CREATE TABLE event_bus.retries (
     lease_id     bigint,
     PRIMARY KEY (subscription, seq)
 );
-CREATE INDEX retries_due ON event_bus.retries (subscription, due_at) WHERE lease_id IS NULL;
+-- Claims take due retries in (due_at, seq) order straight from this index,
+-- without sorting every due retry of the subscription.
+CREATE INDEX retries_due ON event_bus.retries (subscription, due_at, seq) WHERE lease_id IS NULL;
 CREATE INDEX retries_lane ON event_bus.retries (subscription, topic, lane, seq);
 
 -- Per lane and event type: how many committed events have a seq up to

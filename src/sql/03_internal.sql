@@ -256,11 +256,14 @@ END
 $$;
 
 -- Move one event to the dead letters of a subscription, with a copy of the
--- event.  The retry row, if any, goes.
+-- event.  The retry row, if any, goes.  (This and the helpers of fail below
+-- are PL/pgSQL rather than SQL so that their plans are kept between calls:
+-- a SQL function with a SET clause is planned again on every call.)
 CREATE FUNCTION event_bus._bury(s event_bus.subscriptions, p_seq bigint, p_topic text, p_lane smallint,
                                 p_attempts integer, p_error text) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     INSERT INTO event_bus.dead_letters
            (subscription, seq, id, topic, type, version, key, lane, payload, headers, emitted_at,
             attempts, last_error)
@@ -273,7 +276,8 @@ AS $$
        SET attempts = excluded.attempts, last_error = excluded.last_error, dead_at = excluded.dead_at;
     DELETE FROM event_bus.retries r
      WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.seq OPERATOR(pg_catalog.=) p_seq;
-    SELECT event_bus._stat_add('s', s.subscription, 'dead_lettered', 1);
+    PERFORM event_bus._stat_add('s', s.subscription, 'dead_lettered', 1);
+END
 $$;
 
 -- Record a failed delivery of one event: schedule attempt + 1 after a
@@ -301,12 +305,16 @@ $$;
 -- A lease now holds only p_seqs (fail and dead_letter took some out): it
 -- goes once none are left.
 CREATE FUNCTION event_bus._keep_seqs(p_lease_id bigint, p_seqs bigint[]) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    DELETE FROM event_bus.leases x
-     WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id AND pg_catalog.cardinality(p_seqs) OPERATOR(pg_catalog.=) 0;
-    UPDATE event_bus.leases x SET seqs = event_bus._pack_seqs(p_seqs)
-     WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id AND pg_catalog.cardinality(p_seqs) OPERATOR(pg_catalog.>) 0;
+BEGIN
+    IF pg_catalog.cardinality(p_seqs) OPERATOR(pg_catalog.=) 0 THEN
+        DELETE FROM event_bus.leases x WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id;
+    ELSIF pg_catalog.cardinality(p_seqs) OPERATOR(pg_catalog.>) 0 THEN
+        UPDATE event_bus.leases x SET seqs = event_bus._pack_seqs(p_seqs)
+         WHERE x.lease_id OPERATOR(pg_catalog.=) p_lease_id;
+    END IF;
+END
 $$;
 
 -- For an ordered subscription, give back seqs of a lease as retries at
@@ -314,11 +322,13 @@ $$;
 -- order before anything newer.  The caller takes them out of the lease.
 CREATE FUNCTION event_bus._release(s event_bus.subscriptions, p_topic text, p_lane smallint, p_seqs bigint[],
                                    p_due timestamptz) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     INSERT INTO event_bus.retries AS r (subscription, seq, topic, lane, attempt, due_at, last_error, lease_id)
     SELECT s.subscription, v, p_topic, p_lane, 1, p_due, NULL, NULL
       FROM pg_catalog.unnest(p_seqs) v
     ON CONFLICT (subscription, seq) DO UPDATE SET due_at = excluded.due_at, lease_id = NULL;
+END
 $$;
 

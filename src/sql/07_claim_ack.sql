@@ -233,9 +233,13 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_bus.ack(text, bigint[], uuid) IS
 'Acknowledge claimed events; idempotent, returns how many were still in flight (under token, when given) and are now done.';
 
--- Find and lock the lease of a subscription that holds seq, or raise.
+-- Find and lock the lease of a subscription that holds seq, or raise.  A
+-- plain index scan, as ack's (claim.c): leases come and go with every claim
+-- and ack, and a bitmap scan never marks the dead entries of the index, so
+-- a subscription whose consumers only fail read thousands of them a call.
 CREATE FUNCTION event_bus._leased(s event_bus.subscriptions, p_seq bigint, p_token uuid) RETURNS event_bus.leases
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET enable_bitmapscan = off SET enable_seqscan = off
 AS $$
 DECLARE
     l event_bus.leases;

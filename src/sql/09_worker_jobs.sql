@@ -126,10 +126,18 @@ DECLARE
     dead      bigint;
 BEGIN
     notified := 0;
-    SELECT pg_catalog.jsonb_object_agg(x.subscription, x.n) INTO due
-      FROM (SELECT q.subscription, pg_catalog.count(*) AS n FROM event_bus.retries q
-             WHERE q.lease_id IS NULL AND q.due_at OPERATOR(pg_catalog.<=) t
-             GROUP BY q.subscription) x;
+    -- Per subscription, its due retries counted up to 100 from the front of
+    -- retries_due: a round costs the same with a million of them.  A
+    -- subscription with more keeps its consumers busy without NOTIFYs.
+    SELECT pg_catalog.jsonb_object_agg(s.subscription, x.n) INTO due
+      FROM event_bus.subscriptions s
+     CROSS JOIN LATERAL (
+            SELECT pg_catalog.count(*) AS n FROM (
+                SELECT FROM event_bus.retries q
+                 WHERE q.subscription OPERATOR(pg_catalog.=) s.subscription
+                   AND q.lease_id IS NULL AND q.due_at OPERATOR(pg_catalog.<=) t
+                 ORDER BY q.due_at LIMIT 100) y) x
+     WHERE x.n OPERATOR(pg_catalog.>) 0;
     due := coalesce(due, '{}');
     FOR r IN
         SELECT d.key AS subscription, d.value::text::bigint AS n
@@ -173,9 +181,17 @@ $$;
 CREATE FUNCTION event_bus._next_due() RETURNS timestamptz
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    t timestamptz := pg_catalog.clock_timestamp();
 BEGIN
-    RETURN LEAST((SELECT min(r.due_at) FROM event_bus.retries r
-                   WHERE r.lease_id IS NULL AND r.due_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()),
+    -- The first retry of each subscription in retries_due, not every retry
+    -- (t is a variable: a volatile call cannot bound an index scan).
+    RETURN LEAST((SELECT min(d.due_at) FROM event_bus.subscriptions s
+                    CROSS JOIN LATERAL (
+                          SELECT r.due_at FROM event_bus.retries r
+                           WHERE r.subscription OPERATOR(pg_catalog.=) s.subscription AND r.lease_id IS NULL
+                             AND r.due_at OPERATOR(pg_catalog.>) t
+                           ORDER BY r.due_at LIMIT 1) d),
                  (SELECT min(l.expires_at) FROM event_bus.leases l),
                  (SELECT min(x.deliver_at) FROM event_bus.scheduled_events x));
 END
