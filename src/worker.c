@@ -137,7 +137,9 @@ typedef struct WorkerRound
 	StringInfoData open;		/* the emitters then open, as xid8[] text */
 	TimestampTz next_maintenance;
 	TimestampTz next_retention;
-	TimestampTz next_due;		/* earliest retry due / lease expiry, or 0 */
+	TimestampTz next_due;		/* earliest retry due / lease expiry /
+								 * scheduled event, or 0 */
+	TimestampTz next_expiry;	/* earliest lease expiry, or 0 */
 	TimestampTz last_round_start;
 	int			failures[NUM_PARTS];	/* consecutive failures of each part */
 	TimestampTz retry_at[NUM_PARTS];	/* a failed part waits until then */
@@ -152,17 +154,23 @@ eb_spi_value(int col, bool *isnull)
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, isnull);
 }
 
-/* When the worker must look again: the next retry due or lease expiry. */
+/*
+ * When the worker must look again: the next retry due, lease expiry or
+ * scheduled event; and when maintenance must, for the next lease expiry.
+ */
 static void
 eb_read_next_due(WorkerRound *r)
 {
 	bool		isnull;
 	Datum		d;
 
-	if (SPI_execute("SELECT event_bus._next_due()", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (SPI_execute("SELECT event_bus._next_due(), (SELECT pg_catalog.min(l.expires_at) FROM event_bus.leases l)",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "event_bus: _next_due() failed");
 	d = eb_spi_value(1, &isnull);
 	r->next_due = isnull ? 0 : DatumGetTimestampTz(d);
+	d = eb_spi_value(2, &isnull);
+	r->next_expiry = isnull ? 0 : DatumGetTimestampTz(d);
 }
 
 /* Has a retry become due, a lease expired or a scheduled event come due? */
@@ -170,6 +178,19 @@ static bool
 eb_due(WorkerRound *r, TimestampTz now)
 {
 	return r->next_due != 0 && now >= r->next_due;
+}
+
+/*
+ * Has a lease expired?  Only that needs maintenance before naptime: due
+ * retries need a NOTIFY (dispatch), scheduled events their release
+ * (dispatch too).  A consumer that fails every event makes retries fall due
+ * all the time, and running the whole of maintenance for each was a fifth
+ * of the worker's work then.
+ */
+static bool
+eb_expired(WorkerRound *r, TimestampTz now)
+{
+	return r->next_expiry != 0 && now >= r->next_expiry;
 }
 
 /* Keep a jsonb state returned by SQL in the keep context. */
@@ -319,6 +340,7 @@ static void
 eb_part_dispatch(WorkerRound *r, MemoryContext keep)
 {
 	bool		replan = pg_atomic_exchange_u32(&my_worker_db->replan, 0) != 0;
+	bool		due = eb_due(r, GetCurrentTimestamp());
 
 	if (r->fast)
 		eb_dispatch_fast(r, keep, replan);
@@ -330,8 +352,9 @@ eb_part_dispatch(WorkerRound *r, MemoryContext keep)
 	 * change them through fail, ack, expiry and the like set replan; leases
 	 * that claims take are seen by the next maintenance round.  Listeners
 	 * make rounds frequent: reading it every round was a tenth of their cost.
+	 * Once what was due has been dispatched, the next due time is read too.
 	 */
-	if (replan)
+	if (replan || due)
 		eb_read_next_due(r);
 }
 
@@ -513,7 +536,7 @@ eb_worker_round(WorkerRound *r, MemoryContext keep)
 	r->notified = 0;
 	if (eb_dispatch_needed(r, now))
 		(void) eb_run_part(r, PART_DISPATCH, keep, eb_part_dispatch);
-	if (!r->gone && (now >= r->next_maintenance || eb_due(r, now)))
+	if (!r->gone && (now >= r->next_maintenance || eb_expired(r, now)))
 	{
 		if (eb_run_part(r, PART_MAINTENANCE, keep, eb_part_maintenance))
 			r->next_maintenance = TimestampTzPlusMilliseconds(now, eb_naptime);
