@@ -54,6 +54,7 @@ typedef struct EventBusDb
 	pg_atomic_uint64 covered;	/* log partitions exist for seqs below this */
 	pg_atomic_uint32 worker_procno; /* pgprocno of the worker + 1, 0 if none */
 	pg_atomic_uint64 wake_gen;	/* bumped whenever claimable events may appear */
+	pg_atomic_uint32 nwaiting;	/* slots of the database with a wait_mask */
 	pg_atomic_uint32 replan;	/* set by commits that changed retries or
 								 * leases: the worker reads its next due time */
 	pg_atomic_uint64 subs_gen;	/* bumped by commits that changed
@@ -127,6 +128,7 @@ typedef struct EventBusShared
 	pid_t		launcher_pid;
 	int			launcher_procno;	/* -1 if no launcher */
 	bool		rescan;			/* launcher: forget "no extension" marks */
+	pg_atomic_uint32 nlistening;	/* slots with listening set */
 	TimestampTz life_started;	/* when shared memory was (re)initialised, or
 								 * when a server that started from a backup or
 								 * as a standby first wrote (eb_check_writable) */

@@ -299,7 +299,10 @@ void
 eb_note_listen(void)
 {
 	if (pg_atomic_read_u32(&eb_my_slot()->listening) == 0)
+	{
 		pg_atomic_write_u32(&eb_current_slot->listening, 1);
+		pg_atomic_fetch_add_u32(&eb_shared->nlistening, 1);
+	}
 }
 
 

@@ -35,6 +35,7 @@
 #include "event_bus.h"
 #include "log.h"
 #include "shmem.h"
+#include "worker.h"
 
 EventBusShared *eb_shared = NULL;
 EventBusDb *eb_current_db = NULL;
@@ -119,6 +120,7 @@ eb_shmem_init(void)
 		eb_shared->launcher_pid = 0;
 		eb_shared->launcher_procno = -1;
 		eb_shared->rescan = false;
+		pg_atomic_init_u32(&eb_shared->nlistening, 0);
 		eb_shared->life_started = GetCurrentTimestamp();
 
 		/*
@@ -141,6 +143,7 @@ eb_shmem_init(void)
 			pg_atomic_init_u64(&db->covered, 0);
 			pg_atomic_init_u32(&db->worker_procno, 0);
 			pg_atomic_init_u64(&db->wake_gen, 0);
+			pg_atomic_init_u32(&db->nwaiting, 0);
 			pg_atomic_init_u32(&db->replan, 0);
 			pg_atomic_init_u64(&db->subs_gen, 0);
 			pg_atomic_init_u64(&db->emit_seq, 0);
@@ -173,8 +176,9 @@ eb_before_shmem_exit(int code, Datum arg)
 	if (eb_current_slot != NULL)
 	{
 		pg_atomic_write_u64(&eb_current_slot->floor, 0);
-		pg_atomic_write_u64(&eb_current_slot->wait_mask, 0);
-		pg_atomic_write_u32(&eb_current_slot->listening, 0);
+		eb_wait_unpublish();
+		if (pg_atomic_exchange_u32(&eb_current_slot->listening, 0) != 0)
+			pg_atomic_fetch_sub_u32(&eb_shared->nlistening, 1);
 	}
 }
 

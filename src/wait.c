@@ -55,17 +55,27 @@ eb_wake_database(EventBusDb *db, uint64 topics, bool worker)
 	if (worker)
 		pg_atomic_write_u32(&db->replan, 1);
 	pg_atomic_fetch_add_u64(&db->wake_gen, 1);
-	pg_memory_barrier();
-	for (i = 0; i < eb_shared->nslots; i++)
-	{
-		EventBusSlot *slot = &eb_shared->slots[i];
 
-		if (slot->dboid != db->dboid)
-			continue;
-		if ((pg_atomic_read_u64(&slot->wait_mask) & topics) != 0)
-			SetLatch(&ProcGlobal->allProcs[i].procLatch);
-		if (pg_atomic_read_u32(&slot->listening) != 0)
-			worker = true;
+	/*
+	 * Without a sleeper in the database and a listener anywhere, there is
+	 * nobody to find in the slots: most commits skip the scan.  The fetch-add
+	 * above and a sleeper's (eb_wait_publish) are full barriers, so either
+	 * this reads its count or it reads the new generation and does not sleep.
+	 */
+	if (pg_atomic_read_u32(&db->nwaiting) != 0 || pg_atomic_read_u32(&eb_shared->nlistening) != 0)
+	{
+		pg_read_barrier();
+		for (i = 0; i < eb_shared->nslots; i++)
+		{
+			EventBusSlot *slot = &eb_shared->slots[i];
+
+			if (slot->dboid != db->dboid)
+				continue;
+			if ((pg_atomic_read_u64(&slot->wait_mask) & topics) != 0)
+				SetLatch(&ProcGlobal->allProcs[i].procLatch);
+			if (pg_atomic_read_u32(&slot->listening) != 0)
+				worker = true;
+		}
 	}
 	if (worker && procno != 0 && (MyProc == NULL || (int) procno - 1 != MyProc->pgprocno))
 		SetLatch(&ProcGlobal->allProcs[procno - 1].procLatch);
@@ -133,6 +143,39 @@ eb_topics_mask(ArrayType *topics)
 	return mask == 0 ? ~UINT64CONST(0) : mask;
 }
 
+/* The database this backend counts as waiting in (nwaiting), if any. */
+static EventBusDb *eb_waiting_db = NULL;
+
+/*
+ * Publish the topics this backend sleeps for and count it among the
+ * database's sleepers; the fetch-add is a full barrier between the two and
+ * the caller's next look at the wake-up generation.
+ */
+static void
+eb_wait_publish(EventBusDb *db, EventBusSlot *slot, uint64 mask)
+{
+	pg_atomic_write_u64(&slot->wait_mask, mask);
+	pg_atomic_fetch_add_u32(&db->nwaiting, 1);
+	eb_waiting_db = db;
+}
+
+/*
+ * The sleep is over (or the backend exits in the middle of it, shmem.c):
+ * clear the mask and the count.  The entry is still this database's: a
+ * dropped database's entry is reused only once its backends are gone.
+ */
+void
+eb_wait_unpublish(void)
+{
+	if (eb_current_slot != NULL)
+		pg_atomic_write_u64(&eb_current_slot->wait_mask, 0);
+	if (eb_waiting_db != NULL)
+	{
+		pg_atomic_fetch_sub_u32(&eb_waiting_db->nwaiting, 1);
+		eb_waiting_db = NULL;
+	}
+}
+
 /*
  * Sleep until the database's wake-up generation differs from gen or the
  * timeout passes, woken only by commits that concern the topics in mask;
@@ -146,8 +189,7 @@ eb_wait_internal(uint64 gen, int32 timeout_ms, uint64 mask)
 	EventBusSlot *slot = eb_my_slot();
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
-	pg_atomic_write_u64(&slot->wait_mask, mask);
-	pg_memory_barrier();
+	eb_wait_publish(db, slot, mask);
 	PG_TRY();
 	{
 		while (pg_atomic_read_u64(&db->wake_gen) == gen)
@@ -171,7 +213,7 @@ eb_wait_internal(uint64 gen, int32 timeout_ms, uint64 mask)
 	}
 	PG_FINALLY();
 	{
-		pg_atomic_write_u64(&slot->wait_mask, 0);
+		eb_wait_unpublish();
 	}
 	PG_END_TRY();
 
