@@ -177,7 +177,9 @@ eb_as_user pg_ctl -D "$DIR/data" -m fast -w stop >/dev/null
 
 # --- Results -----------------------------------------------------------------
 mkdir -p "$OUT/raw"
-rm -f "$OUT"/*.png "$OUT/raw"/*
+# The plots this run drew replace theirs; the others (phases not run, earlier
+# runs' plots that the README links) stay.
+rm -f "$OUT/raw"/*
 cp "$DIR/out/report.md" "$OUT/"
 cp "$DIR"/out/*.png "$OUT/" 2>/dev/null || true
 cp "$DIR"/out/raw/* "$OUT/raw/"
