@@ -103,6 +103,11 @@ CREATE FUNCTION event_bus._lane_events(p_topic text, p_lane smallint, p_seqs big
                                        OUT emitted_at timestamptz, OUT lane integer)
 RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'eb_lane_events' LANGUAGE C STRICT STABLE;
+-- _wake() for something that falls due at a time (fail's retry): the worker
+-- and claimers are woken at commit only if the worker does not already plan
+-- to look by then.
+CREATE FUNCTION event_bus._wake_at(due timestamptz) RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_wake_at' LANGUAGE C VOLATILE;
 
 -----------------------------------------------------------------------------
 -- Storage: topic grants (existing topics keep today's open set-up),
@@ -1761,7 +1766,11 @@ BEGIN
            + coalesce(_fail_impl.retry_in, event_bus._backoff(s.backoff_base, s.backoff_max, att));
     outcome := event_bus._failed(s, _fail_impl.seq, l.topic, l.lane, att, _fail_impl.error, due);
     PERFORM event_bus._stat_add('s', s.subscription, 'failed', 1);
-    PERFORM event_bus._wake();          -- the worker schedules the retry
+    IF outcome = 'dead' THEN
+        PERFORM event_bus._wake();      -- the worker announces the dead letter
+    ELSE
+        PERFORM event_bus._wake_at(due);    -- the worker plans the retry (if it must)
+    END IF;
 
     left_ := pg_catalog.array_remove(event_bus._unpack_seqs(l.seqs), _fail_impl.seq);
     IF s.ordered THEN

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Retries: what failing consumers and a backlog of due retries cost.
 #  - fail: one pgbench client claims 10 events of a 16-lane topic and fails
-#    each of them (default backoff, max_attempts 1000) for T seconds
+#    each of them (backoff_base BACKOFF, default 1 s; max_attempts 1000) for T
+#    seconds
 #    (default 10): transactions a second, and the CPU the database's
 #    event_bus worker used meanwhile (each fail asks it to plan the retry);
 #  - backlog: a subscription with R (default 100,000) due retries, drained by
@@ -16,11 +17,13 @@ set -euo pipefail
 N=${N:-200000}
 R=${R:-100000}
 T=${T:-10}
+BACKOFF=${BACKOFF:-1 s}
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PAYLOAD=$(/usr/bin/python3 -c "import sys; sys.path.insert(0, '$BENCH'); from common import PAYLOAD; print(PAYLOAD)")
 psql -X -q -v ON_ERROR_STOP=1 \
 	-c "SELECT event_bus.create_topic('rt', 16)" \
-	-c "SELECT event_bus.subscribe('fl', ARRAY['rt'], start => 'earliest', max_attempts => 1000)" \
+	-c "SELECT event_bus.subscribe('fl', ARRAY['rt'], start => 'earliest', max_attempts => 1000,
+	                                backoff_base => '$BACKOFF')" \
 	-c "SET synchronous_commit = off" \
 	-c "DO \$\$ DECLARE p jsonb[] := (SELECT array_agg('$PAYLOAD'::jsonb) FROM generate_series(1, 1000));
 	    BEGIN FOR i IN 1..$((N / 1000)) LOOP

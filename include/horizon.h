@@ -33,6 +33,7 @@ extern void eb_note_coverage(uint64 covered);
 extern uint64 eb_known_coverage(EventBusDb *db);
 extern void eb_note_listen(void);
 extern void eb_wake_at_commit(void);
+extern void eb_wake_due_at_commit(TimestampTz due);
 extern void eb_wake_claimers_at_commit(uint64 topics);
 extern void eb_wake_launcher_at_commit(void);
 

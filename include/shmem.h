@@ -57,6 +57,8 @@ typedef struct EventBusDb
 	pg_atomic_uint32 nwaiting;	/* slots of the database with a wait_mask */
 	pg_atomic_uint32 replan;	/* set by commits that changed retries or
 								 * leases: the worker reads its next due time */
+	pg_atomic_uint64 planned;	/* that time (a TimestampTz), as the worker
+								 * last read it; 0: none, or being read */
 	pg_atomic_uint64 subs_gen;	/* bumped by commits that changed
 								 * event_bus.subscriptions */
 	/* Lane heads (shmem.c): */

@@ -576,7 +576,7 @@ eb_schedule(const EventBusRow *row, TimestampTz deliver_at, bool as_owner)
 						 values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "event_bus: could not schedule an event");
 	eb_spi_end(&user);
-	eb_wake_at_commit();
+	eb_wake_due_at_commit(deliver_at);
 }
 
 /*

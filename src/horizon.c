@@ -70,6 +70,10 @@ static bool xact_emitted = false;
 static SubTransactionId emitted_subxid = InvalidSubTransactionId;
 static SubTransactionId coverage_subxid = InvalidSubTransactionId;
 static bool xact_wake = false;
+static TimestampTz xact_wake_due = 0;	/* eb_wake_due_at_commit: the earliest, */
+static bool xact_wake_due_set = false;	/* if any */
+static TimestampTz wake_due = 0;	/* to compare with the worker's plan once */
+static bool wake_due_pending = false;	/* the commit is complete */
 static uint64 xact_wake_topics = 0;	/* claimers to wake, not the worker */
 static bool xact_wake_launcher = false;
 static bool wake_pending = false;	/* wake claimers once the commit is complete */
@@ -107,6 +111,7 @@ eb_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 			eb_dispatch_xact_end(NULL, false);	/* nothing emitted (see above) */
 			xact_wake_topics = 0;
+			xact_wake_due_set = false;
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
@@ -141,6 +146,13 @@ eb_xact_callback(XactEvent event, void *arg)
 				wake_topics = wake_worker ? ~UINT64CONST(0) :
 					xact_topics | (committed ? xact_wake_topics : 0);
 			}
+			/* Something falls due later: the worker may already plan to look. */
+			if (xact_wake_due_set && committed && !xact_wake && eb_current_db != NULL)
+			{
+				wake_due_pending = true;	/* see eb_release_callback */
+				wake_due = xact_wake_due;
+			}
+			xact_wake_due_set = false;
 			xact_topics = 0;
 			xact_wake_topics = 0;
 			if (xact_wake_launcher && event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
@@ -216,6 +228,28 @@ eb_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, 
 		wake_pending = false;
 		if (eb_current_db != NULL)
 			eb_wake_database(eb_current_db, wake_topics, wake_worker);
+	}
+
+	/*
+	 * A retry or scheduled event that falls due no earlier than the worker
+	 * already plans to look needs no round now: a consumer failing every
+	 * event made the worker run one per fail.  The commit is visible by now
+	 * (ProcArrayEndTransaction), and the worker clears its plan before it
+	 * reads the next due time with a new snapshot (worker.c): either that
+	 * read sees this commit or this reads 0 or the plan it made without it.
+	 */
+	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && wake_due_pending)
+	{
+		wake_due_pending = false;
+		if (eb_current_db != NULL)
+		{
+			TimestampTz planned;
+
+			pg_memory_barrier();
+			planned = (TimestampTz) pg_atomic_read_u64(&eb_current_db->planned);
+			if (planned <= 0 || wake_due < planned)
+				eb_wake_database(eb_current_db, ~UINT64CONST(0), true);
+		}
 	}
 }
 
@@ -529,6 +563,20 @@ eb_wake_at_commit(void)
 {
 	(void) eb_db_state();
 	xact_wake = true;
+}
+
+/*
+ * The same for something that falls due at 'due' (a retry, a scheduled
+ * event): at commit, the worker and the claimers are woken only if the
+ * worker does not already plan to look by then.
+ */
+void
+eb_wake_due_at_commit(TimestampTz due)
+{
+	(void) eb_db_state();
+	if (!xact_wake_due_set || due < xact_wake_due)
+		xact_wake_due = due;
+	xact_wake_due_set = true;
 }
 
 /*

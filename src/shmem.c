@@ -145,6 +145,7 @@ eb_shmem_init(void)
 			pg_atomic_init_u64(&db->wake_gen, 0);
 			pg_atomic_init_u32(&db->nwaiting, 0);
 			pg_atomic_init_u32(&db->replan, 0);
+			pg_atomic_init_u64(&db->planned, 0);
 			pg_atomic_init_u64(&db->subs_gen, 0);
 			pg_atomic_init_u64(&db->emit_seq, 0);
 			pg_atomic_init_u64(&db->heads_epoch, 0);

@@ -22,6 +22,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 #include "utils/array.h"
+#include "utils/timestamp.h"
 #include "utils/xid8.h"
 
 #include "event_bus.h"
@@ -41,6 +42,7 @@ PG_FUNCTION_INFO_V1(eb_topic_bit_sql);
 PG_FUNCTION_INFO_V1(eb_topic_hash_sql);
 PG_FUNCTION_INFO_V1(eb_lane_next);
 PG_FUNCTION_INFO_V1(eb_wake);
+PG_FUNCTION_INFO_V1(eb_wake_at);
 PG_FUNCTION_INFO_V1(eb_log_written);
 
 /* event_bus._check_preloaded(): error unless the library was preloaded. */
@@ -358,6 +360,21 @@ Datum
 eb_wake(PG_FUNCTION_ARGS)
 {
 	eb_wake_at_commit();
+	PG_RETURN_VOID();
+}
+
+/*
+ * event_bus._wake_at(due timestamptz): the same for something that falls due
+ * then (fail's retry): nobody is woken if the worker already plans to look
+ * by then (horizon.c).  NULL wakes as _wake() does.
+ */
+Datum
+eb_wake_at(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		eb_wake_at_commit();
+	else
+		eb_wake_due_at_commit(PG_GETARG_TIMESTAMPTZ(0));
 	PG_RETURN_VOID();
 }
 

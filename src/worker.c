@@ -79,7 +79,10 @@ static void
 eb_worker_exit(int code, Datum arg)
 {
 	if (my_worker_db != NULL)
+	{
 		pg_atomic_write_u32(&my_worker_db->worker_procno, 0);
+		pg_atomic_write_u64(&my_worker_db->planned, 0);	/* nobody plans */
+	}
 	if (my_worker != NULL)
 	{
 		LWLockAcquire(eb_shared->lock, LW_EXCLUSIVE);
@@ -164,13 +167,21 @@ eb_read_next_due(WorkerRound *r)
 	bool		isnull;
 	Datum		d;
 
+	/*
+	 * Committers of retries and scheduled events that fall due no earlier
+	 * than the plan do not wake the worker (horizon.c): the plan is cleared
+	 * first, and the statement (not read-only) reads with a new snapshot.
+	 */
+	pg_atomic_write_u64(&my_worker_db->planned, 0);
+	pg_memory_barrier();
 	if (SPI_execute("SELECT event_bus._next_due(), (SELECT pg_catalog.min(l.expires_at) FROM event_bus.leases l)",
-					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+					false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "event_bus: _next_due() failed");
 	d = eb_spi_value(1, &isnull);
 	r->next_due = isnull ? 0 : DatumGetTimestampTz(d);
 	d = eb_spi_value(2, &isnull);
 	r->next_expiry = isnull ? 0 : DatumGetTimestampTz(d);
+	pg_atomic_write_u64(&my_worker_db->planned, (uint64) Max(r->next_due, 0));
 }
 
 /* Has a retry become due, a lease expired or a scheduled event come due? */

@@ -109,3 +109,8 @@ CREATE FUNCTION event_bus._lane_events(p_topic text, p_lane smallint, p_seqs big
                                        OUT emitted_at timestamptz, OUT lane integer)
 RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'eb_lane_events' LANGUAGE C STRICT STABLE;
+-- _wake() for something that falls due at a time (fail's retry): the worker
+-- and claimers are woken at commit only if the worker does not already plan
+-- to look by then.
+CREATE FUNCTION event_bus._wake_at(due timestamptz) RETURNS void
+    AS 'MODULE_PATHNAME', 'eb_wake_at' LANGUAGE C VOLATILE;

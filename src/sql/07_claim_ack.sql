@@ -292,7 +292,11 @@ BEGIN
            + coalesce(_fail_impl.retry_in, event_bus._backoff(s.backoff_base, s.backoff_max, att));
     outcome := event_bus._failed(s, _fail_impl.seq, l.topic, l.lane, att, _fail_impl.error, due);
     PERFORM event_bus._stat_add('s', s.subscription, 'failed', 1);
-    PERFORM event_bus._wake();          -- the worker schedules the retry
+    IF outcome = 'dead' THEN
+        PERFORM event_bus._wake();      -- the worker announces the dead letter
+    ELSE
+        PERFORM event_bus._wake_at(due);    -- the worker plans the retry (if it must)
+    END IF;
 
     left_ := pg_catalog.array_remove(event_bus._unpack_seqs(l.seqs), _fail_impl.seq);
     IF s.ordered THEN
