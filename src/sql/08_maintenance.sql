@@ -15,8 +15,9 @@ CREATE FUNCTION event_bus._mark_lanes(p_upto bigint, p_every boolean) RETURNS in
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    l      record;
-    marked integer := 0;
+    l       record;
+    marked  integer := 0;
+    dropped text[];
 BEGIN
     FOR l IN
         SELECT t.topic, g::smallint AS lane, m.upto AS last_upto
@@ -57,15 +58,37 @@ BEGIN
         marked := marked + 1;
     END LOOP;
 
-    DELETE FROM event_bus.lane_marks m
-     WHERE NOT EXISTS (SELECT FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) m.topic)
-        OR m.upto OPERATOR(pg_catalog.<) (
-               SELECT max(x.upto) FROM event_bus.lane_marks x
-                WHERE x.topic OPERATOR(pg_catalog.=) m.topic AND x.lane OPERATOR(pg_catalog.=) m.lane
-                  AND x.upto OPERATOR(pg_catalog.<=) LEAST(
-                        (SELECT min(lp.lo) FROM event_bus.log_partitions lp),
-                        (SELECT min(c.position) FROM event_bus.cursors c
-                          WHERE c.topic OPERATOR(pg_catalog.=) m.topic AND c.lane OPERATOR(pg_catalog.=) m.lane)));
+    -- Lane by lane through the primary key: a round costs what it deletes,
+    -- not a look at every mark kept (a subscription that stopped consuming
+    -- keeps every mark above its cursor) with every cursor of its lane.
+    WITH pos AS (
+        SELECT c.topic, c.lane, min(c.position) AS p FROM event_bus.cursors c GROUP BY c.topic, c.lane
+    ), keep AS MATERIALIZED (
+        SELECT t.topic, g::smallint AS lane,
+               (SELECT x.upto FROM event_bus.lane_marks x
+                 WHERE x.topic OPERATOR(pg_catalog.=) t.topic AND x.lane OPERATOR(pg_catalog.=) g
+                   AND x.upto OPERATOR(pg_catalog.<=) LEAST(
+                         (SELECT min(lp.lo) FROM event_bus.log_partitions lp), pos.p)
+                 ORDER BY x.upto DESC LIMIT 1) AS upto
+          FROM event_bus.topics t
+         CROSS JOIN pg_catalog.generate_series(0, t.lanes - 1) g
+          LEFT JOIN pos ON pos.topic OPERATOR(pg_catalog.=) t.topic AND pos.lane OPERATOR(pg_catalog.=) g)
+    DELETE FROM event_bus.lane_marks m USING keep k
+     WHERE m.topic OPERATOR(pg_catalog.=) k.topic AND m.lane OPERATOR(pg_catalog.=) k.lane
+       AND m.upto OPERATOR(pg_catalog.<) k.upto;
+    -- Marks of dropped topics, found by skipping from topic to topic.
+    dropped := ARRAY(
+        WITH RECURSIVE d(topic) AS (
+            SELECT min(x.topic) FROM event_bus.lane_marks x
+            UNION ALL
+            SELECT (SELECT min(x.topic) FROM event_bus.lane_marks x WHERE x.topic OPERATOR(pg_catalog.>) d.topic)
+              FROM d WHERE d.topic IS NOT NULL)
+        SELECT d.topic FROM d
+         WHERE d.topic IS NOT NULL
+           AND NOT EXISTS (SELECT FROM event_bus.topics t WHERE t.topic OPERATOR(pg_catalog.=) d.topic));
+    IF pg_catalog.cardinality(dropped) OPERATOR(pg_catalog.>) 0 THEN
+        DELETE FROM event_bus.lane_marks m WHERE m.topic OPERATOR(pg_catalog.=) ANY (dropped);
+    END IF;
     RETURN marked;
 END
 $$;

@@ -206,12 +206,17 @@ CREATE FUNCTION event_bus._oldest_needed(p_subscription text, h bigint) RETURNS 
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT LEAST(
-        (SELECT min(CASE WHEN EXISTS (SELECT FROM event_bus.events e
-                                       WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(c.topic) AND e.topic OPERATOR(pg_catalog.=) c.topic
-                                         AND e.lane OPERATOR(pg_catalog.=) c.lane
-                                         AND e.seq OPERATOR(pg_catalog.>) c.position
-                                         AND e.seq OPERATOR(pg_catalog.<=) h
-                                         AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types)))
+        -- The first event in seq order rather than EXISTS: with statistics
+        -- from when a partition was small, EXISTS was planned as a bitmap
+        -- scan, which reads every entry of the lane's range in the
+        -- partition to find one (1.3 s a call with 400 cursors behind).
+        (SELECT min(CASE WHEN (SELECT e.seq FROM event_bus.events e
+                                WHERE e.topic_hash OPERATOR(pg_catalog.=) event_bus._topic_hash(c.topic) AND e.topic OPERATOR(pg_catalog.=) c.topic
+                                  AND e.lane OPERATOR(pg_catalog.=) c.lane
+                                  AND e.seq OPERATOR(pg_catalog.>) c.position
+                                  AND e.seq OPERATOR(pg_catalog.<=) h
+                                  AND (s.types IS NULL OR e.type OPERATOR(pg_catalog.=) ANY (s.types))
+                                ORDER BY e.seq LIMIT 1) IS NOT NULL
                          THEN c.position + 1 ELSE h + 1 END)
            FROM event_bus.cursors c JOIN event_bus.subscriptions s
              ON s.subscription OPERATOR(pg_catalog.=) c.subscription
