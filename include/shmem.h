@@ -147,6 +147,8 @@ extern void eb_shmem_init(void);
 extern void eb_require_preload(void);
 extern EventBusDb *eb_db_state(void);
 extern EventBusSlot *eb_my_slot(void);
+extern void eb_slot_wait_publish(EventBusDb *db, EventBusSlot *slot, uint64 mask);
+extern void eb_slot_wait_unpublish(void);
 extern uint64 eb_topic_bit(const char *name, int len);
 extern EventBusWorker *eb_find_worker(Oid dboid);
 extern bool eb_worker_alive(EventBusWorker *w);

@@ -40,6 +40,5 @@ extern void eb_wake_launcher(void);
 extern bool eb_database_listened(EventBusDb *db);
 extern uint64 eb_topics_mask(ArrayType *topics);
 extern int64 eb_wait_internal(uint64 gen, int32 timeout_ms, uint64 mask);
-extern void eb_wait_unpublish(void);
 
 #endif							/* EVENT_BUS_WORKER_H */

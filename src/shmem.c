@@ -35,7 +35,6 @@
 #include "event_bus.h"
 #include "log.h"
 #include "shmem.h"
-#include "worker.h"
 
 EventBusShared *eb_shared = NULL;
 EventBusDb *eb_current_db = NULL;
@@ -177,9 +176,43 @@ eb_before_shmem_exit(int code, Datum arg)
 	if (eb_current_slot != NULL)
 	{
 		pg_atomic_write_u64(&eb_current_slot->floor, 0);
-		eb_wait_unpublish();
+		eb_slot_wait_unpublish();
 		if (pg_atomic_exchange_u32(&eb_current_slot->listening, 0) != 0)
 			pg_atomic_fetch_sub_u32(&eb_shared->nlistening, 1);
+	}
+}
+
+/* The database this backend counts as waiting in (nwaiting), if any. */
+static EventBusDb *eb_waiting_db = NULL;
+
+/*
+ * Publish the topics this backend sleeps for and count it among the
+ * database's sleepers; the fetch-add is a full barrier between the two and
+ * the caller's next look at the wake-up generation.
+ */
+void
+eb_slot_wait_publish(EventBusDb *db, EventBusSlot *slot, uint64 mask)
+{
+	pg_atomic_write_u64(&slot->wait_mask, mask);
+	pg_atomic_fetch_add_u32(&db->nwaiting, 1);
+	eb_waiting_db = db;
+}
+
+/*
+ * The sleep is over (or the backend exits in the middle of it,
+ * eb_before_shmem_exit): clear the mask and the count.  The entry is still
+ * this database's: a dropped database's entry is reused only once its
+ * backends are gone.
+ */
+void
+eb_slot_wait_unpublish(void)
+{
+	if (eb_current_slot != NULL)
+		pg_atomic_write_u64(&eb_current_slot->wait_mask, 0);
+	if (eb_waiting_db != NULL)
+	{
+		pg_atomic_fetch_sub_u32(&eb_waiting_db->nwaiting, 1);
+		eb_waiting_db = NULL;
 	}
 }
 

@@ -59,7 +59,7 @@ eb_wake_database(EventBusDb *db, uint64 topics, bool worker)
 	/*
 	 * Without a sleeper in the database and a listener anywhere, there is
 	 * nobody to find in the slots: most commits skip the scan.  The fetch-add
-	 * above and a sleeper's (eb_wait_publish) are full barriers, so either
+	 * above and a sleeper's (eb_slot_wait_publish) are full barriers, so either
 	 * this reads its count or it reads the new generation and does not sleep.
 	 */
 	if (pg_atomic_read_u32(&db->nwaiting) != 0 || pg_atomic_read_u32(&eb_shared->nlistening) != 0)
@@ -143,39 +143,6 @@ eb_topics_mask(ArrayType *topics)
 	return mask == 0 ? ~UINT64CONST(0) : mask;
 }
 
-/* The database this backend counts as waiting in (nwaiting), if any. */
-static EventBusDb *eb_waiting_db = NULL;
-
-/*
- * Publish the topics this backend sleeps for and count it among the
- * database's sleepers; the fetch-add is a full barrier between the two and
- * the caller's next look at the wake-up generation.
- */
-static void
-eb_wait_publish(EventBusDb *db, EventBusSlot *slot, uint64 mask)
-{
-	pg_atomic_write_u64(&slot->wait_mask, mask);
-	pg_atomic_fetch_add_u32(&db->nwaiting, 1);
-	eb_waiting_db = db;
-}
-
-/*
- * The sleep is over (or the backend exits in the middle of it, shmem.c):
- * clear the mask and the count.  The entry is still this database's: a
- * dropped database's entry is reused only once its backends are gone.
- */
-void
-eb_wait_unpublish(void)
-{
-	if (eb_current_slot != NULL)
-		pg_atomic_write_u64(&eb_current_slot->wait_mask, 0);
-	if (eb_waiting_db != NULL)
-	{
-		pg_atomic_fetch_sub_u32(&eb_waiting_db->nwaiting, 1);
-		eb_waiting_db = NULL;
-	}
-}
-
 /*
  * Sleep until the database's wake-up generation differs from gen or the
  * timeout passes, woken only by commits that concern the topics in mask;
@@ -189,7 +156,7 @@ eb_wait_internal(uint64 gen, int32 timeout_ms, uint64 mask)
 	EventBusSlot *slot = eb_my_slot();
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
-	eb_wait_publish(db, slot, mask);
+	eb_slot_wait_publish(db, slot, mask);
 	PG_TRY();
 	{
 		while (pg_atomic_read_u64(&db->wake_gen) == gen)
@@ -213,7 +180,7 @@ eb_wait_internal(uint64 gen, int32 timeout_ms, uint64 mask)
 	}
 	PG_FINALLY();
 	{
-		eb_wait_unpublish();
+		eb_slot_wait_unpublish();
 	}
 	PG_END_TRY();
 
