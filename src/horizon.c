@@ -223,13 +223,6 @@ eb_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, 
 			eb_atomic_max_u64(&eb_current_db->covered, coverage_pending);
 		coverage_pending = 0;
 	}
-	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && wake_pending)
-	{
-		wake_pending = false;
-		if (eb_current_db != NULL)
-			eb_wake_database(eb_current_db, wake_topics, wake_worker);
-	}
-
 	/*
 	 * A retry or scheduled event that falls due no earlier than the worker
 	 * already plans to look needs no round now: a consumer failing every
@@ -237,6 +230,8 @@ eb_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, 
 	 * (ProcArrayEndTransaction), and the worker clears its plan before it
 	 * reads the next due time with a new snapshot (worker.c): either that
 	 * read sees this commit or this reads 0 or the plan it made without it.
+	 * Otherwise it is the wake-up of every claimer and the worker, joined to
+	 * the transaction's own.
 	 */
 	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && wake_due_pending)
 	{
@@ -248,8 +243,18 @@ eb_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, 
 			pg_memory_barrier();
 			planned = (TimestampTz) pg_atomic_read_u64(&eb_current_db->planned);
 			if (planned <= 0 || wake_due < planned)
-				eb_wake_database(eb_current_db, ~UINT64CONST(0), true);
+			{
+				wake_pending = true;
+				wake_topics = ~UINT64CONST(0);
+				wake_worker = true;
+			}
 		}
+	}
+	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && wake_pending)
+	{
+		wake_pending = false;
+		if (eb_current_db != NULL)
+			eb_wake_database(eb_current_db, wake_topics, wake_worker);
 	}
 }
 
