@@ -1063,14 +1063,16 @@ claim_lane_has(ClaimLog *log, Datum topic, Datum lane, int64 after, int64 upto, 
 
 	if (parts == NULL)
 		found = claim_probe_stmt(&lane_probe_stmt, v, use);
-	for (i = parts == NULL ? 0 : eb_log_parts_above(parts, after);
-		 parts != NULL && !found && i < parts->n && parts->lo[i] <= upto; i++)
+	else
 	{
-		int			rc = claim_part_probe(parts->oids[i], DatumGetTextPP(topic), DatumGetInt16(lane),
-										  after, upto, use);
+		for (i = eb_log_parts_above(parts, after); !found && i < parts->n && parts->lo[i] <= upto; i++)
+		{
+			int			rc = claim_part_probe(parts->oids[i], DatumGetTextPP(topic), DatumGetInt16(lane),
+											  after, upto, use);
 
-		/* No index of the log's own kind: the statement. */
-		found = rc < 0 ? claim_probe_stmt(claim_part_stmt(parts->oids[i], CLAIM_PART_PROBE), v, use) : rc > 0;
+			/* No index of the log's own kind: the statement. */
+			found = rc < 0 ? claim_probe_stmt(claim_part_stmt(parts->oids[i], CLAIM_PART_PROBE), v, use) : rc > 0;
+		}
 	}
 	if (snap == NULL)
 		UnregisterSnapshot(use);
