@@ -18,19 +18,13 @@ N=${N:-200000}
 R=${R:-100000}
 T=${T:-10}
 BACKOFF=${BACKOFF:-1 s}
-BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PAYLOAD=$(/usr/bin/python3 -c "import sys; sys.path.insert(0, '$BENCH'); from common import PAYLOAD; print(PAYLOAD)")
+source "$(dirname "${BASH_SOURCE[0]}")/backlog.sh"
 psql -X -q -v ON_ERROR_STOP=1 \
 	-c "SELECT event_bus.create_topic('rt', 16)" \
 	-c "SELECT event_bus.subscribe('fl', ARRAY['rt'], start => 'earliest', max_attempts => 1000,
-	                                backoff_base => '$BACKOFF')" \
-	-c "SET synchronous_commit = off" \
-	-c "DO \$\$ DECLARE p jsonb[] := (SELECT array_agg('$PAYLOAD'::jsonb) FROM generate_series(1, 1000));
-	    BEGIN FOR i IN 1..$((N / 1000)) LOOP
-	        PERFORM event_bus.emit_many('rt', 'OrderPlaced', p,
-	            (SELECT array_agg('customer-' || g) FROM generate_series(1, 1000) g));
-	        COMMIT;
-	    END LOOP; END \$\$" \
+	                                backoff_base => '$BACKOFF')" >/dev/null
+eb_bench_backlog rt "$N"
+psql -X -q -v ON_ERROR_STOP=1 \
 	-c "SELECT event_bus.subscribe('bk', ARRAY['rt'], start => 'latest', max_attempts => 1000)" \
 	-c "INSERT INTO event_bus.retries (subscription, seq, topic, lane, attempt, due_at, last_error)
 	    SELECT 'bk', e.seq, e.topic, e.lane, 2, now() - interval '1 minute' + (e.seq % 1000) * interval '1 ms', 'failed'

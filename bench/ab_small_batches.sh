@@ -20,19 +20,12 @@ if [ -n "${PARTITION_SIZE:-}" ]; then
 		-c "SELECT pg_catalog.setval('event_bus.event_seq', (SELECT max(hi) - 1 FROM event_bus.log_partitions))" \
 		-c "SELECT event_bus._ensure_partitions((SELECT max(hi) - 1 FROM event_bus.log_partitions) + $N)" >/dev/null
 fi
-BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PAYLOAD=$(/usr/bin/python3 -c "import sys; sys.path.insert(0, '$BENCH'); from common import PAYLOAD; print(PAYLOAD)")
+source "$(dirname "${BASH_SOURCE[0]}")/backlog.sh"
 psql -X -q -v ON_ERROR_STOP=1 \
 	-c "SELECT event_bus.create_topic('small', 16)" \
-	-c "SELECT event_bus.subscribe('sb', ARRAY['small'], ordered => $ORDERED)" \
-	-c "SET synchronous_commit = off" \
-	-c "DO \$\$ DECLARE p jsonb[] := (SELECT array_agg('$PAYLOAD'::jsonb) FROM generate_series(1, 1000));
-	    BEGIN FOR i IN 1..$((N / 1000)) LOOP
-	        PERFORM event_bus.emit_many('small', 'OrderPlaced', p,
-	            (SELECT array_agg('customer-' || g) FROM generate_series(1, 1000) g));
-	        COMMIT;
-	    END LOOP; END \$\$" \
-	-c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+	-c "SELECT event_bus.subscribe('sb', ARRAY['small'], ordered => $ORDERED)" >/dev/null
+eb_bench_backlog small "$N"
+psql -X -q -v ON_ERROR_STOP=1 -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
 parts=$(psql -X -At -c "SELECT count(*) FROM event_bus.log_partitions")
 script=$(mktemp /tmp/event_bus-small.XXXXXX.sql)
 trap 'rm -f "$script"' EXIT
