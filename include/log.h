@@ -48,10 +48,17 @@ typedef struct EventBusLog
 	int			nslots;
 	struct TupleTableSlot *slots[EB_LOG_BATCH];
 	TupleDesc	slotdesc;		/* unpinned copy of the partition's, for slots 2.. */
-	int64		keys[EB_LOG_BATCH];	/* lane << 48 | slot: index order */
+	/* Per buffered row, by slot: the fixed-width columns indexes key on. */
+	int64		seqs[EB_LOG_BATCH];
+	int16		lanes[EB_LOG_BATCH];
+	int32		hashes[EB_LOG_BATCH];
+	int32		topic_hash;		/* of hashed_topic, the last row's topic */
+	text	   *hashed_topic;
 	int			nindexes;
 	Relation	indexes[EB_LOG_MAX_INDEXES];
 	struct IndexInfo *indexinfo[EB_LOG_MAX_INDEXES];
+	/* Per index key column: the LogColumn to take it from, or -1 (deform). */
+	int			direct[EB_LOG_MAX_INDEXES][INDEX_MAX_KEYS];
 } EventBusLog;
 
 /* The log's partitions, in seq order (eb_log_parts). */

@@ -63,9 +63,6 @@
 #include "event_bus.h"
 #include "log.h"
 
-/* A buffered row's slot number fits the low 16 bits of its sort key. */
-StaticAssertDecl(EB_LOG_BATCH <= 0x10000, "EB_LOG_BATCH too large for the sort key");
-
 /* The log's columns, by name; an index into EventBusRow's fields. */
 typedef enum
 {
@@ -160,6 +157,32 @@ eb_log_open(EventBusLog *log)
 	log->buffered_bytes = 0;
 	log->nslots = 0;
 	log->slotdesc = NULL;
+	log->hashed_topic = NULL;
+}
+
+/*
+ * The order in which buffered rows go in: lane by lane, each lane's rows in
+ * the order they came (a call's rows come in seq order).  A counting sort:
+ * lanes are below 256 (a topic has at most 256).
+ */
+static void
+eb_log_order(const EventBusLog *log, int *order)
+{
+	int			start[256 + 1];
+	int			n = log->nbuffered;
+	int			j;
+
+	memset(start, 0, sizeof(start));
+	for (j = 0; j < n; j++)
+	{
+		if (log->lanes[j] < 0 || log->lanes[j] > 255)
+			elog(ERROR, "event_bus: lane %d out of range", log->lanes[j]);
+		start[log->lanes[j] + 1]++;
+	}
+	for (j = 1; j <= 256; j++)
+		start[j] += start[j - 1];
+	for (j = 0; j < n; j++)
+		order[start[log->lanes[j]]++] = j;
 }
 
 /*
@@ -173,6 +196,7 @@ eb_log_flush(EventBusLog *log)
 	int			n = log->nbuffered;
 	int			i;
 	int			j;
+	int			order[EB_LOG_BATCH];
 
 	if (n == 0)
 		return;
@@ -191,18 +215,21 @@ eb_log_flush(EventBusLog *log)
 	{
 		TupleTableSlot *sorted[EB_LOG_BATCH];
 
-		qsort(log->keys, n, sizeof(int64), eb_cmp_int64);
+		eb_log_order(log, order);
 		for (j = 0; j < n; j++)
-			sorted[j] = log->slots[log->keys[j] & 0xFFFF];
-		memcpy(log->slots, sorted, sizeof(TupleTableSlot *) * n);
-		table_multi_insert(log->part, log->slots, n, cid, 0, NULL);
+			sorted[j] = log->slots[order[j]];
+		table_multi_insert(log->part, sorted, n, cid, 0, NULL);
 	}
 	else
+	{
+		order[0] = 0;
 		table_tuple_insert(log->part, log->slots[0], cid, 0, NULL);
+	}
 
 	for (j = 0; j < n; j++)
 	{
-		TupleTableSlot *slot = log->slots[j];
+		int			r = order[j];
+		TupleTableSlot *slot = log->slots[r];
 
 		for (i = 0; i < log->nindexes; i++)
 		{
@@ -210,10 +237,36 @@ eb_log_flush(EventBusLog *log)
 			bool		inulls[INDEX_MAX_KEYS];
 			Relation	irel = log->indexes[i];
 			IndexInfo  *ii = log->indexinfo[i];
+			int			k;
 
 			if (!ii->ii_ReadyForInserts)
 				continue;
-			FormIndexDatum(ii, slot, NULL, ivalues, inulls);
+			/*
+			 * The log's index keys on columns whose values the row had
+			 * before it was formed: taking them from there spares deforming
+			 * the tuple up to its last column, topic_hash.
+			 */
+			if (log->direct[i][0] >= 0)
+			{
+				for (k = 0; k < ii->ii_NumIndexAttrs; k++)
+				{
+					inulls[k] = false;
+					switch ((LogColumn) log->direct[i][k])
+					{
+						case COL_SEQ:
+							ivalues[k] = Int64GetDatum(log->seqs[r]);
+							break;
+						case COL_LANE:
+							ivalues[k] = Int16GetDatum(log->lanes[r]);
+							break;
+						default:	/* COL_TOPIC_HASH (see eb_log_plain) */
+							ivalues[k] = Int32GetDatum(log->hashes[r]);
+							break;
+					}
+				}
+			}
+			else
+				FormIndexDatum(ii, slot, NULL, ivalues, inulls);
 			index_insert(irel, ivalues, inulls, &slot->tts_tid, log->part,
 						 ii->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, ii);
 		}
@@ -403,12 +456,29 @@ eb_log_plain(EventBusLog *log)
 		Relation	irel = index_open(lfirst_oid(lc), RowExclusiveLock);
 		IndexInfo  *ii;
 
+		int			k;
+		int		   *direct = log->direct[log->nindexes];
+
 		log->indexes[log->nindexes] = irel;
 		ii = log->indexinfo[log->nindexes] = BuildIndexInfo(irel);
 		log->nindexes++;
 		if (ii->ii_Expressions != NIL || ii->ii_Predicate != NIL || ii->ii_ExclusionOps != NULL ||
 			(ii->ii_Unique && !irel->rd_index->indimmediate))
 			return false;
+		/* Can eb_log_flush() fill its keys without deforming the row? */
+		direct[0] = -1;
+		for (k = 0; k < ii->ii_NumIndexAttrs; k++)
+		{
+			AttrNumber	attno = ii->ii_IndexAttrNumbers[k];
+			LogColumn	col = attno > 0 ? log->colmap[attno - 1] : COL_UNKNOWN;
+
+			if (col != COL_SEQ && col != COL_LANE && col != COL_TOPIC_HASH)
+			{
+				direct[0] = -1;
+				break;
+			}
+			direct[k] = col;
+		}
 	}
 	list_free(indexes);
 	return true;
@@ -661,11 +731,25 @@ eb_log_insert(EventBusLog *log, const EventBusRow *row)
 	bool		nulls[EB_LOG_MAX_COLUMNS];
 	HeapTuple	tuple;
 	int			i;
+	int32		topic_hash;
 
 	if (log->part == NULL || row->seq < log->lo || row->seq >= log->hi)
 		eb_log_route(log, row->seq);
 	if (!log->plain)
 		return false;
+
+	/*
+	 * The rows of one call share their topic: hash it once.  (The topic a
+	 * row points to stays in memory while the log is open: emit's argument.)
+	 */
+	if (log->hashed_topic == NULL || VARSIZE_ANY(log->hashed_topic) != VARSIZE_ANY(row->topic) ||
+		memcmp(VARDATA_ANY(log->hashed_topic), VARDATA_ANY(row->topic),
+			   VARSIZE_ANY_EXHDR(row->topic)) != 0)
+	{
+		log->topic_hash = eb_topic_hash(VARDATA_ANY(row->topic), VARSIZE_ANY_EXHDR(row->topic));
+		log->hashed_topic = row->topic;
+	}
+	topic_hash = log->topic_hash;
 
 	desc = RelationGetDescr(log->part);
 	for (i = 0; i < desc->natts; i++)
@@ -709,8 +793,7 @@ eb_log_insert(EventBusLog *log, const EventBusRow *row)
 				nulls[i] = !row->with_txid;
 				break;
 			case COL_TOPIC_HASH:
-				values[i] = Int32GetDatum(eb_topic_hash(VARDATA_ANY(row->topic),
-														VARSIZE_ANY_EXHDR(row->topic)));
+				values[i] = Int32GetDatum(topic_hash);
 				break;
 			case COL_UNKNOWN:	/* a dropped column */
 				values[i] = (Datum) 0;
@@ -738,7 +821,9 @@ eb_log_insert(EventBusLog *log, const EventBusRow *row)
 		}
 		log->slots[log->nslots++] = MakeSingleTupleTableSlot(sd, &TTSOpsHeapTuple);
 	}
-	log->keys[log->nbuffered] = ((int64) row->lane << 48) | log->nbuffered;
+	log->seqs[log->nbuffered] = row->seq;
+	log->lanes[log->nbuffered] = row->lane;
+	log->hashes[log->nbuffered] = topic_hash;
 	ExecStoreHeapTuple(tuple, log->slots[log->nbuffered++], true);
 	log->buffered_bytes += tuple->t_len;
 	if (log->nbuffered == EB_LOG_BATCH || log->buffered_bytes >= EB_LOG_BATCH_BYTES)
