@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The bulk write paths against the statements they are compared with, as
+# bench/run.sh measures them (emit and capture phases), in one short run:
+#   many      emit_many of 1,000 events per call (topic of 8 lanes, one
+#             subscription), pgbench -M prepared, synchronous_commit off
+#   plain     INSERT INTO plain SELECT FROM unnest(the same 1,000 payloads)
+#   captured  a 100,000-row INSERT ... SELECT into a captured table
+#             (synchronous_commit on, after TRUNCATE and CHECKPOINT)
+#   bare      the same statement into the same table without capture
+# Prints one line per case and run: "many CLIENTS ev/s", "plain CLIENTS
+# ev/s", "captured SECONDS", "bare SECONDS".  Needs PGHOST, PGPORT,
+# PGDATABASE and PGUSER (bench/ab.sh sets them) and a database with
+# event_bus installed.  --cases, --clients, --seconds N, --runs N.
+#   bash bench/ab.sh A B -- bash bench/ab_bulk.sh --cases "many plain"
+set -euo pipefail
+CASES="many plain captured bare"
+CLIENTS="8"
+SECS=10
+RUNS=2
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cases) CASES=$2; shift 2 ;;
+        --clients) CLIENTS=$2; shift 2 ;;
+        --seconds) SECS=$2; shift 2 ;;
+        --runs) RUNS=$2; shift 2 ;;
+        *) echo "ab_bulk.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+PGBENCH=$(command -v pgbench || echo /usr/lib/postgresql/15/bin/pgbench)
+PSQL=$(command -v psql || echo /usr/lib/postgresql/15/bin/psql)
+PAYLOAD='{"order_id": 12345, "customer": "c-000042", "items": [{"sku": "sku-0", "qty": 1, "price": 9.99}, {"sku": "sku-1", "qty": 2, "price": 9.99}, {"sku": "sku-2", "qty": 3, "price": 9.99}], "note": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
+DIR=$(mktemp -d /tmp/ab_bulk.XXXXXX)
+trap 'rm -rf "$DIR"' EXIT
+chmod 755 "$DIR"
+TABLE="(id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric(12,2) NOT NULL,
+        status text NOT NULL, note text, created_at timestamptz NOT NULL DEFAULT now())"
+"$PSQL" -X -q -v ON_ERROR_STOP=1 \
+    -c "SELECT event_bus.create_topic('bulk_bench', 8)" \
+    -c "SELECT event_bus.subscribe('bulk_bench_sub', ARRAY['bulk_bench'])" \
+    -c "CREATE TABLE plain (id bigserial PRIMARY KEY, payload jsonb)" \
+    -c "CREATE TABLE orders_bare $TABLE" -c "CREATE TABLE orders_captured $TABLE" \
+    -c "SELECT event_bus.capture('orders_captured')" \
+    -c "SELECT event_bus.run_maintenance()" >/dev/null
+ARRAY="(SELECT array_agg('$PAYLOAD'::jsonb) FROM generate_series(1, 1000))"
+"$PSQL" -X -q -v ON_ERROR_STOP=1 -At -c "SELECT $ARRAY::text" > "$DIR/array"
+printf "SELECT event_bus.emit_many('bulk_bench', 'OrderPlaced', '%s');\n" "$(cat "$DIR/array")" > "$DIR/many.sql"
+printf "INSERT INTO plain (payload) SELECT p FROM unnest('%s'::jsonb[]) p;\n" "$(cat "$DIR/array")" > "$DIR/plain.sql"
+for r in $(seq 1 "$RUNS"); do
+    for c in $CASES; do
+        case "$c" in
+            many|plain)
+                for n in $CLIENTS; do
+                    tps=$(PGOPTIONS="-c synchronous_commit=off" "$PGBENCH" -n -M prepared -c "$n" -j "$n" \
+                            -T "$SECS" -f "$DIR/$c.sql" 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+                    echo "$c $n $(awk -v t="${tps:-0}" 'BEGIN { printf "%.0f", t * 1000 }')"
+                done ;;
+            captured|bare)
+                ms=$("$PSQL" -X -q -v ON_ERROR_STOP=1 <<SQL | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p'
+SET synchronous_commit = on;
+TRUNCATE orders_$c;
+CHECKPOINT;
+\\timing on
+INSERT INTO orders_$c (customer, amount, status, note)
+SELECT 'customer-' || g, g * 1.25, 'new', 'leave at the door' FROM generate_series(1, 100000) g;
+SQL
+)
+                echo "$c $(awk -v m="$ms" 'BEGIN { printf "%.3f", m / 1000 }')" ;;
+            *) echo "ab_bulk.sh: unknown case $c" >&2; exit 2 ;;
+        esac
+    done
+done
