@@ -7,13 +7,19 @@
 #   captured  a 100,000-row INSERT ... SELECT into a captured table
 #             (synchronous_commit on, after TRUNCATE and CHECKPOINT)
 #   bare      the same statement into the same table without capture
+#   logonly   what capture adds at the least: the events of those 100,000
+#             rows (the capture trigger's row images, keys and headers,
+#             built beforehand from orders_bare, so after "bare") written by
+#             one emit_many into a topic of 4 lanes, as capture's topic has;
+#             captured >= bare + logonly, so logonly >= bare puts capture
+#             at 2x the bare statement or more
 # Prints one line per case and run: "many CLIENTS ev/s", "plain CLIENTS
-# ev/s", "captured SECONDS", "bare SECONDS".  Needs PGHOST, PGPORT,
+# ev/s", "captured SECONDS", "bare SECONDS", "logonly SECONDS".  Needs PGHOST, PGPORT,
 # PGDATABASE and PGUSER (bench/ab.sh sets them) and a database with
 # event_bus installed.  --cases, --clients, --seconds N, --runs N.
 #   bash bench/ab.sh A B -- bash bench/ab_bulk.sh --cases "many plain"
 set -euo pipefail
-CASES="many plain captured bare"
+CASES="many plain captured bare logonly"
 CLIENTS="8"
 SECS=10
 RUNS=2
@@ -40,6 +46,7 @@ TABLE="(id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric(12,2) N
     -c "CREATE TABLE plain (id bigserial PRIMARY KEY, payload jsonb)" \
     -c "CREATE TABLE orders_bare $TABLE" -c "CREATE TABLE orders_captured $TABLE" \
     -c "SELECT event_bus.capture('orders_captured')" \
+    -c "SELECT event_bus.create_topic('orders_log', 4)" \
     -c "SELECT event_bus.run_maintenance()" >/dev/null
 ARRAY="(SELECT array_agg('$PAYLOAD'::jsonb) FROM generate_series(1, 1000))"
 "$PSQL" -X -q -v ON_ERROR_STOP=1 -At -c "SELECT $ARRAY::text" > "$DIR/array"
@@ -65,6 +72,24 @@ SELECT 'customer-' || g, g * 1.25, 'new', 'leave at the door' FROM generate_seri
 SQL
 )
                 echo "$c $(awk -v m="$ms" 'BEGIN { printf "%.3f", m / 1000 }')" ;;
+            logonly)
+                "$PSQL" -X -q -v ON_ERROR_STOP=1 <<'SQL' 2>&1 | sed -n 's/.*NOTICE: *\(logonly .*\)/\1/p'
+SET synchronous_commit = on;
+DO $$
+DECLARE
+    ps jsonb[];
+    ks text[];
+    t0 timestamptz;
+BEGIN
+    SELECT pg_catalog.array_agg(event_bus._row_jsonb(r)), pg_catalog.array_agg(r.id::text)
+      INTO ps, ks FROM orders_bare r;
+    t0 := clock_timestamp();
+    PERFORM event_bus.emit_many('orders_log', 'orders_log.inserted', ps, ks,
+        '{"source": "table:public.orders_captured", "operation": "insert"}'::jsonb);
+    RAISE NOTICE 'logonly %', round(extract(epoch FROM clock_timestamp() - t0), 3);
+END $$;
+SQL
+                ;;
             *) echo "ab_bulk.sh: unknown case $c" >&2; exit 2 ;;
         esac
     done
