@@ -4,6 +4,10 @@
 #   many      emit_many of 1,000 events per call (topic of 8 lanes, one
 #             subscription), pgbench -M prepared, synchronous_commit off
 #   plain     INSERT INTO plain SELECT FROM unnest(the same 1,000 payloads)
+#   plainlane the same INSERT into a table shaped like the log's index:
+#             no primary key, one index on (topic_hash, lane, seq), the rows
+#             spread over 8 lanes and written lane by lane as emit_many
+#             writes them: what the log's index costs a plain statement
 #   captured  a 100,000-row INSERT ... SELECT into a captured table
 #             (synchronous_commit on, after TRUNCATE and CHECKPOINT)
 #   bare      the same statement into the same table without capture
@@ -14,12 +18,13 @@
 #             captured >= bare + logonly, so logonly >= bare puts capture
 #             at 2x the bare statement or more
 # Prints one line per case and run: "many CLIENTS ev/s", "plain CLIENTS
-# ev/s", "captured SECONDS", "bare SECONDS", "logonly SECONDS".  Needs PGHOST, PGPORT,
+# ev/s", "plainlane CLIENTS ev/s", "captured SECONDS", "bare SECONDS",
+# "logonly SECONDS".  Needs PGHOST, PGPORT,
 # PGDATABASE and PGUSER (bench/ab.sh sets them) and a database with
 # event_bus installed.  --cases, --clients, --seconds N, --runs N.
 #   bash bench/ab.sh A B -- bash bench/ab_bulk.sh --cases "many plain"
 set -euo pipefail
-CASES="many plain captured bare logonly"
+CASES="many plain plainlane captured bare logonly"
 CLIENTS="8"
 SECS=10
 RUNS=2
@@ -44,6 +49,8 @@ TABLE="(id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric(12,2) N
     -c "SELECT event_bus.create_topic('bulk_bench', 8)" \
     -c "SELECT event_bus.subscribe('bulk_bench_sub', ARRAY['bulk_bench'])" \
     -c "CREATE TABLE plain (id bigserial PRIMARY KEY, payload jsonb)" \
+    -c "CREATE TABLE plainlane (seq bigserial, topic_hash integer, lane smallint, payload jsonb)" \
+    -c "CREATE INDEX ON plainlane (topic_hash, lane, seq)" \
     -c "CREATE TABLE orders_bare $TABLE" -c "CREATE TABLE orders_captured $TABLE" \
     -c "SELECT event_bus.capture('orders_captured')" \
     -c "SELECT event_bus.create_topic('orders_log', 4)" \
@@ -52,10 +59,12 @@ ARRAY="(SELECT array_agg('$PAYLOAD'::jsonb) FROM generate_series(1, 1000))"
 "$PSQL" -X -q -v ON_ERROR_STOP=1 -At -c "SELECT $ARRAY::text" > "$DIR/array"
 printf "SELECT event_bus.emit_many('bulk_bench', 'OrderPlaced', '%s');\n" "$(cat "$DIR/array")" > "$DIR/many.sql"
 printf "INSERT INTO plain (payload) SELECT p FROM unnest('%s'::jsonb[]) p;\n" "$(cat "$DIR/array")" > "$DIR/plain.sql"
+printf "INSERT INTO plainlane (topic_hash, lane, payload) SELECT 1, (i %% 8), p FROM unnest('%s'::jsonb[]) WITH ORDINALITY u(p, i) ORDER BY i %% 8, i;\n" \
+    "$(cat "$DIR/array")" > "$DIR/plainlane.sql"
 for r in $(seq 1 "$RUNS"); do
     for c in $CASES; do
         case "$c" in
-            many|plain)
+            many|plain|plainlane)
                 for n in $CLIENTS; do
                     tps=$(PGOPTIONS="-c synchronous_commit=off" "$PGBENCH" -n -M prepared -c "$n" -j "$n" \
                             -T "$SECS" -f "$DIR/$c.sql" 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
