@@ -4,7 +4,7 @@
 #   N=100000 bash bench/ab.sh --rounds 3 REV_A REV_B -- python3 bench/ab_drain.py
 import psycopg2, psycopg2.extras, time, os, sys, statistics
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import PAYLOAD
+from common import load_eb_backlog
 def conn():
     c = psycopg2.connect(""); c.autocommit = True
     psycopg2.extras.register_default_jsonb(c, loads=lambda s: s); return c
@@ -18,8 +18,7 @@ subs = ["s%d_%d" % (b, r) for b in (100, 500) for r in range(REPS)]
 for s in subs: cur.execute("SELECT event_bus.subscribe(%s, ARRAY['drain'])", (s,))
 cur.execute("SET synchronous_commit = off")
 tl0 = time.perf_counter()
-cur.execute("""DO $$ DECLARE p jsonb[] := (SELECT array_agg(%s::jsonb) FROM generate_series(1,1000));
-BEGIN FOR i IN 1..%s LOOP PERFORM event_bus.emit_many('drain','OrderPlaced',p,(SELECT array_agg('customer-'||(random()*10000)::int) FROM generate_series(1,1000))); COMMIT; END LOOP; END $$""", (PAYLOAD, N // 1000))
+load_eb_backlog(cur, "drain", N)
 load_s = time.perf_counter() - tl0
 cur.execute("VACUUM ANALYZE"); cur.execute("CHECKPOINT")
 res = {100: [], 500: []}

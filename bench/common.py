@@ -231,6 +231,35 @@ def create_bus_db(db):
     return c, cur
 
 
+def load_eb_backlog(cur, topic, n):
+    """n events into topic by emit_many of 1,000 with random keys, a commit after each call."""
+    cur.execute("""
+        DO $$
+        DECLARE
+            p jsonb[] := (SELECT array_agg(%s::jsonb) FROM generate_series(1, 1000));
+        BEGIN
+            FOR i IN 1..%s LOOP
+                PERFORM event_bus.emit_many(%s, 'OrderPlaced', p,
+                    (SELECT array_agg('customer-' || (random() * 10000)::int) FROM generate_series(1, 1000)));
+                COMMIT;
+            END LOOP;
+        END $$""", (PAYLOAD, n // 1000, topic))
+
+
+def load_pgq_backlog(cur, queue, n):
+    """n events into a PgQ queue: insert_event in transactions of 100, pgq.ticker() after each."""
+    cur.execute("""
+        DO $$
+        BEGIN
+            FOR i IN 1..%s LOOP
+                PERFORM pgq.insert_event(%s, 'OrderPlaced', %s) FROM generate_series(1, 100);
+                COMMIT;
+                PERFORM pgq.ticker(%s);
+                COMMIT;
+            END LOOP;
+        END $$""", (n // 100, queue, PAYLOAD, queue))
+
+
 def med(samples, field="events_per_s", **kw):
     v = [s[field] for s in samples if all(s[k] == val for k, val in kw.items()) and s.get(field) is not None]
     return (statistics.median(v), min(v), max(v), len(v)) if v else (float("nan"),) * 3 + (0,)

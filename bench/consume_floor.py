@@ -25,7 +25,7 @@ import psycopg2
 import psycopg2.extras
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import PAYLOAD  # noqa: E402
+from common import load_eb_backlog, load_pgq_backlog  # noqa: E402
 
 N = int(os.environ.get("N", "200000"))
 REPS = int(os.environ.get("REPS", "3"))
@@ -58,26 +58,8 @@ def setup(cur):
         for b in (100, 500):
             cur.execute("SELECT pgq.register_consumer('floorq', %s)", ("p%d_%d" % (b, r),))
     cur.execute("SET synchronous_commit = off")
-    cur.execute("""
-        DO $$
-        DECLARE p jsonb[] := (SELECT array_agg(%s::jsonb) FROM generate_series(1, 1000));
-        BEGIN
-            FOR i IN 1..%s LOOP
-                PERFORM event_bus.emit_many('floor', 'OrderPlaced', p,
-                    (SELECT array_agg('customer-' || (random() * 10000)::int) FROM generate_series(1, 1000)));
-                COMMIT;
-            END LOOP;
-        END $$""", (PAYLOAD, N // 1000))
-    cur.execute("""
-        DO $$
-        BEGIN
-            FOR i IN 1..%s LOOP
-                PERFORM pgq.insert_event('floorq', 'OrderPlaced', %s) FROM generate_series(1, 100);
-                COMMIT;
-                PERFORM pgq.ticker('floorq');
-                COMMIT;
-            END LOOP;
-        END $$""", (N // 100, PAYLOAD))
+    load_eb_backlog(cur, "floor", N)
+    load_pgq_backlog(cur, "floorq", N)
     cur.execute("CREATE TABLE floor_text AS SELECT seq, id, topic, type, version, key, lane, topic_hash,"
                 " payload::text AS payload, headers::text AS headers, emitted_at"
                 " FROM event_bus.events WHERE topic = 'floor'")    # in the log's heap order

@@ -166,31 +166,12 @@ def run_consume_phase(results):
     log("consume phase: pre-loading %d events into event_bus (emit_many, 1000 per call) ..." % N)
     t0 = time.perf_counter()
     cur.execute("SET synchronous_commit = off")     # loading is not what is measured
-    cur.execute("""
-        DO $$
-        DECLARE
-            p jsonb[] := (SELECT array_agg(%s::jsonb) FROM generate_series(1, 1000));
-        BEGIN
-            FOR i IN 1..%s LOOP
-                PERFORM event_bus.emit_many('drain', 'OrderPlaced', p,
-                    (SELECT array_agg('customer-' || (random() * 10000)::int) FROM generate_series(1, 1000)));
-                COMMIT;
-            END LOOP;
-        END $$""", (PAYLOAD, N // 1000))
+    load_eb_backlog(cur, "drain", N)
     eb_load = time.perf_counter() - t0
     log("  %.1f s (%.0f events/s); pre-loading %d events into PgQ (insert_event, 100 per "
         "transaction, pgq.ticker() after each) ..." % (eb_load, N / eb_load, N))
     t0 = time.perf_counter()
-    cur.execute("""
-        DO $$
-        BEGIN
-            FOR i IN 1..%s LOOP
-                PERFORM pgq.insert_event('drainq', 'OrderPlaced', %s) FROM generate_series(1, 100);
-                COMMIT;
-                PERFORM pgq.ticker('drainq');
-                COMMIT;
-            END LOOP;
-        END $$""", (N // 100, PAYLOAD))
+    load_pgq_backlog(cur, "drainq", N)
     pgq_load = time.perf_counter() - t0
     log("  %.1f s; pre-loading %d rows into the plain queue table dq ..." % (pgq_load, N))
     cur.execute("CREATE TABLE dq (id bigserial PRIMARY KEY, payload jsonb NOT NULL)")

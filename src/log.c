@@ -455,7 +455,6 @@ eb_log_plain(EventBusLog *log)
 	{
 		Relation	irel = index_open(lfirst_oid(lc), RowExclusiveLock);
 		IndexInfo  *ii;
-
 		int			k;
 		int		   *direct = log->direct[log->nindexes];
 
