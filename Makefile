@@ -1,6 +1,6 @@
 # event_bus: PGXS build.  See README.md for the set-up and test commands.
 MODULE_big = event_bus
-OBJS = src/event_bus.o src/settings.o src/shmem.o src/horizon.o src/dispatch.o src/wait.o src/launcher.o src/worker.o src/hook.o src/stats.o src/retention.o src/log.o src/emit.o src/claim.o src/capture.o src/api.o src/sql_helpers.o
+OBJS = src/event_bus.o src/settings.o src/shmem.o src/horizon.o src/dispatch.o src/wait.o src/launcher.o src/worker.o src/hook.o src/stats.o src/retention.o src/log.o src/emit.o src/store.o src/claim.o src/capture.o src/api.o src/sql_helpers.o
 EXTENSION = event_bus
 EXTVERSION = 1.1
 # The current version's install script is built from src/sql/*.sql (one file

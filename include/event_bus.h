@@ -72,6 +72,18 @@ extern SPIPlanPtr eb_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid
 							   int cursor_options);
 extern Datum eb_call_impl(FunctionCallInfo fcinfo, const char *impl_name, Oid caller);
 
+/* sql_helpers.c: a lane cursor's next state after a claim's read (_lane_next). */
+typedef struct EventBusLaneNext
+{
+	int64		position;
+	int64		high;
+	Datum		xids;			/* xid8[] */
+	Datum		afters;			/* bigint[] */
+} EventBusLaneNext;
+extern void eb_lane_next_state(int64 pos, int64 high, Datum *wx, Datum *wf, int nw, int64 max_seq,
+							   Datum *ex, Datum *ef, int ne, bool full, bool has_last, int64 last,
+							   Datum snap, bool pending_read, EventBusLaneNext *next);
+
 /* qsort comparator of int64s (seqs, sort keys). */
 static inline int
 eb_cmp_int64(const void *a, const void *b)

@@ -28,6 +28,8 @@ extern void eb_note_log_written(void);
 extern uint64 eb_horizon(EventBusDb *db);
 extern int	eb_emitters(EventBusDb *db, uint64 *max_seq, EventBusEmitter **out);
 extern int	eb_emitters_known(EventBusDb *db, uint64 *max_seq, EventBusEmitter **out);
+extern int	eb_emitters_of(Datum *names, bool *nnulls, int nnames, uint64 *max_seq,
+						   Datum **topics, bool **tnulls, Datum **xids, Datum **floors);
 extern void eb_warn_long_emitters(void);
 extern void eb_note_coverage(uint64 covered);
 extern uint64 eb_known_coverage(EventBusDb *db);

@@ -38,6 +38,7 @@
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "commands/sequence.h"
 #include "access/xact.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
@@ -69,6 +70,7 @@
 #include "log.h"
 #include "shmem.h"
 #include "stats.h"
+#include "store.h"
 #include "worker.h"
 
 PG_FUNCTION_INFO_V1(eb_claim);
@@ -116,12 +118,6 @@ static ClaimStmt ordered_stmt = {
 	"       event_bus._claim_once(s, $2, $3, $4) r"
 	" WHERE s.subscription OPERATOR(pg_catalog.=) $1",
 	4, {TEXTOID, INT4OID, INTERVALOID, UUIDOID}
-};
-
-/* Step 2. */
-static ClaimStmt emitters_stmt = {
-	"SELECT e.max_seq, e.topics, e.xids, e.floors FROM event_bus._emitters($1) e",
-	1, {TEXTARRAYOID}
 };
 
 /* Step 3: the lanes (read without a lock), a probe, the lock, the read. */
@@ -521,13 +517,26 @@ typedef struct ClaimLane
 	Datum		lane;
 	int64		high;
 	Datum		pending;		/* xid8[] */
+	ItemPointerData tid;		/* its cursor row as read (direct) */
 } ClaimLane;
+
+/*
+ * The cursors and leases of a look, written through store.c when both are
+ * as the install script made them (direct), else by the statements.
+ */
+typedef struct ClaimStores
+{
+	bool		direct;
+	EventBusStore cursors;
+	EventBusStore leases;
+	Snapshot	snap;			/* the lanes' read */
+	bool		sub_locked;		/* the subscription's row, FOR KEY SHARE */
+} ClaimStores;
 
 /* The open emitters of the subscription's topics (_emitters). */
 typedef struct ClaimEmitters
 {
 	int64		max_seq;
-	Datum		xids;			/* xid8[], as _emitters returned it */
 	int			n;
 	Datum	   *topics;
 	Datum	   *xid;
@@ -605,25 +614,56 @@ claim_read_subscription(Datum name, bool isnull, Oid caller, ClaimSub *s, Memory
 {
 	Oid			owner;
 
+	EventBusStore st;
+	bool		found;
+
 	eb_check_name("subscription", isnull ? NULL : DatumGetTextPP(name));
-	SPI_connect();
-	if (claim_exec(&subscription_stmt, &name, NULL, 0) != SPI_OK_SELECT)
-		elog(ERROR, "event_bus: could not read the subscription");
-	if (SPI_processed != 1)
+	if (eb_store_open(&st, EB_T_SUBSCRIPTIONS, false))
+	{
+		Snapshot	snap = eb_store_snapshot();
+
+		eb_store_scan(&st, name, snap);
+		found = eb_store_next(&st);
+		if (found)
+		{
+			s->name = eb_store_copy(&st, EB_SUB_NAME, &isnull, cxt);
+			s->topics = eb_store_copy(&st, EB_SUB_TOPICS, &isnull, cxt);
+			s->types = eb_store_copy(&st, EB_SUB_TYPES, &isnull, cxt);
+			if (isnull)
+				s->types = (Datum) 0;
+			s->ordered = DatumGetBool(eb_store_get(&st, EB_SUB_ORDERED, &isnull));
+			s->paused = DatumGetBool(eb_store_get(&st, EB_SUB_PAUSED, &isnull));
+			s->lease = eb_store_copy(&st, EB_SUB_LEASE, &isnull, cxt);
+			owner = DatumGetObjectId(eb_store_get(&st, EB_SUB_OWNER, &isnull));
+		}
+		eb_store_close(&st);
+		UnregisterSnapshot(snap);
+	}
+	else
+	{
+		SPI_connect();
+		if (claim_exec(&subscription_stmt, &name, NULL, 0) != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: could not read the subscription");
+		found = SPI_processed == 1;
+		if (found)
+		{
+			s->name = claim_col(0, 1, &isnull, cxt);
+			s->topics = claim_col(0, 2, &isnull, cxt);
+			s->types = claim_col(0, 3, &isnull, cxt);
+			if (isnull)
+				s->types = (Datum) 0;
+			s->ordered = DatumGetBool(claim_col(0, 4, &isnull, cxt));
+			s->paused = DatumGetBool(claim_col(0, 5, &isnull, cxt));
+			s->lease = claim_col(0, 6, &isnull, cxt);
+			owner = DatumGetObjectId(claim_col(0, 7, &isnull, cxt));
+		}
+		SPI_finish();
+	}
+	if (!found)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("subscription \"%s\" does not exist", TextDatumGetCString(name)),
 				 errhint("Create it with event_bus.subscribe().")));
-	s->name = claim_col(0, 1, &isnull, cxt);
-	s->topics = claim_col(0, 2, &isnull, cxt);
-	s->types = claim_col(0, 3, &isnull, cxt);
-	if (isnull)
-		s->types = (Datum) 0;
-	s->ordered = DatumGetBool(claim_col(0, 4, &isnull, cxt));
-	s->paused = DatumGetBool(claim_col(0, 5, &isnull, cxt));
-	s->lease = claim_col(0, 6, &isnull, cxt);
-	owner = DatumGetObjectId(claim_col(0, 7, &isnull, cxt));
-	SPI_finish();
 	if (!has_privs_of_role(caller, owner) &&
 		!has_privs_of_role(caller, get_role_oid("event_bus_admin", false)))
 		ereport(ERROR,
@@ -635,26 +675,24 @@ claim_read_subscription(Datum name, bool isnull, Oid caller, ClaimSub *s, Memory
 				 errhint("Members of the owning role and of event_bus_admin may work a subscription.")));
 }
 
+/*
+ * The open emitters of the subscription's topics (what _emitters() returns,
+ * without a statement), before any statement of the claim takes its
+ * snapshot.
+ */
 static void
-claim_read_emitters(ClaimSub *s, ClaimEmitters *em, MemoryContext cxt)
+claim_read_emitters(ClaimSub *s, ClaimEmitters *em)
 {
-	bool		isnull;
-	int			nt,
-				nf;
+	Datum	   *names;
+	bool	   *nnulls;
+	bool	   *tnulls;
+	int			nnames;
+	uint64		max_seq;
 
-	if (claim_exec(&emitters_stmt, &s->topics, NULL, 0) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "event_bus: _emitters() returned no row");
-	em->max_seq = DatumGetInt64(claim_col(0, 1, &isnull, cxt));
-	em->xids = claim_col(0, 3, &isnull, cxt);
-	deconstruct_array(DatumGetArrayTypeP(claim_col(0, 2, &isnull, cxt)), TEXTOID, -1, false,
-					  TYPALIGN_INT, &em->topics, NULL, &nt);
-	deconstruct_array(DatumGetArrayTypeP(em->xids), XID8OID, sizeof(uint64), FLOAT8PASSBYVAL,
-					  TYPALIGN_DOUBLE, &em->xid, NULL, &em->n);
-	deconstruct_array(DatumGetArrayTypeP(claim_col(0, 4, &isnull, cxt)), INT8OID, sizeof(int64),
-					  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &em->floor, NULL, &nf);
-	if (nt != em->n || nf != em->n)
-		elog(ERROR, "event_bus: _emitters() returned arrays of different lengths");
-	SPI_freetuptable(SPI_tuptable);
+	deconstruct_array(DatumGetArrayTypeP(s->topics), TEXTOID, -1, false, TYPALIGN_INT,
+					  &names, &nnulls, &nnames);
+	em->n = eb_emitters_of(names, nnulls, nnames, &max_seq, &em->topics, &tnulls, &em->xid, &em->floor);
+	em->max_seq = (int64) eb_log_readable(max_seq);
 }
 
 /* Is every xid of the xid8[] 'pending' one of the open emitters? */
@@ -1095,6 +1133,128 @@ claim_snapshot_datum(Snapshot snap)
 }
 
 /*
+ * Open the cursors and leases for a look's direct writes; false (nothing
+ * open) when either is not as the install script made it.
+ */
+static bool
+claim_stores_open(ClaimStores *cs)
+{
+	memset(cs, 0, sizeof(*cs));
+	if (!eb_store_open(&cs->cursors, EB_T_CURSORS, true))
+		return false;
+	if (!eb_store_open(&cs->leases, EB_T_LEASES, true))
+	{
+		eb_store_close(&cs->cursors);
+		return false;
+	}
+	cs->direct = true;
+	return true;
+}
+
+static void
+claim_stores_close(ClaimStores *cs)
+{
+	if (!cs->direct)
+		return;
+	eb_store_close(&cs->cursors);
+	eb_store_close(&cs->leases);
+	if (cs->snap != NULL)
+		UnregisterSnapshot(cs->snap);
+	cs->direct = false;
+}
+
+/*
+ * Write a lease as lease_stmt does.  First the subscription's row is locked
+ * FOR KEY SHARE, as the foreign key's check does after an INSERT: an
+ * unsubscribe that deleted it meanwhile waits for this transaction, or this
+ * one fails, and no lease outlives its subscription.
+ */
+static void
+claim_write_lease(ClaimStores *cs, ClaimSub *s, ClaimLane *c, Datum seqs, TimestampTz t, Datum len,
+				  Datum tok)
+{
+	Datum		values[EB_STORE_MAXCOLS];
+	Oid			seqrel;
+
+	if (!cs->sub_locked)
+	{
+		EventBusStore st;
+		Snapshot	snap = eb_store_snapshot();
+		TM_Result	r = TM_Deleted;
+
+		if (!eb_store_open(&st, EB_T_SUBSCRIPTIONS, false))
+			elog(ERROR, "event_bus: cannot read event_bus.subscriptions");
+		eb_store_scan(&st, s->name, snap);
+		if (eb_store_next(&st))
+		{
+			ItemPointerData tid = st.slot->tts_tid;
+
+			r = eb_store_lock(&st, &tid, snap, LockTupleKeyShare, LockWaitBlock);
+		}
+		eb_store_close(&st);
+		UnregisterSnapshot(snap);
+		if (r != TM_Ok)
+			ereport(ERROR,
+					(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+					 errmsg("subscription \"%s\" was dropped while it was being claimed",
+							TextDatumGetCString(s->name))));
+		cs->sub_locked = true;
+	}
+	seqrel = get_relname_relid("lease_id_seq", RelationGetNamespace(cs->leases.rel));
+	if (!OidIsValid(seqrel))
+		elog(ERROR, "event_bus: sequence event_bus.lease_id_seq is missing");
+	values[EB_LEASE_ID] = Int64GetDatum(nextval_internal(seqrel, false));
+	values[EB_LEASE_SUBSCRIPTION] = s->name;
+	values[EB_LEASE_TOPIC] = c->topic;
+	values[EB_LEASE_LANE] = c->lane;
+	values[EB_LEASE_SEQS] = seqs;
+	values[EB_LEASE_CLAIMED_AT] = TimestampTzGetDatum(t);
+	values[EB_LEASE_EXPIRES_AT] = DirectFunctionCall2(timestamptz_pl_interval, TimestampTzGetDatum(t), len);
+	values[EB_LEASE_CLAIMED_BY] = Int32GetDatum(MyProcPid);
+	values[EB_LEASE_TOKEN] = tok;
+	eb_store_insert(&cs->leases, values, NULL);
+}
+
+/* Move a locked cursor (its row at tid) on, as cursor_stmt does. */
+static void
+claim_move_cursor(ClaimStores *cs, ClaimSub *s, ClaimLane *c, ItemPointer tid, Datum position,
+				  Datum high, Datum pxids, Datum pafter, int64 max_seq, Datum exs, Datum efl,
+				  bool full, bool has_last, int64 last, Datum snapshot, bool rescan)
+{
+	Datum	   *wx,
+			   *wf,
+			   *ex,
+			   *ef;
+	int			nw,
+				nwf,
+				ne,
+				nef;
+	EventBusLaneNext next;
+	Datum		values[EB_STORE_MAXCOLS];
+
+	deconstruct_array(DatumGetArrayTypeP(pxids), XID8OID, sizeof(uint64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &wx, NULL, &nw);
+	deconstruct_array(DatumGetArrayTypeP(pafter), INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &wf, NULL, &nwf);
+	deconstruct_array(DatumGetArrayTypeP(exs), XID8OID, sizeof(uint64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &ex, NULL, &ne);
+	deconstruct_array(DatumGetArrayTypeP(efl), INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &ef, NULL, &nef);
+	if (nw != nwf || ne != nef)
+		elog(ERROR, "event_bus: a cursor's pending_xids and pending_after differ in length");
+	eb_lane_next_state(DatumGetInt64(position), DatumGetInt64(high), wx, wf, nw, max_seq, ex, ef, ne,
+					   full, has_last, last, snapshot, rescan, &next);
+	values[EB_CUR_SUBSCRIPTION] = s->name;
+	values[EB_CUR_TOPIC] = c->topic;
+	values[EB_CUR_LANE] = c->lane;
+	values[EB_CUR_POSITION] = Int64GetDatum(next.position);
+	values[EB_CUR_HIGH] = Int64GetDatum(next.high);
+	values[EB_CUR_XIDS] = next.xids;
+	values[EB_CUR_AFTERS] = next.afters;
+	eb_store_update(&cs->cursors, tid, values, NULL);
+}
+
+/*
  * Read a locked lane (claim_unordered) and lease what the read found: the
  * rows go into the claim's result, the lease is written, and the cursor
  * moves on with the read's snapshot, as if the three were one statement.
@@ -1103,7 +1263,8 @@ claim_snapshot_datum(Snapshot snap)
 static uint64
 claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters *em,
 				EventBusParts *parts, int left, TimestampTz t, Datum len, Datum tok,
-				Datum position, Datum high, Datum pxids, Datum pafter, bool rescan, int *taken)
+				Datum position, Datum high, Datum pxids, Datum pafter, bool rescan, int *taken,
+				ClaimStores *cs, ItemPointer locked)
 {
 	Snapshot	snap = RegisterSnapshot(GetTransactionSnapshot());
 	Datum		rv[11];
@@ -1133,7 +1294,9 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 	snapshot = claim_snapshot_datum(snap);
 	UnregisterSnapshot(snap);
 
-	if (n > 0)
+	if (n > 0 && cs->direct)
+		claim_write_lease(cs, s, c, PointerGetDatum(claim_pack_seqs(seqs, n)), t, len, tok);
+	else if (n > 0)
 	{
 		Datum		lv[7] = {s->name, c->topic, c->lane, PointerGetDatum(claim_pack_seqs(seqs, n)),
 		TimestampTzGetDatum(t), len, tok};
@@ -1147,7 +1310,11 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 	 * the row alone (a competing claim emptied the lane).
 	 */
 	claim_topic_emitters(em, c->topic, &exs, &efl);
-	if (n > 0 || s->types != (Datum) 0 || !claim_array_empty(pxids) || !claim_array_empty(exs))
+	if ((n > 0 || s->types != (Datum) 0 || !claim_array_empty(pxids) || !claim_array_empty(exs)) &&
+		cs->direct)
+		claim_move_cursor(cs, s, c, locked, position, high, pxids, pafter, em->max_seq, exs, efl,
+						  n >= left, n > 0, n > 0 ? seqs[n - 1] : 0, snapshot, rescan);
+	else if (n > 0 || s->types != (Datum) 0 || !claim_array_empty(pxids) || !claim_array_empty(exs))
 	{
 		Datum		uv[14] = {s->name, c->topic, c->lane, position, high, pxids, pafter,
 			Int64GetDatum(em->max_seq), exs, efl, BoolGetDatum(n >= left),
@@ -1209,6 +1376,28 @@ claim_lane_done(EventBusDb *db, ClaimLane *c, ClaimLog *log)
 }
 
 /*
+ * Has the subscription any retries, as a statement would see now?  (True
+ * when the table cannot tell: the statement decides then.)  Most claims and
+ * acks find none, and skip the statements on retries.
+ */
+static bool
+claim_has_retries(Datum name)
+{
+	EventBusStore st;
+	Snapshot	snap;
+	bool		found;
+
+	if (!eb_store_open(&st, EB_T_RETRIES, false))
+		return true;
+	snap = eb_store_snapshot();
+	eb_store_scan(&st, name, snap);
+	found = eb_store_next(&st);
+	eb_store_close(&st);
+	UnregisterSnapshot(snap);
+	return found;
+}
+
+/*
  * One look for events of an unordered subscription: lease up to 'max' of
  * them (due retries first, then lane by lane) under token 'tok'; returns how
  * many went into the result.
@@ -1227,10 +1416,12 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 	bool		isnull;
 	EventBusDb *db = eb_db_state();
 	ClaimLog	log;
+	ClaimStores cs;
 
 	memset(&log, 0, sizeof(log));
 
 	/* 1. Due retries. */
+	if (claim_has_retries(s->name))
 	{
 		Datum		v[3] = {s->name, TimestampTzGetDatum(t), Int32GetDatum(left)};
 		int			ngroups;
@@ -1264,21 +1455,47 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 	}
 
 	/* 2. The open emitters, before any statement below takes its snapshot. */
-	claim_read_emitters(s, &em, cxt);
+	claim_read_emitters(s, &em);
 
 	/* 3. The lanes, in random order. */
-	if (claim_exec(&lanes_stmt, &s->name, NULL, 0) != SPI_OK_SELECT)
-		elog(ERROR, "event_bus: could not read the cursors");
-	nlanes = (int) SPI_processed;
-	lanes = palloc(sizeof(ClaimLane) * Max(nlanes, 1));
-	for (i = 0; i < nlanes; i++)
+	if (claim_stores_open(&cs))
 	{
-		lanes[i].topic = claim_col(i, 1, &isnull, cxt);
-		lanes[i].lane = claim_col(i, 2, &isnull, cxt);
-		lanes[i].high = DatumGetInt64(claim_col(i, 3, &isnull, cxt));
-		lanes[i].pending = claim_col(i, 4, &isnull, cxt);
+		int			cap = 16;
+
+		cs.snap = eb_store_snapshot();
+		lanes = palloc(sizeof(ClaimLane) * cap);
+		nlanes = 0;
+		eb_store_scan(&cs.cursors, s->name, cs.snap);
+		while (eb_store_next(&cs.cursors))
+		{
+			if (nlanes == cap)
+			{
+				cap *= 2;
+				lanes = repalloc(lanes, sizeof(ClaimLane) * cap);
+			}
+			lanes[nlanes].topic = eb_store_copy(&cs.cursors, EB_CUR_TOPIC, &isnull, cxt);
+			lanes[nlanes].lane = eb_store_get(&cs.cursors, EB_CUR_LANE, &isnull);
+			lanes[nlanes].high = DatumGetInt64(eb_store_get(&cs.cursors, EB_CUR_HIGH, &isnull));
+			lanes[nlanes].pending = eb_store_copy(&cs.cursors, EB_CUR_XIDS, &isnull, cxt);
+			lanes[nlanes].tid = cs.cursors.slot->tts_tid;
+			nlanes++;
+		}
 	}
-	SPI_freetuptable(SPI_tuptable);
+	else
+	{
+		if (claim_exec(&lanes_stmt, &s->name, NULL, 0) != SPI_OK_SELECT)
+			elog(ERROR, "event_bus: could not read the cursors");
+		nlanes = (int) SPI_processed;
+		lanes = palloc(sizeof(ClaimLane) * Max(nlanes, 1));
+		for (i = 0; i < nlanes; i++)
+		{
+			lanes[i].topic = claim_col(i, 1, &isnull, cxt);
+			lanes[i].lane = claim_col(i, 2, &isnull, cxt);
+			lanes[i].high = DatumGetInt64(claim_col(i, 3, &isnull, cxt));
+			lanes[i].pending = claim_col(i, 4, &isnull, cxt);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
 	for (i = nlanes - 1; i > 0; i--)
 	{
 		int			j = (int) pg_prng_uint64_range(&pg_global_prng_state, 0, i);
@@ -1298,6 +1515,7 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 					pafter;
 		bool		rescan;
 		int			taken;
+		ItemPointerData locked;
 
 		/*
 		 * Anything to do here?  Stepped-over transactions that have ended
@@ -1310,18 +1528,31 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 			(c->high >= em.max_seq || claim_lane_done(db, c, &log) ||
 			 !claim_lane_has(&log, c->topic, c->lane, c->high, em.max_seq, NULL)))
 			continue;
-		if (claim_exec(&lock_stmt, lv, NULL, 0) != SPI_OK_SELECT)
-			elog(ERROR, "event_bus: could not lock a cursor");
-		if (SPI_processed == 0)
+		if (cs.direct)
 		{
-			SPI_freetuptable(SPI_tuptable);
-			continue;
+			if (eb_store_lock(&cs.cursors, &c->tid, cs.snap, LockTupleExclusive, LockWaitSkip) != TM_Ok)
+				continue;
+			locked = cs.cursors.slot->tts_tid;
+			position = eb_store_get(&cs.cursors, EB_CUR_POSITION, &isnull);
+			high = eb_store_get(&cs.cursors, EB_CUR_HIGH, &isnull);
+			pxids = eb_store_copy(&cs.cursors, EB_CUR_XIDS, &isnull, cxt);
+			pafter = eb_store_copy(&cs.cursors, EB_CUR_AFTERS, &isnull, cxt);
 		}
-		position = claim_col(0, 1, &isnull, cxt);
-		high = claim_col(0, 2, &isnull, cxt);
-		pxids = claim_col(0, 3, &isnull, cxt);
-		pafter = claim_col(0, 4, &isnull, cxt);
-		SPI_freetuptable(SPI_tuptable);
+		else
+		{
+			if (claim_exec(&lock_stmt, lv, NULL, 0) != SPI_OK_SELECT)
+				elog(ERROR, "event_bus: could not lock a cursor");
+			if (SPI_processed == 0)
+			{
+				SPI_freetuptable(SPI_tuptable);
+				continue;
+			}
+			position = claim_col(0, 1, &isnull, cxt);
+			high = claim_col(0, 2, &isnull, cxt);
+			pxids = claim_col(0, 3, &isnull, cxt);
+			pafter = claim_col(0, 4, &isnull, cxt);
+			SPI_freetuptable(SPI_tuptable);
+		}
 
 		/*
 		 * Below high, only events of stepped-over transactions remain, and
@@ -1331,9 +1562,10 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 		rescan = !claim_array_empty(pxids) && !claim_pending_open(pxids, &em);
 
 		got += claim_take_lane(rsinfo, s, c, &em, claim_log_parts(&log), left, t, len, tok, position,
-							   high, pxids, pafter, rescan, &taken);
+							   high, pxids, pafter, rescan, &taken, &cs, &locked);
 		left -= taken;
 	}
+	claim_stores_close(&cs);
 	return got;
 }
 
@@ -1685,6 +1917,181 @@ static ClaimStmt ack_check_stmt = {
 	2, {TEXTOID, INT8ARRAYOID}
 };
 
+/*
+ * ack's work on the leases, as ack_find_stmt, ack_leases_stmt and the
+ * deletes and updates after them do it, through store.c: the leases of the
+ * subscription (under the token) that hold one of the wanted seqs, each
+ * locked (its newest version, waiting for a competing ack or expiry), the
+ * seqs it still holds taken off it, and gone when none is left.  Adds the
+ * seqs taken off to acked.  False when leases cannot be written so.
+ */
+static bool
+ack_leases_direct(ClaimSub *s, Datum token, int64 *want, int nwant, int64 *acked, int *nacked)
+{
+	EventBusStore st;
+	Snapshot	snap;
+	ItemPointerData *tids;
+	int			ntids = 0,
+				cap = 8,
+				i;
+	bool		isnull;
+
+	if (!eb_store_open(&st, EB_T_LEASES, true))
+		return false;
+	snap = eb_store_snapshot();
+	tids = palloc(sizeof(ItemPointerData) * cap);
+	eb_store_scan(&st, s->name, snap);
+	while (eb_store_next(&st))
+	{
+		int64	   *ls;
+		int			nls,
+					j;
+
+		if (token != (Datum) 0 &&
+			memcmp(DatumGetUUIDP(eb_store_get(&st, EB_LEASE_TOKEN, &isnull))->data,
+				   DatumGetUUIDP(token)->data, UUID_LEN) != 0)
+			continue;
+		ls = claim_unpack_seqs(DatumGetByteaPP(eb_store_get(&st, EB_LEASE_SEQS, &isnull)), &nls);
+		for (j = 0; j < nls; j++)
+			if (claim_has(want, nwant, ls[j]))
+				break;
+		if (j < nls)
+		{
+			if (ntids == cap)
+			{
+				cap *= 2;
+				tids = repalloc(tids, sizeof(ItemPointerData) * cap);
+			}
+			tids[ntids++] = st.slot->tts_tid;
+		}
+		pfree(ls);
+	}
+
+	for (i = 0; i < ntids; i++)
+	{
+		int64	   *ls;
+		int			nls,
+					j,
+					nkeep = 0;
+		int64	   *keep;
+		bytea	   *packed;
+
+		if (eb_store_lock(&st, &tids[i], snap, LockTupleExclusive, LockWaitBlock) != TM_Ok)
+			continue;			/* gone meanwhile: acked, or expired */
+		packed = DatumGetByteaPP(eb_store_get(&st, EB_LEASE_SEQS, &isnull));
+		ls = claim_unpack_seqs(packed, &nls);
+		keep = palloc(sizeof(int64) * Max(nls, 1));
+		for (j = 0; j < nls; j++)
+		{
+			if (!claim_has(want, nwant, ls[j]))
+				keep[nkeep++] = ls[j];
+			else if (*nacked < nwant)
+				acked[(*nacked)++] = ls[j];
+		}
+		if (nkeep == 0)
+			eb_store_delete(&st, &st.slot->tts_tid);
+		else if (nkeep < nls)
+		{
+			Datum		values[EB_STORE_MAXCOLS];
+			bool		nulls[EB_STORE_MAXCOLS];
+			int			c;
+
+			for (c = 0; c <= EB_LEASE_TOKEN; c++)
+				values[c] = eb_store_get(&st, c, &nulls[c]);
+			/* What is left of the lease (in seq order, as it was). */
+			values[EB_LEASE_SEQS] = PointerGetDatum(claim_pack_seqs_from(keep, nkeep,
+																		 claim_seqs_base(packed, keep[0])));
+			eb_store_update(&st, &st.slot->tts_tid, values, nulls);
+		}
+		pfree(ls);
+		pfree(keep);
+	}
+	eb_store_close(&st);
+	UnregisterSnapshot(snap);
+	return true;
+}
+
+/* The same through SPI: ack_find_stmt, ack_leases_stmt, then each lease. */
+static void
+ack_leases_spi(Datum *v, char *n, int64 *want, int nwant, int64 *acked, int *nacked, MemoryContext cxt)
+{
+	int64	   *lease_ids;
+	Datum	   *lease_seqs;
+	int			nleases,
+				i;
+	bool		isnull;
+
+	if (claim_exec(&ack_find_stmt, v, n, 0) != SPI_OK_SELECT)
+		elog(ERROR, "event_bus: could not read the leases");
+	lease_ids = palloc(sizeof(int64) * Max(SPI_processed, 1));
+	nleases = 0;
+	for (i = 0; i < (int) SPI_processed; i++)
+	{
+		int64	   *ls;
+		int			nls,
+					j;
+
+		ls = claim_unpack_seqs(DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+															 2, &isnull)), &nls);
+		for (j = 0; j < nls; j++)
+			if (claim_has(want, nwant, ls[j]))
+				break;
+		if (j < nls)
+			lease_ids[nleases++] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+															   SPI_tuptable->tupdesc, 1, &isnull));
+		pfree(ls);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	v[0] = claim_int8_array(lease_ids, nleases);
+	if (nleases > 0 && claim_exec(&ack_leases_stmt, v, NULL, 0) != SPI_OK_SELECT)
+		elog(ERROR, "event_bus: could not lock the leases");
+	nleases = nleases > 0 ? (int) SPI_processed : 0;
+	lease_seqs = palloc(sizeof(Datum) * Max(nleases, 1));
+	for (i = 0; i < nleases; i++)
+	{
+		lease_ids[i] = DatumGetInt64(claim_col(i, 1, &isnull, cxt));
+		lease_seqs[i] = claim_col(i, 2, &isnull, cxt);
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	for (i = 0; i < nleases; i++)
+	{
+		int64	   *ls;
+		int			nls,
+					j,
+					nkeep = 0;
+		int64	   *keep;
+		Datum		kv[2];
+
+		ls = claim_unpack_seqs(DatumGetByteaPP(lease_seqs[i]), &nls);
+		keep = palloc(sizeof(int64) * Max(nls, 1));
+		for (j = 0; j < nls; j++)
+		{
+			int64		x = ls[j];
+
+			if (!claim_has(want, nwant, x))
+				keep[nkeep++] = x;
+			else if (*nacked < nwant)
+				acked[(*nacked)++] = x;
+		}
+		kv[0] = Int64GetDatum(lease_ids[i]);
+		if (nkeep == 0)
+		{
+			if (claim_exec(&ack_delete_stmt, kv, NULL, 0) != SPI_OK_DELETE)
+				elog(ERROR, "event_bus: could not delete a lease");
+		}
+		else if (nkeep < nls)
+		{
+			/* What is left of the lease (in seq order, as it was). */
+			kv[1] = PointerGetDatum(claim_pack_seqs_from(keep, nkeep,
+														 claim_seqs_base(DatumGetByteaPP(lease_seqs[i]),
+																		 keep[0])));
+			if (claim_exec(&ack_keep_stmt, kv, NULL, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "event_bus: could not update a lease");
+		}
+	}
+}
+
 /* event_bus.ack(subscription text, seqs bigint[], token uuid DEFAULT NULL) */
 Datum
 eb_ack(PG_FUNCTION_ARGS)
@@ -1706,16 +2113,12 @@ eb_ack(PG_FUNCTION_ARGS)
 		bool	   *nulls;
 		int			nin,
 					nwant,
-					nleases,
 					level,
 					i;
 		int64	   *want,
 				   *acked;
-		int64	   *lease_ids;
-		Datum	   *lease_seqs;
 		Datum		v[3];
 		char		n[3] = {' ', ' ', ' '};
-		bool		isnull;
 
 		claim_read_subscription(subname, PG_ARGISNULL(0), caller, &s, cxt);
 		if (PG_ARGISNULL(1))
@@ -1742,82 +2145,15 @@ eb_ack(PG_FUNCTION_ARGS)
 		v[0] = s.name;
 		v[1] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 		n[1] = PG_ARGISNULL(2) ? 'n' : ' ';
-		if (claim_exec(&ack_find_stmt, v, n, 0) != SPI_OK_SELECT)
-			elog(ERROR, "event_bus: could not read the leases");
-		lease_ids = palloc(sizeof(int64) * Max(SPI_processed, 1));
-		nleases = 0;
-		for (i = 0; i < (int) SPI_processed; i++)
-		{
-			int64	   *ls;
-			int			nls,
-						j;
-
-			ls = claim_unpack_seqs(DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-																 2, &isnull)), &nls);
-			for (j = 0; j < nls; j++)
-				if (claim_has(want, nwant, ls[j]))
-					break;
-			if (j < nls)
-				lease_ids[nleases++] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-																   SPI_tuptable->tupdesc, 1, &isnull));
-			pfree(ls);
-		}
-		SPI_freetuptable(SPI_tuptable);
-		v[0] = claim_int8_array(lease_ids, nleases);
-		if (nleases > 0 && claim_exec(&ack_leases_stmt, v, NULL, 0) != SPI_OK_SELECT)
-			elog(ERROR, "event_bus: could not lock the leases");
-		nleases = nleases > 0 ? (int) SPI_processed : 0;
-		lease_seqs = palloc(sizeof(Datum) * Max(nleases, 1));
-		for (i = 0; i < nleases; i++)
-		{
-			lease_ids[i] = DatumGetInt64(claim_col(i, 1, &isnull, cxt));
-			lease_seqs[i] = claim_col(i, 2, &isnull, cxt);
-		}
-		SPI_freetuptable(SPI_tuptable);
-
-		for (i = 0; i < nleases; i++)
-		{
-			int64	   *ls;
-			int			nls,
-						j,
-						nkeep = 0;
-			int64	   *keep;
-			Datum		kv[2];
-
-			ls = claim_unpack_seqs(DatumGetByteaPP(lease_seqs[i]), &nls);
-			keep = palloc(sizeof(int64) * Max(nls, 1));
-			for (j = 0; j < nls; j++)
-			{
-				int64		x = ls[j];
-
-				if (!claim_has(want, nwant, x))
-					keep[nkeep++] = x;
-				else if (nacked < nwant)
-					acked[nacked++] = x;
-			}
-			kv[0] = Int64GetDatum(lease_ids[i]);
-			if (nkeep == 0)
-			{
-				if (claim_exec(&ack_delete_stmt, kv, NULL, 0) != SPI_OK_DELETE)
-					elog(ERROR, "event_bus: could not delete a lease");
-			}
-			else if (nkeep < nls)
-			{
-				/* What is left of the lease (in seq order, as it was). */
-				kv[1] = PointerGetDatum(claim_pack_seqs_from(keep, nkeep,
-															 claim_seqs_base(DatumGetByteaPP(lease_seqs[i]),
-																			 keep[0])));
-				if (claim_exec(&ack_keep_stmt, kv, NULL, 0) != SPI_OK_UPDATE)
-					elog(ERROR, "event_bus: could not update a lease");
-			}
-		}
+		if (!ack_leases_direct(&s, v[1], want, nwant, acked, &nacked))
+			ack_leases_spi(v, n, want, nwant, acked, &nacked, cxt);
 		nacked = claim_sort_unique(acked, nacked);
 
 		if (nacked > 0)
 		{
 			Datum		rv[2] = {s.name, claim_int8_array(acked, nacked)};
 
-			if (claim_exec(&ack_retries_stmt, rv, NULL, 0) != SPI_OK_DELETE)
+			if (claim_has_retries(s.name) && claim_exec(&ack_retries_stmt, rv, NULL, 0) != SPI_OK_DELETE)
 				elog(ERROR, "event_bus: could not delete retries");
 			if (s.ordered)		/* a lane may be free again */
 				eb_wake_claimers_at_commit(eb_topics_mask(DatumGetArrayTypeP(s.topics)));

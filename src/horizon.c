@@ -58,6 +58,7 @@
 #include "utils/lsyscache.h"
 #include "utils/resowner.h"
 #include "utils/syscache.h"
+#include "utils/xid8.h"
 
 #include "event_bus.h"
 #include "dispatch.h"
@@ -500,6 +501,48 @@ eb_emitters_known(EventBusDb *db, uint64 *max_seq, EventBusEmitter **out)
 		e[n++] = one;
 	}
 	*out = e;
+	return n;
+}
+
+/*
+ * The open emitters of the topics names[0..nnames-1] (of every topic when
+ * nnames is 0), as eb_emitters gives them: one entry per emitter and topic
+ * of it, with the topic's name (*topics; NULL, *tnulls true, when nnames is
+ * 0), its xid as an xid8 and its floor as a bigint.  Returns how many; the
+ * arrays are palloc'd.
+ */
+int
+eb_emitters_of(Datum *names, bool *nnulls, int nnames, uint64 *max_seq,
+			   Datum **topics, bool **tnulls, Datum **xids, Datum **floors)
+{
+	uint64	   *bits = palloc(sizeof(uint64) * Max(nnames, 1));
+	EventBusEmitter *em;
+	int			nem;
+	int			i,
+				j,
+				n = 0,
+				cap;
+
+	for (i = 0; i < nnames; i++)
+		bits[i] = nnulls[i] ? 0 : eb_topic_bit(VARDATA_ANY(DatumGetTextPP(names[i])),
+											  VARSIZE_ANY_EXHDR(DatumGetTextPP(names[i])));
+	nem = eb_emitters(eb_db_state(), max_seq, &em);
+	cap = Max(nem * Max(nnames, 1), 1);
+	*topics = palloc(sizeof(Datum) * cap);
+	*tnulls = palloc(sizeof(bool) * cap);
+	*xids = palloc(sizeof(Datum) * cap);
+	*floors = palloc(sizeof(Datum) * cap);
+	for (i = 0; i < nem; i++)
+		for (j = 0; j < Max(nnames, 1); j++)
+			if (nnames == 0 || (em[i].topics & bits[j]))
+			{
+				(*topics)[n] = nnames == 0 ? (Datum) 0 : names[j];
+				(*tnulls)[n] = nnames == 0;
+				(*xids)[n] = FullTransactionIdGetDatum(FullTransactionIdFromU64(em[i].xid));
+				(*floors)[n] = Int64GetDatum((int64) em[i].floor);
+				n++;
+			}
+	pfree(bits);
 	return n;
 }
 

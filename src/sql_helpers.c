@@ -89,14 +89,8 @@ eb_emitters_sql(PG_FUNCTION_ARGS)
 	Datum	   *names;
 	bool	   *nnulls;
 	int			nnames;
-	uint64	   *bits;
 	uint64		max_seq;
-	EventBusEmitter *em;
-	int			nem;
-	int			i,
-				j,
-				n = 0,
-				cap;
+	int			n;
 	Datum	   *tv,
 			   *xv,
 			   *fv;
@@ -110,29 +104,8 @@ eb_emitters_sql(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "event_bus: _emitters() must return a record");
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &names, &nnulls, &nnames);
-	bits = palloc(sizeof(uint64) * Max(nnames, 1));
-	for (i = 0; i < nnames; i++)
-		bits[i] = nnulls[i] ? 0 : eb_topic_bit(VARDATA_ANY(DatumGetTextPP(names[i])),
-											  VARSIZE_ANY_EXHDR(DatumGetTextPP(names[i])));
-
-	nem = eb_emitters(eb_db_state(), &max_seq, &em);
+	n = eb_emitters_of(names, nnulls, nnames, &max_seq, &tv, &tnulls, &xv, &fv);
 	max_seq = eb_log_readable(max_seq);
-
-	cap = Max(nem * Max(nnames, 1), 1);
-	tv = palloc(sizeof(Datum) * cap);
-	tnulls = palloc(sizeof(bool) * cap);
-	xv = palloc(sizeof(Datum) * cap);
-	fv = palloc(sizeof(Datum) * cap);
-	for (i = 0; i < nem; i++)
-		for (j = 0; j < Max(nnames, 1); j++)
-			if (nnames == 0 || (em[i].topics & bits[j]))
-			{
-				tv[n] = nnames == 0 ? (Datum) 0 : names[j];
-				tnulls[n] = nnames == 0;
-				xv[n] = FullTransactionIdGetDatum(FullTransactionIdFromU64(em[i].xid));
-				fv[n] = Int64GetDatum((int64) em[i].floor);
-				n++;
-			}
 	dims[0] = n;
 	lbs[0] = 1;
 	values[0] = Int64GetDatum((int64) max_seq);
@@ -214,19 +187,10 @@ eb_topic_hash_sql(PG_FUNCTION_ARGS)
 Datum
 eb_lane_next(PG_FUNCTION_ARGS)
 {
-	int64		pos = PG_GETARG_INT64(0);
-	int64		high = PG_GETARG_INT64(1);
 	ArrayType  *wxa = PG_GETARG_ARRAYTYPE_P(2);
 	ArrayType  *wfa = PG_GETARG_ARRAYTYPE_P(3);
-	int64		max_seq = PG_GETARG_INT64(4);
 	ArrayType  *exa = PG_GETARG_ARRAYTYPE_P(5);
 	ArrayType  *efa = PG_GETARG_ARRAYTYPE_P(6);
-	bool		full = PG_GETARG_BOOL(7);
-	bool		has_last = !PG_ARGISNULL(8);
-	int64		last = has_last ? PG_GETARG_INT64(8) : 0;
-	Datum		snap = PG_GETARG_DATUM(9);
-	bool		pending_read = PG_GETARG_BOOL(10);
-	FullTransactionId next_fxid = ReadNextFullTransactionId();
 	Datum	   *wx,
 			   *wf,
 			   *ex,
@@ -235,14 +199,7 @@ eb_lane_next(PG_FUNCTION_ARGS)
 				nwf,
 				ne,
 				nef;
-	Datum	   *ox,
-			   *of;
-	int			n = 0;
-	int64		read_to;
-	int64		new_high;
-	int64		new_pos;
-	int			i,
-				j;
+	EventBusLaneNext next;
 	TupleDesc	tupdesc;
 	Datum		values[4];
 	bool		nulls[4] = {false, false, false, false};
@@ -255,6 +212,35 @@ eb_lane_next(PG_FUNCTION_ARGS)
 	deconstruct_array(efa, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ef, NULL, &nef);
 	if (nw != nwf || ne != nef)
 		elog(ERROR, "event_bus: _lane_next() needs arrays of equal length");
+	eb_lane_next_state(PG_GETARG_INT64(0), PG_GETARG_INT64(1), wx, wf, nw, PG_GETARG_INT64(4), ex, ef, ne,
+					   PG_GETARG_BOOL(7), !PG_ARGISNULL(8), PG_ARGISNULL(8) ? 0 : PG_GETARG_INT64(8),
+					   PG_GETARG_DATUM(9), PG_GETARG_BOOL(10), &next);
+	values[0] = Int64GetDatum(next.position);
+	values[1] = Int64GetDatum(next.high);
+	values[2] = next.xids;
+	values[3] = next.afters;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * The work of _lane_next(), for it and for claims: the cursor's xids and
+ * afters (wx, wf), the topic's open emitters and floors (ex, ef) as Datums
+ * of xid8 and bigint.  The next state's arrays are xid8[] and bigint[].
+ */
+void
+eb_lane_next_state(int64 pos, int64 high, Datum *wx, Datum *wf, int nw, int64 max_seq,
+				   Datum *ex, Datum *ef, int ne, bool full, bool has_last, int64 last,
+				   Datum snap, bool pending_read, EventBusLaneNext *next)
+{
+	FullTransactionId next_fxid = ReadNextFullTransactionId();
+	Datum	   *ox,
+			   *of;
+	int			n = 0;
+	int64		read_to;
+	int64		new_high;
+	int64		new_pos;
+	int			i,
+				j;
 
 	/*
 	 * The read covered the events up to read_to: all of them that it saw are
@@ -314,11 +300,10 @@ eb_lane_next(PG_FUNCTION_ARGS)
 		new_pos = Min(new_pos, DatumGetInt64(of[i]));
 	new_pos = Max(new_pos, pos);
 
-	values[0] = Int64GetDatum(new_pos);
-	values[1] = Int64GetDatum(new_high);
-	values[2] = PointerGetDatum(construct_array(ox, n, XID8OID, sizeof(uint64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[3] = PointerGetDatum(construct_array(of, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	next->position = new_pos;
+	next->high = new_high;
+	next->xids = PointerGetDatum(construct_array(ox, n, XID8OID, sizeof(uint64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	next->afters = PointerGetDatum(construct_array(of, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 /* event_bus._note_coverage(bigint): partitions now cover seqs below it. */
