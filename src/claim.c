@@ -242,11 +242,29 @@ typedef struct ClaimPart
 	char		relname[NAMEDATALEN];
 	uint64		used;			/* claim_parts_tick when last used */
 	ClaimStmt	st[CLAIM_PART_NSTMTS];
-	bool		looked;			/* index, seq_att and topic_att are known */
+	bool		looked;			/* index, seq_att, topic_att and cols are known */
 	Oid			index;			/* its (topic_hash, lane, seq) btree, or none */
 	AttrNumber	seq_att;
 	AttrNumber	topic_att;
+	bool		readable;		/* every column of claim_read_cols is there */
+	AttrNumber	cols[11];		/* their attnums */
 } ClaimPart;
+
+/*
+ * The log's columns a claim's read takes (claim_part_read), and their
+ * types: the first nine go into the result as they are (CLAIM_READ_SQL).
+ */
+#define CLAIM_COL_LANE	9
+#define CLAIM_COL_TXID	10
+static const struct
+{
+	const char *name;
+	Oid			type;
+}			claim_read_cols[11] = {
+	{"seq", INT8OID}, {"id", UUIDOID}, {"topic", TEXTOID}, {"type", TEXTOID}, {"version", INT4OID},
+	{"key", TEXTOID}, {"payload", JSONBOID}, {"headers", JSONBOID}, {"emitted_at", TIMESTAMPTZOID},
+	{"lane", INT2OID}, {"txid", XID8OID}
+};
 
 static HTAB *claim_parts;
 static uint64 claim_parts_tick;
@@ -381,12 +399,18 @@ claim_part_index(ClaimPart *p, Relation rel)
 	p->looked = true;
 	p->index = InvalidOid;
 	p->seq_att = p->topic_att = InvalidAttrNumber;
+	memset(p->cols, 0, sizeof(p->cols));
 	for (i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
+		int			c;
 
 		if (att->attisdropped)
 			continue;
+		for (c = 0; c < lengthof(claim_read_cols); c++)
+			if (strcmp(NameStr(att->attname), claim_read_cols[c].name) == 0 &&
+				att->atttypid == claim_read_cols[c].type)
+				p->cols[c] = att->attnum;
 		if (strcmp(NameStr(att->attname), "topic_hash") == 0 && att->atttypid == INT4OID)
 			want[0] = att->attnum;
 		else if (strcmp(NameStr(att->attname), "lane") == 0 && att->atttypid == INT2OID)
@@ -396,6 +420,9 @@ claim_part_index(ClaimPart *p, Relation rel)
 		else if (strcmp(NameStr(att->attname), "topic") == 0 && att->atttypid == TEXTOID)
 			p->topic_att = att->attnum;
 	}
+	p->readable = true;
+	for (i = 0; i < lengthof(claim_read_cols); i++)
+		p->readable &= p->cols[i] != InvalidAttrNumber;
 	if (p->topic_att == InvalidAttrNumber)
 		return;
 	indexes = RelationGetIndexList(rel);
@@ -422,6 +449,66 @@ claim_part_index(ClaimPart *p, Relation rel)
 	list_free(indexes);
 }
 
+/* An index scan of a lane of a partition of the log, without the executor. */
+typedef struct ClaimPartScan
+{
+	ClaimPart  *p;
+	Relation	rel;
+	Relation	irel;
+	TupleTableSlot *slot;
+	IndexScanDesc scan;
+} ClaimPartScan;
+
+/*
+ * Begin reading the events of the lane above 'after' in partition relid,
+ * in seq order, as snap sees them; false when the partition has no index
+ * to do it with (then the caller runs a statement).
+ */
+static bool
+claim_part_scan(ClaimPartScan *ps, Oid relid, text *topic, int16 lane, int64 after, Snapshot snap)
+{
+	ScanKeyData key[3];
+
+	ps->p = claim_part(relid);
+	ps->rel = table_open(relid, AccessShareLock);
+	if (!ps->p->looked || (OidIsValid(ps->p->index) && !OidIsValid(get_rel_namespace(ps->p->index))))
+		claim_part_index(ps->p, ps->rel);	/* first use, or its index went (REINDEX CONCURRENTLY) */
+	if (!OidIsValid(ps->p->index))
+	{
+		table_close(ps->rel, NoLock);
+		return false;
+	}
+	ps->irel = index_open(ps->p->index, AccessShareLock);
+	ScanKeyInit(&key[0], 1, BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(eb_topic_hash(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic))));
+	ScanKeyInit(&key[1], 2, BTEqualStrategyNumber, F_INT2EQ, Int16GetDatum(lane));
+	ScanKeyInit(&key[2], 3, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after));
+	ps->slot = table_slot_create(ps->rel, NULL);
+	ps->scan = index_beginscan(ps->rel, ps->irel, snap, 3, 0);
+	index_rescan(ps->scan, key, 3, NULL, 0);
+	return true;
+}
+
+static void
+claim_part_scan_end(ClaimPartScan *ps)
+{
+	index_endscan(ps->scan);
+	ExecDropSingleTupleTableSlot(ps->slot);
+	index_close(ps->irel, NoLock);
+	table_close(ps->rel, NoLock);
+}
+
+/* Is the row in the scan's slot of this topic (not another with the same hash)? */
+static bool
+claim_part_topic_is(ClaimPartScan *ps, text *topic)
+{
+	bool		isnull;
+	text	   *t = DatumGetTextPP(slot_getattr(ps->slot, ps->p->topic_att, &isnull));
+
+	return !isnull && VARSIZE_ANY_EXHDR(t) == VARSIZE_ANY_EXHDR(topic) &&
+		memcmp(VARDATA_ANY(t), VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic)) == 0;
+}
+
 /*
  * Has partition relid an event of the lane in (after, upto] that snap
  * sees?  An index scan without the executor (the probe of a lane is most
@@ -431,49 +518,154 @@ claim_part_index(ClaimPart *p, Relation rel)
 static int
 claim_part_probe(Oid relid, text *topic, int16 lane, int64 after, int64 upto, Snapshot snap)
 {
-	ClaimPart  *p = claim_part(relid);
-	Relation	rel = table_open(relid, AccessShareLock);
-	Relation	irel;
-	IndexScanDesc scan;
-	TupleTableSlot *slot;
-	ScanKeyData key[3];
+	ClaimPartScan ps;
 	int			found = 0;
+	bool		isnull;
 
-	if (!p->looked || (OidIsValid(p->index) && !OidIsValid(get_rel_namespace(p->index))))
-		claim_part_index(p, rel);	/* first use, or its index went (REINDEX CONCURRENTLY) */
-	if (!OidIsValid(p->index))
-	{
-		table_close(rel, NoLock);
+	if (!claim_part_scan(&ps, relid, topic, lane, after, snap))
 		return -1;
-	}
-	irel = index_open(p->index, AccessShareLock);
-	ScanKeyInit(&key[0], 1, BTEqualStrategyNumber, F_INT4EQ,
-				Int32GetDatum(eb_topic_hash(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic))));
-	ScanKeyInit(&key[1], 2, BTEqualStrategyNumber, F_INT2EQ, Int16GetDatum(lane));
-	ScanKeyInit(&key[2], 3, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after));
-	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, irel, snap, 3, 0);
-	index_rescan(scan, key, 3, NULL, 0);
-	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	while (index_getnext_slot(ps.scan, ForwardScanDirection, ps.slot))
 	{
-		bool		isnull;
-		text	   *t;
-
-		if (DatumGetInt64(slot_getattr(slot, p->seq_att, &isnull)) > upto)
+		if (DatumGetInt64(slot_getattr(ps.slot, ps.p->seq_att, &isnull)) > upto)
 			break;
-		t = DatumGetTextPP(slot_getattr(slot, p->topic_att, &isnull));
-		if (!isnull && VARSIZE_ANY_EXHDR(t) == VARSIZE_ANY_EXHDR(topic) &&
-			memcmp(VARDATA_ANY(t), VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic)) == 0)
+		if (claim_part_topic_is(&ps, topic))
 		{
-			found = 1;			/* not another topic with the same hash */
+			found = 1;
 			break;
 		}
 	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(irel, NoLock);
-	table_close(rel, NoLock);
+	claim_part_scan_end(&ps);
 	return found;
+}
+
+/* A lane's read (CLAIM_READ_SQL's parameters, the arrays taken apart). */
+typedef struct ClaimRead
+{
+	text	   *topic;
+	int16		lane;
+	int64		lo;
+	int64		max_seq;
+	int64		high;
+	int			npending;
+	Datum	   *pxids;			/* xid8 */
+	Datum	   *pafter;			/* bigint */
+	bool		rescan;
+	Datum		tok;
+	int			ntypes;			/* -1: every type */
+	Datum	   *types;
+	bool	   *tnulls;
+} ClaimRead;
+
+static void
+claim_read_params(ClaimRead *r, Datum *rv, const char *rn)
+{
+	int			na;
+
+	r->topic = DatumGetTextPP(rv[0]);
+	r->lane = DatumGetInt16(rv[1]);
+	r->lo = DatumGetInt64(rv[2]);
+	r->max_seq = DatumGetInt64(rv[3]);
+	r->high = DatumGetInt64(rv[4]);
+	deconstruct_array(DatumGetArrayTypeP(rv[5]), XID8OID, sizeof(uint64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &r->pxids, NULL, &r->npending);
+	deconstruct_array(DatumGetArrayTypeP(rv[6]), INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &r->pafter, NULL, &na);
+	if (na != r->npending)
+		elog(ERROR, "event_bus: a cursor's pending_xids and pending_after differ in length");
+	r->rescan = DatumGetBool(rv[7]);
+	r->tok = rv[8];
+	r->ntypes = -1;
+	if (rn[9] != 'n')
+		deconstruct_array(DatumGetArrayTypeP(rv[9]), TEXTOID, -1, false, TYPALIGN_INT,
+						  &r->types, &r->tnulls, &r->ntypes);
+}
+
+/*
+ * Should the read take this event (seq, txid, type)?  CLAIM_READ_SQL's
+ * filter: not handed out yet (_handed_out), of no stepped-over transaction
+ * unless the read looks below high (rescan), of a type read.
+ */
+static bool
+claim_read_wants(ClaimRead *r, int64 seq, Datum txid, bool txid_null, text *type)
+{
+	int			at = -1;
+	int			i;
+
+	for (i = 0; !txid_null && i < r->npending; i++)
+		if (DatumGetFullTransactionId(r->pxids[i]).value == DatumGetFullTransactionId(txid).value)
+		{
+			at = i;				/* array_position: the first */
+			break;
+		}
+	if (seq <= r->high && (at < 0 || seq <= DatumGetInt64(r->pafter[at])))
+		return false;			/* handed out */
+	if (!r->rescan && at >= 0)
+		return false;
+	if (r->ntypes < 0)
+		return true;
+	for (i = 0; i < r->ntypes; i++)
+	{
+		text	   *t = r->tnulls[i] ? NULL : DatumGetTextPP(r->types[i]);
+
+		if (t != NULL && VARSIZE_ANY_EXHDR(t) == VARSIZE_ANY_EXHDR(type) &&
+			memcmp(VARDATA_ANY(t), VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type)) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The read of a lane (CLAIM_READ_SQL) in partition relid, without the
+ * executor: up to 'left' events into the result, their seqs into seqs.
+ * -1 when the partition has no index or columns to do it with (then the
+ * caller runs the statement).
+ */
+static int
+claim_part_read(Oid relid, ReturnSetInfo *rsinfo, ClaimRead *r, Snapshot snap, int64 *seqs, int left)
+{
+	ClaimPartScan ps;
+	int			n = 0;
+
+	if (rsinfo->setDesc->natts != 12)
+		elog(ERROR, "event_bus: a claim's rows have 12 columns, not %d", rsinfo->setDesc->natts);
+	if (!claim_part_scan(&ps, relid, r->topic, r->lane, r->lo, snap))
+		return -1;
+	if (!ps.p->readable)
+	{
+		claim_part_scan_end(&ps);
+		return -1;
+	}
+	while (n < left && index_getnext_slot(ps.scan, ForwardScanDirection, ps.slot))
+	{
+		Datum		values[12];
+		bool		nulls[12];
+		int64		seq;
+		int			c;
+
+		slot_getallattrs(ps.slot);
+		for (c = 0; c < 9; c++)
+		{
+			values[c] = ps.slot->tts_values[ps.p->cols[c] - 1];
+			nulls[c] = ps.slot->tts_isnull[ps.p->cols[c] - 1];
+		}
+		seq = DatumGetInt64(values[0]);
+		if (seq > r->max_seq)
+			break;
+		if (!claim_part_topic_is(&ps, r->topic) ||
+			!claim_read_wants(r, seq, ps.slot->tts_values[ps.p->cols[CLAIM_COL_TXID] - 1],
+							  ps.slot->tts_isnull[ps.p->cols[CLAIM_COL_TXID] - 1], DatumGetTextPP(values[3])))
+			continue;
+		values[9] = Int32GetDatum(1);
+		nulls[9] = false;
+		values[10] = Int32GetDatum((int32) DatumGetInt16(ps.slot->tts_values[ps.p->cols[CLAIM_COL_LANE] - 1]));
+		nulls[10] = false;
+		values[11] = r->tok;
+		nulls[11] = false;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		seqs[n++] = seq;
+	}
+	claim_part_scan_end(&ps);
+	return n;
 }
 
 static ClaimStmt lease_stmt = {
@@ -721,6 +913,24 @@ static bool
 claim_array_empty(Datum a)
 {
 	return ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(a)), ARR_DIMS(DatumGetArrayTypeP(a))) == 0;
+}
+
+/* Is a transaction that emitted into this topic among the open emitters? */
+static bool
+claim_topic_open(ClaimEmitters *em, Datum topic)
+{
+	text	   *t = DatumGetTextPP(topic);
+	int			i;
+
+	for (i = 0; i < em->n; i++)
+	{
+		text	   *e = DatumGetTextPP(em->topics[i]);
+
+		if (VARSIZE_ANY_EXHDR(e) == VARSIZE_ANY_EXHDR(t) &&
+			memcmp(VARDATA_ANY(e), VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)) == 0)
+			return true;
+	}
+	return false;
 }
 
 /* The open emitters of one topic and their floors, as arrays. */
@@ -1056,18 +1266,26 @@ claim_read_lane(ReturnSetInfo *rsinfo, EventBusParts *parts, Datum *rv, const ch
 	int64		max_seq = DatumGetInt64(rv[3]);
 	int			n = 0;
 	int			i;
+	ClaimRead	r;
 
 	if (parts == NULL)
 	{
 		rv[10] = Int32GetDatum(left);
 		return (int) claim_exec_into(&read_stmt, rv, rn, rsinfo, snap, seqs, left, "the read of a lane");
 	}
+	claim_read_params(&r, rv, rn);
 	for (i = eb_log_parts_above(parts, DatumGetInt64(rv[2]));
 		 i < parts->n && parts->lo[i] <= max_seq && n < left; i++)
 	{
-		rv[10] = Int32GetDatum(left - n);
-		n += (int) claim_exec_into(claim_part_stmt(parts->oids[i], CLAIM_PART_READ), rv, rn, rsinfo,
-								   snap, seqs + n, left - n, "the read of a lane");
+		int			got = claim_part_read(parts->oids[i], rsinfo, &r, snap, seqs + n, left - n);
+
+		if (got < 0)
+		{
+			rv[10] = Int32GetDatum(left - n);
+			got = (int) claim_exec_into(claim_part_stmt(parts->oids[i], CLAIM_PART_READ), rv, rn, rsinfo,
+										snap, seqs + n, left - n, "the read of a lane");
+		}
+		n += got;
 	}
 	return n;
 }
@@ -1274,6 +1492,7 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 				efl;
 	int64	   *seqs = palloc(sizeof(int64) * Max(left, 1));
 	int			n;
+	bool		move;
 
 	memset(rn, ' ', sizeof(rn));
 	rv[0] = c->topic;
@@ -1306,15 +1525,19 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 	}
 
 	/*
-	 * Nothing taken, nothing pending, no events of other types passed: leave
-	 * the row alone (a competing claim emptied the lane).
+	 * Nothing taken, nothing pending, no events of other types passed and
+	 * high at max_seq already: leave the row alone (a competing claim
+	 * emptied the lane).  Below max_seq, the read passed only rolled-back
+	 * events (see claim_unordered): high moves past them, or every claim
+	 * would lock the row and read them again.
 	 */
 	claim_topic_emitters(em, c->topic, &exs, &efl);
-	if ((n > 0 || s->types != (Datum) 0 || !claim_array_empty(pxids) || !claim_array_empty(exs)) &&
-		cs->direct)
+	move = n > 0 || s->types != (Datum) 0 || !claim_array_empty(pxids) || !claim_array_empty(exs) ||
+		DatumGetInt64(high) < em->max_seq;
+	if (move && cs->direct)
 		claim_move_cursor(cs, s, c, locked, position, high, pxids, pafter, em->max_seq, exs, efl,
 						  n >= left, n > 0, n > 0 ? seqs[n - 1] : 0, snapshot, rescan);
-	else if (n > 0 || s->types != (Datum) 0 || !claim_array_empty(pxids) || !claim_array_empty(exs))
+	else if (move)
 	{
 		Datum		uv[14] = {s->name, c->topic, c->lane, position, high, pxids, pafter,
 			Int64GetDatum(em->max_seq), exs, efl, BoolGetDatum(n >= left),
@@ -1523,10 +1746,18 @@ claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum to
 		 * new events of any type (the cursor of a type-filtered subscription
 		 * moves past the others).  The lane is ours while its cursor row is
 		 * locked; a busy one is skipped.
+		 *
+		 * Above high, the lane's head says whether anything was written.
+		 * Whatever was is visible now or rolled back, unless a transaction
+		 * of the topic is still open: only then is the log probed for an
+		 * event this claim would see before the row is locked.  (A lane
+		 * whose new events were all rolled back is read once, finds
+		 * nothing, and its cursor moves past them: claim_take_lane.)
 		 */
 		if ((claim_array_empty(c->pending) || claim_pending_open(c->pending, &em)) &&
 			(c->high >= em.max_seq || claim_lane_done(db, c, &log) ||
-			 !claim_lane_has(&log, c->topic, c->lane, c->high, em.max_seq, NULL)))
+			 (claim_topic_open(&em, c->topic) &&
+			  !claim_lane_has(&log, c->topic, c->lane, c->high, em.max_seq, NULL))))
 			continue;
 		if (cs.direct)
 		{
