@@ -66,6 +66,7 @@ typedef struct EventBusAsOwner
 	int			nestlevel;
 } EventBusAsOwner;
 extern void eb_as_owner_begin(EventBusAsOwner *o, bool switch_user);
+extern void eb_as_owner_user(EventBusAsOwner *o);
 extern void eb_as_owner_end(EventBusAsOwner *o);
 extern void eb_check_writable(void);
 extern SPIPlanPtr eb_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,

@@ -127,10 +127,23 @@ eb_as_owner_begin(EventBusAsOwner *o, bool switch_user)
 							 GUC_ACTION_SAVE, true, 0, false);
 }
 
+/*
+ * The same without pinning search_path, for C code that resolves no name
+ * through it and pins it itself before any statement (claim.c's lazy SPI).
+ */
+void
+eb_as_owner_user(EventBusAsOwner *o)
+{
+	GetUserIdAndSecContext(&o->save_userid, &o->save_sec);
+	SetUserIdAndSecContext(eb_extension_owner(), o->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	o->nestlevel = 0;
+}
+
 void
 eb_as_owner_end(EventBusAsOwner *o)
 {
-	AtEOXact_GUC(true, o->nestlevel);
+	if (o->nestlevel > 0)
+		AtEOXact_GUC(true, o->nestlevel);
 	SetUserIdAndSecContext(o->save_userid, o->save_sec);
 }
 

@@ -4,27 +4,29 @@
  *	  event_bus.claim(): lease a batch of a subscription's events.
  *
  * A claim used to be two PL/pgSQL functions (_claim_impl, _claim_once) and
- * a set-returning SQL function that looked at every lane first.  Each layer
- * cost a SET clause, a tuplestore the rows were copied through and PL/pgSQL's
- * statement overhead: together more than the statements that do the work.
- * Here the same statements run as kept generic plans, once per claim, and
- * their rows go straight into the claim's result:
+ * a set-returning SQL function that looked at every lane first; then kept
+ * SPI statements, a dozen per claim and ack, whose executor start-up cost
+ * more than the rows they touched.  Now an unordered claim reads and writes
+ * its bookkeeping through store.c and the log through its partitions'
+ * indexes, and its rows go straight into the claim's result:
  *
- *	1. due retries first (unordered subscriptions; _lease_retries leases
- *	   them, as before);
+ *	1. due retries first, when the subscription has any (_lease_retries
+ *	   leases them, as before);
  *	2. the open emitting transactions of the subscription's topics, read
- *	   before any of the statements below takes its snapshot (_emitters);
- *	3. the lanes in random order: a lane is looked at only if its cursor
- *	   names stepped-over transactions that have ended since, or an index
- *	   probe finds an event above its high (so a full lane costs one probe,
- *	   not one per lane of the topic; the probe is part of the statement
- *	   that locks the cursor row, with SKIP LOCKED); its events are read
- *	   with a snapshot of their own, straight into the claim's result (a
- *	   DestReceiver, no copy through SPI's tuple table), and the lease and
- *	   the cursor's move are written from what that read saw, the cursor
- *	   with the read's snapshot (see _lane_next): as one statement, without
- *	   copying the rows through a materialised CTE three times.
+ *	   before any snapshot below is taken (eb_emitters_of, as _emitters());
+ *	3. the lanes' cursors, in random order: a lane is looked at only if its
+ *	   cursor names stepped-over transactions that have ended since, or its
+ *	   head in shared memory says something was written above its high
+ *	   (and, while a transaction of the topic is open, an index probe finds
+ *	   an event this claim would see); its cursor row is locked as FOR
+ *	   UPDATE SKIP LOCKED does (a busy lane is skipped), its events read by
+ *	   an index scan with a snapshot of their own, and the lease and the
+ *	   cursor's move written from what that read saw, the cursor with the
+ *	   read's snapshot (see _lane_next).
  *
+ * The statements remain for what store.c and the scans do not cover (a
+ * table or partition not as the install script made it, retries), run as
+ * kept generic plans; SPI is connected only when one runs (claim_spi_need).
  * An ordered subscription's claim (one lease per lane, retries inside their
  * lane) is _claim_once, the PL/pgSQL function, unchanged.  The cursor
  * protocol is described in docs/architecture.md; nothing of it moved.
@@ -735,16 +737,37 @@ typedef struct ClaimEmitters
 	Datum	   *floor;
 } ClaimEmitters;
 
+/* See claim_spi_need. */
+typedef struct ClaimLazy
+{
+	bool		connected;
+	int			level;
+	MemoryContext cxt;			/* current before it */
+} ClaimLazy;
+
+static ClaimLazy *claim_lazy;	/* the open one, or NULL */
+
+static void claim_spi_need(void);
+
 static SPIPlanPtr
 claim_prepare(ClaimStmt *st)
 {
+	claim_spi_need();
 	return eb_kept_plan(&st->plan, st->sql, st->nargs, st->argtypes, CURSOR_OPT_GENERIC_PLAN);
 }
 
 static int
 claim_exec(ClaimStmt *st, Datum *values, const char *nulls, long count)
 {
-	return SPI_execute_plan(claim_prepare(st), values, nulls, false, count);
+	SPIPlanPtr	plan = claim_prepare(st);
+	ClaimLazy  *lazy = claim_lazy;
+	int			rc;
+
+	/* What the statement calls (_claim_once's readers) connects on its own. */
+	claim_lazy = NULL;
+	rc = SPI_execute_plan(plan, values, nulls, false, count);
+	claim_lazy = lazy;
+	return rc;
 }
 
 /*
@@ -761,10 +784,12 @@ claim_exec(ClaimStmt *st, Datum *values, const char *nulls, long count)
  * level to close with claim_spi_end().
  */
 static int
-claim_spi_begin(void)
+claim_spi_open(void)
 {
 	int			level = NewGUCNestLevel();
 
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
@@ -773,9 +798,67 @@ claim_spi_begin(void)
 	return level;
 }
 
+/*
+ * A claim's look and an ack mostly run no statement at all: store.c and
+ * the index scans of the log do their work.  Their statements are for a
+ * table or partition not as the install script made it, for retries, and
+ * for acks of events no lease holds.  Within claim_lazy_begin/end, SPI is
+ * connected (and the settings above made, with search_path pinned) when
+ * the first statement is prepared; claim_spi_begin then only makes sure of
+ * it.
+ */
+static void
+claim_spi_need(void)
+{
+	if (claim_lazy != NULL && !claim_lazy->connected)
+	{
+		MemoryContext old = MemoryContextSwitchTo(claim_lazy->cxt);
+
+		claim_lazy->level = claim_spi_open();
+		claim_lazy->connected = true;
+		MemoryContextSwitchTo(old);
+	}
+}
+
+static void
+claim_lazy_begin(ClaimLazy *lazy)
+{
+	Assert(claim_lazy == NULL);
+	lazy->connected = false;
+	lazy->cxt = CurrentMemoryContext;
+	claim_lazy = lazy;
+}
+
+/* Close it (on an error, the abort does; PG_FINALLY resets claim_lazy). */
+static void
+claim_lazy_end(ClaimLazy *lazy)
+{
+	claim_lazy = NULL;
+	if (lazy->connected)
+	{
+		SPI_finish();
+		AtEOXact_GUC(true, lazy->level);
+		MemoryContextSwitchTo(lazy->cxt);
+	}
+}
+
+/* The settings above and SPI, for a scope of statements; -1 inside a lazy one. */
+static int
+claim_spi_begin(void)
+{
+	if (claim_lazy != NULL)
+	{
+		claim_spi_need();
+		return -1;
+	}
+	return claim_spi_open();
+}
+
 static void
 claim_spi_end(int level)
 {
+	if (level < 0)
+		return;
 	SPI_finish();
 	AtEOXact_GUC(true, level);
 }
@@ -833,7 +916,8 @@ claim_read_subscription(Datum name, bool isnull, Oid caller, ClaimSub *s, Memory
 	}
 	else
 	{
-		SPI_connect();
+		int			level = claim_spi_begin();
+
 		if (claim_exec(&subscription_stmt, &name, NULL, 0) != SPI_OK_SELECT)
 			elog(ERROR, "event_bus: could not read the subscription");
 		found = SPI_processed == 1;
@@ -849,7 +933,7 @@ claim_read_subscription(Datum name, bool isnull, Oid caller, ClaimSub *s, Memory
 			s->lease = claim_col(0, 6, &isnull, cxt);
 			owner = DatumGetObjectId(claim_col(0, 7, &isnull, cxt));
 		}
-		SPI_finish();
+		claim_spi_end(level);
 	}
 	if (!found)
 		ereport(ERROR,
@@ -1220,6 +1304,7 @@ claim_exec_into(ClaimStmt *st, Datum *values, const char *nulls, ReturnSetInfo *
 	ParamListInfo params = makeParamList(st->nargs);
 	SPIExecuteOptions opts;
 	ClaimDest	dest;
+	ClaimLazy  *lazy;
 	int			i;
 
 	for (i = 0; i < st->nargs; i++)
@@ -1246,8 +1331,11 @@ claim_exec_into(ClaimStmt *st, Datum *values, const char *nulls, ReturnSetInfo *
 	(void) claim_prepare(st);
 	if (snap != NULL)
 		PushActiveSnapshot(snap);
+	lazy = claim_lazy;
+	claim_lazy = NULL;			/* as in claim_exec */
 	if (SPI_execute_plan_extended(st->plan, &opts) != SPI_OK_SELECT)
 		elog(ERROR, "event_bus: %s failed", what);
+	claim_lazy = lazy;
 	if (snap != NULL)
 		PopActiveSnapshot();
 	return dest.n;
@@ -1550,7 +1638,7 @@ claim_take_lane(ReturnSetInfo *rsinfo, ClaimSub *s, ClaimLane *c, ClaimEmitters 
 		if (claim_exec(&cursor_stmt, uv, un, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "event_bus: could not move a cursor");
 	}
-	pfree(seqs);				/* SPI's memory lasts the whole look */
+	pfree(seqs);				/* the look's memory lasts the whole look */
 	*taken = n;
 	return (uint64) n;
 }
@@ -1628,7 +1716,7 @@ claim_has_retries(Datum name)
 static uint64
 claim_unordered(ReturnSetInfo *rsinfo, ClaimSub *s, int max, Datum len, Datum tok)
 {
-	MemoryContext cxt = CurrentMemoryContext;	/* SPI's, freed after the look */
+	MemoryContext cxt = CurrentMemoryContext;	/* the look's (eb_claim), reset after it */
 	TimestampTz t = GetCurrentTimestamp();
 	int			left = max;
 	uint64		got = 0;
@@ -1986,6 +2074,7 @@ eb_claim(PG_FUNCTION_ARGS)
 	Interval   *lease = PG_ARGISNULL(2) ? NULL : PG_GETARG_INTERVAL_P(2);
 	Interval   *wait = PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3);
 	MemoryContext sub_cxt;
+	MemoryContext look_cxt;
 	EventBusAsOwner owner;
 	Oid			caller = GetUserId();
 
@@ -2006,9 +2095,10 @@ eb_claim(PG_FUNCTION_ARGS)
 				 errhint("A claim must see events committed after the transaction began; run it in a READ COMMITTED transaction.")));
 	}
 
-	/* The subscription as last read; each look and wait uses SPI's memory. */
+	/* The subscription as last read; each look uses look_cxt. */
 	sub_cxt = AllocSetContextCreate(CurrentMemoryContext, "event_bus claim", ALLOCSET_SMALL_SIZES);
-	eb_as_owner_begin(&owner, true);
+	look_cxt = AllocSetContextCreate(CurrentMemoryContext, "event_bus claim look", ALLOCSET_DEFAULT_SIZES);
+	eb_as_owner_user(&owner);	/* search_path: claim_spi_open */
 	eb_push_caller(caller);
 	PG_TRY();
 	{
@@ -2056,11 +2146,15 @@ eb_claim(PG_FUNCTION_ARGS)
 			{
 				Datum		len = lease != NULL ? IntervalPGetDatum(lease) : s.lease;
 				uint64		n;
-				int			level = claim_spi_begin();
+				ClaimLazy	lazy;
+				MemoryContext old = MemoryContextSwitchTo(look_cxt);
 
+				claim_lazy_begin(&lazy);
 				n = s.ordered ? claim_ordered(rsinfo, &s, max_events, len, claim_token()) :
 					claim_unordered(rsinfo, &s, max_events, len, claim_token());
-				claim_spi_end(level);
+				claim_lazy_end(&lazy);
+				MemoryContextSwitchTo(old);
+				MemoryContextReset(look_cxt);
 				if (n > 0)
 				{
 					eb_stat_count('s', VARDATA_ANY(DatumGetTextPP(s.name)),
@@ -2089,10 +2183,12 @@ eb_claim(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
+		claim_lazy = NULL;
 		eb_pop_caller();
 	}
 	PG_END_TRY();
 	eb_as_owner_end(&owner);
+	MemoryContextDelete(look_cxt);
 	MemoryContextDelete(sub_cxt);
 	return (Datum) 0;
 }
@@ -2333,10 +2429,11 @@ eb_ack(PG_FUNCTION_ARGS)
 	int			nacked = 0;
 
 	eb_check_writable();
-	eb_as_owner_begin(&owner, true);
+	eb_as_owner_user(&owner);	/* search_path: claim_spi_open */
 	eb_push_caller(caller);
 	PG_TRY();
 	{
+		ClaimLazy	lazy;
 		MemoryContext cxt = CurrentMemoryContext;
 		ClaimSub	s;
 		ArrayType  *in;
@@ -2344,13 +2441,13 @@ eb_ack(PG_FUNCTION_ARGS)
 		bool	   *nulls;
 		int			nin,
 					nwant,
-					level,
 					i;
 		int64	   *want,
 				   *acked;
 		Datum		v[3];
 		char		n[3] = {' ', ' ', ' '};
 
+		claim_lazy_begin(&lazy);
 		claim_read_subscription(subname, PG_ARGISNULL(0), caller, &s, cxt);
 		if (PG_ARGISNULL(1))
 			nin = -1;
@@ -2372,7 +2469,6 @@ eb_ack(PG_FUNCTION_ARGS)
 		nwant = claim_sort_unique(want, nin);
 		acked = palloc(sizeof(int64) * Max(nwant, 1));
 
-		level = claim_spi_begin();
 		v[0] = s.name;
 		v[1] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 		n[1] = PG_ARGISNULL(2) ? 'n' : ' ';
@@ -2409,12 +2505,13 @@ eb_ack(PG_FUNCTION_ARGS)
 			if (claim_exec(&ack_check_stmt, cv, NULL, 0) != SPI_OK_SELECT)
 				elog(ERROR, "event_bus: _check_delivered() failed");
 		}
-		claim_spi_end(level);
+		claim_lazy_end(&lazy);
 		eb_stat_count('s', VARDATA_ANY(DatumGetTextPP(s.name)),
 					  VARSIZE_ANY_EXHDR(DatumGetTextPP(s.name)), EB_ACKED, nacked);
 	}
 	PG_FINALLY();
 	{
+		claim_lazy = NULL;
 		eb_pop_caller();
 	}
 	PG_END_TRY();
