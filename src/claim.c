@@ -702,6 +702,7 @@ typedef struct ClaimSub
 	bool		ordered;
 	bool		paused;
 	Datum		lease;			/* interval */
+	ItemPointerData tid;		/* its row as read (store.c), or invalid */
 } ClaimSub;
 
 /* One lane of the subscription as read before the look. */
@@ -910,6 +911,7 @@ claim_read_subscription(Datum name, bool isnull, Oid caller, ClaimSub *s, Memory
 			s->paused = DatumGetBool(eb_store_get(&st, EB_SUB_PAUSED, &isnull));
 			s->lease = eb_store_copy(&st, EB_SUB_LEASE, &isnull, cxt);
 			owner = DatumGetObjectId(eb_store_get(&st, EB_SUB_OWNER, &isnull));
+			s->tid = st.slot->tts_tid;
 		}
 		eb_store_close(&st);
 		UnregisterSnapshot(snap);
@@ -918,6 +920,7 @@ claim_read_subscription(Datum name, bool isnull, Oid caller, ClaimSub *s, Memory
 	{
 		int			level = claim_spi_begin();
 
+		ItemPointerSetInvalid(&s->tid);
 		if (claim_exec(&subscription_stmt, &name, NULL, 0) != SPI_OK_SELECT)
 			elog(ERROR, "event_bus: could not read the subscription");
 		found = SPI_processed == 1;
@@ -1490,12 +1493,22 @@ claim_write_lease(ClaimStores *cs, ClaimSub *s, ClaimLane *c, Datum seqs, Timest
 
 		if (!eb_store_open(&st, EB_T_SUBSCRIPTIONS, false))
 			elog(ERROR, "event_bus: cannot read event_bus.subscriptions");
-		eb_store_scan(&st, s->name, snap);
-		if (eb_store_next(&st))
+		if (ItemPointerIsValid(&s->tid))
 		{
-			ItemPointerData tid = st.slot->tts_tid;
+			/* Its row as the claim read it: the lock finds its newest version. */
+			ItemPointerData tid = s->tid;
 
 			r = eb_store_lock(&st, &tid, snap, LockTupleKeyShare, LockWaitBlock);
+		}
+		else
+		{
+			eb_store_scan(&st, s->name, snap);
+			if (eb_store_next(&st))
+			{
+				ItemPointerData tid = st.slot->tts_tid;
+
+				r = eb_store_lock(&st, &tid, snap, LockTupleKeyShare, LockWaitBlock);
+			}
 		}
 		eb_store_close(&st);
 		UnregisterSnapshot(snap);
