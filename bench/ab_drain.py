@@ -2,12 +2,12 @@
 # 500, three subscriptions each: the consuming backend's CPU per event and
 # events a second, per drain.  Meant as the COMMAND of bench/ab.sh, e.g.
 #   N=100000 bash bench/ab.sh --rounds 3 REV_A REV_B -- python3 bench/ab_drain.py
-import psycopg2, psycopg2.extras, time, os, sys, statistics
+import psycopg2, time, os, sys, statistics
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import load_eb_backlog
+from common import json_as_text, load_eb_backlog
 def conn():
     c = psycopg2.connect(""); c.autocommit = True
-    psycopg2.extras.register_default_jsonb(c, loads=lambda s: s); return c
+    json_as_text(c); return c
 def cpu(pid):
     f = open("/proc/%d/stat" % pid).read().split(")")[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")

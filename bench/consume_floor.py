@@ -22,10 +22,9 @@ import sys
 import time
 
 import psycopg2
-import psycopg2.extras
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import load_eb_backlog, load_pgq_backlog  # noqa: E402
+from common import json_as_text, load_eb_backlog, load_pgq_backlog  # noqa: E402
 
 N = int(os.environ.get("N", "200000"))
 REPS = int(os.environ.get("REPS", "3"))
@@ -37,7 +36,7 @@ def conn():
     c = psycopg2.connect("")
     c.autocommit = True
     # Payloads reach the client as text, as in the consume phase.
-    psycopg2.extras.register_default_jsonb(c, loads=lambda s: s)
+    json_as_text(c)
     return c
 
 
