@@ -1488,7 +1488,7 @@ claim_write_lease(ClaimStores *cs, ClaimSub *s, ClaimLane *c, Datum seqs, Timest
 	if (!cs->sub_locked)
 	{
 		EventBusStore st;
-		Snapshot	snap = eb_store_snapshot();
+		Snapshot	snap = cs->snap;	/* the lanes' (a scan needs one; a lock finds the newest) */
 		TM_Result	r = TM_Deleted;
 
 		if (!eb_store_open(&st, EB_T_SUBSCRIPTIONS, false))
@@ -1511,7 +1511,6 @@ claim_write_lease(ClaimStores *cs, ClaimSub *s, ClaimLane *c, Datum seqs, Timest
 			}
 		}
 		eb_store_close(&st);
-		UnregisterSnapshot(snap);
 		if (r != TM_Ok)
 			ereport(ERROR,
 					(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),

@@ -177,9 +177,8 @@ store_look(int which, Relation rel)
 bool
 eb_store_open(EventBusStore *st, int which, bool write)
 {
-	Oid			nsp = get_namespace_oid(EB_SCHEMA, false);
-	Oid			relid = get_relname_relid(shapes[which].name, nsp);
 	StoreLook  *lk = &looks[which];
+	Oid			relid;
 	int			i;
 
 	if (!store_callback)
@@ -188,6 +187,12 @@ eb_store_open(EventBusStore *st, int which, bool write)
 		store_callback = true;
 	}
 	memset(st, 0, sizeof(*st));
+
+	/*
+	 * The OID found last, until an invalidation of the table (dropped with
+	 * the extension, say) says to look it up again.
+	 */
+	relid = lk->looked ? lk->relid : get_relname_relid(shapes[which].name, get_namespace_oid(EB_SCHEMA, false));
 	if (!OidIsValid(relid))
 		return false;
 	st->which = which;
