@@ -59,7 +59,8 @@ typedef struct EventBusStore
 	Relation	rel;
 	TupleTableSlot *slot;		/* a slot of rel's */
 	AttrNumber	att[EB_STORE_MAXCOLS];	/* column -> attnum */
-	int			nindexes;		/* opened for writes only */
+	bool		indexes_open;	/* when a write first needs them */
+	int			nindexes;
 	Relation	indexes[EB_STORE_MAXINDEXES];
 	IndexInfo  *indexinfo[EB_STORE_MAXINDEXES];
 	Oid			scan_index;		/* btree led by the subscription column */

@@ -179,7 +179,6 @@ eb_store_open(EventBusStore *st, int which, bool write)
 {
 	StoreLook  *lk = &looks[which];
 	Oid			relid;
-	int			i;
 
 	if (!store_callback)
 	{
@@ -211,22 +210,34 @@ eb_store_open(EventBusStore *st, int which, bool write)
 	memcpy(st->att, lk->att, sizeof(st->att));
 	st->scan_index = lk->scan_index;
 	st->slot = table_slot_create(st->rel, NULL);
-	if (write)
-	{
-		List	   *indexes = RelationGetIndexList(st->rel);
-		ListCell   *lc;
-
-		if (list_length(indexes) > EB_STORE_MAXINDEXES)
-			elog(ERROR, "event_bus: table \"%s\" has too many indexes", shapes[which].name);
-		foreach(lc, indexes)
-		{
-			i = st->nindexes++;
-			st->indexes[i] = index_open(lfirst_oid(lc), RowExclusiveLock);
-			st->indexinfo[i] = BuildIndexInfo(st->indexes[i]);
-		}
-		list_free(indexes);
-	}
 	return true;
+}
+
+/*
+ * The table's indexes, opened when a row first needs entries in them (an
+ * insert, an update that is not HOT): a delete, a lock and a HOT update
+ * need none.  The table's lock keeps the set as it is meanwhile.
+ */
+static void
+store_open_indexes(EventBusStore *st)
+{
+	List	   *indexes;
+	ListCell   *lc;
+
+	if (st->indexes_open)
+		return;
+	indexes = RelationGetIndexList(st->rel);
+	if (list_length(indexes) > EB_STORE_MAXINDEXES)
+		elog(ERROR, "event_bus: table \"%s\" has too many indexes", shapes[st->which].name);
+	foreach(lc, indexes)
+	{
+		int			i = st->nindexes++;
+
+		st->indexes[i] = index_open(lfirst_oid(lc), RowExclusiveLock);
+		st->indexinfo[i] = BuildIndexInfo(st->indexes[i]);
+	}
+	list_free(indexes);
+	st->indexes_open = true;
 }
 
 /* Close what eb_store_open opened; the locks stay until the transaction ends. */
@@ -366,6 +377,7 @@ store_index(EventBusStore *st, HeapTuple tup, TupleTableSlot *vslot)
 {
 	int			i;
 
+	store_open_indexes(st);
 	for (i = 0; i < st->nindexes; i++)
 	{
 		Datum		values[INDEX_MAX_KEYS];
