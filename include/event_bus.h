@@ -69,6 +69,7 @@ extern void eb_as_owner_begin(EventBusAsOwner *o, bool switch_user);
 extern void eb_as_owner_user(EventBusAsOwner *o);
 extern void eb_as_owner_end(EventBusAsOwner *o);
 extern void eb_check_writable(void);
+extern Datum eb_datum_copy(Datum d, bool isnull, bool byval, int len, MemoryContext cxt);
 extern SPIPlanPtr eb_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 							   int cursor_options);
 extern Datum eb_call_impl(FunctionCallInfo fcinfo, const char *impl_name, Oid caller);
@@ -81,8 +82,8 @@ typedef struct EventBusLaneNext
 	Datum		xids;			/* xid8[] */
 	Datum		afters;			/* bigint[] */
 } EventBusLaneNext;
-extern void eb_lane_next_state(int64 pos, int64 high, Datum *wx, Datum *wf, int nw, int64 max_seq,
-							   Datum *ex, Datum *ef, int ne, bool full, bool has_last, int64 last,
+extern void eb_lane_next_state(int64 pos, int64 high, Datum xids, Datum afters, int64 max_seq,
+							   Datum emitters, Datum floors, bool full, bool has_last, int64 last,
 							   Datum snap, bool pending_read, EventBusLaneNext *next);
 
 /* qsort comparator of int64s (seqs, sort keys). */

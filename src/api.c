@@ -34,6 +34,7 @@
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -145,6 +146,20 @@ eb_as_owner_end(EventBusAsOwner *o)
 	if (o->nestlevel > 0)
 		AtEOXact_GUC(true, o->nestlevel);
 	SetUserIdAndSecContext(o->save_userid, o->save_sec);
+}
+
+/* A datum of a type with typbyval/typlen, copied into cxt (by value: as it is). */
+Datum
+eb_datum_copy(Datum d, bool isnull, bool byval, int len, MemoryContext cxt)
+{
+	MemoryContext old;
+
+	if (isnull || byval)
+		return d;
+	old = MemoryContextSwitchTo(cxt);
+	d = datumCopy(d, false, len);
+	MemoryContextSwitchTo(old);
+	return d;
 }
 
 /*

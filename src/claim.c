@@ -870,14 +870,8 @@ claim_col(int row, int col, bool *isnull, MemoryContext cxt)
 {
 	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
 	Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, col - 1);
-	MemoryContext old;
 
-	if (*isnull || att->attbyval)
-		return d;
-	old = MemoryContextSwitchTo(cxt);
-	d = datumCopy(d, false, att->attlen);
-	MemoryContextSwitchTo(old);
-	return d;
+	return eb_datum_copy(d, *isnull, att->attbyval, att->attlen, cxt);
 }
 
 /*
@@ -1539,28 +1533,10 @@ claim_move_cursor(ClaimStores *cs, ClaimSub *s, ClaimLane *c, ItemPointer tid, D
 				  Datum high, Datum pxids, Datum pafter, int64 max_seq, Datum exs, Datum efl,
 				  bool full, bool has_last, int64 last, Datum snapshot, bool rescan)
 {
-	Datum	   *wx,
-			   *wf,
-			   *ex,
-			   *ef;
-	int			nw,
-				nwf,
-				ne,
-				nef;
 	EventBusLaneNext next;
 	Datum		values[EB_STORE_MAXCOLS];
 
-	deconstruct_array(DatumGetArrayTypeP(pxids), XID8OID, sizeof(uint64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-					  &wx, NULL, &nw);
-	deconstruct_array(DatumGetArrayTypeP(pafter), INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-					  &wf, NULL, &nwf);
-	deconstruct_array(DatumGetArrayTypeP(exs), XID8OID, sizeof(uint64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-					  &ex, NULL, &ne);
-	deconstruct_array(DatumGetArrayTypeP(efl), INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-					  &ef, NULL, &nef);
-	if (nw != nwf || ne != nef)
-		elog(ERROR, "event_bus: a cursor's pending_xids and pending_after differ in length");
-	eb_lane_next_state(DatumGetInt64(position), DatumGetInt64(high), wx, wf, nw, max_seq, ex, ef, ne,
+	eb_lane_next_state(DatumGetInt64(position), DatumGetInt64(high), pxids, pafter, max_seq, exs, efl,
 					   full, has_last, last, snapshot, rescan, &next);
 	values[EB_CUR_SUBSCRIPTION] = s->name;
 	values[EB_CUR_TOPIC] = c->topic;
@@ -2257,6 +2233,26 @@ static ClaimStmt ack_check_stmt = {
 };
 
 /*
+ * Split a lease's seqs ls (ascending) into those to keep and those acked
+ * now (appended to acked, up to nwant in all); returns how many to keep.
+ */
+static int
+ack_split(int64 *ls, int nls, int64 *want, int nwant, int64 *keep, int64 *acked, int *nacked)
+{
+	int			nkeep = 0;
+	int			j;
+
+	for (j = 0; j < nls; j++)
+	{
+		if (!claim_has(want, nwant, ls[j]))
+			keep[nkeep++] = ls[j];
+		else if (*nacked < nwant)
+			acked[(*nacked)++] = ls[j];
+	}
+	return nkeep;
+}
+
+/*
  * ack's work on the leases, as ack_find_stmt, ack_leases_stmt and the
  * deletes and updates after them do it, through store.c: the leases of the
  * subscription (under the token) that hold one of the wanted seqs, each
@@ -2310,8 +2306,7 @@ ack_leases_direct(ClaimSub *s, Datum token, int64 *want, int nwant, int64 *acked
 	{
 		int64	   *ls;
 		int			nls,
-					j,
-					nkeep = 0;
+					nkeep;
 		int64	   *keep;
 		bytea	   *packed;
 
@@ -2320,13 +2315,7 @@ ack_leases_direct(ClaimSub *s, Datum token, int64 *want, int nwant, int64 *acked
 		packed = DatumGetByteaPP(eb_store_get(&st, EB_LEASE_SEQS, &isnull));
 		ls = claim_unpack_seqs(packed, &nls);
 		keep = palloc(sizeof(int64) * Max(nls, 1));
-		for (j = 0; j < nls; j++)
-		{
-			if (!claim_has(want, nwant, ls[j]))
-				keep[nkeep++] = ls[j];
-			else if (*nacked < nwant)
-				acked[(*nacked)++] = ls[j];
-		}
+		nkeep = ack_split(ls, nls, want, nwant, keep, acked, nacked);
 		if (nkeep == 0)
 			eb_store_delete(&st, &st.slot->tts_tid);
 		else if (nkeep < nls)
@@ -2397,22 +2386,13 @@ ack_leases_spi(Datum *v, char *n, int64 *want, int nwant, int64 *acked, int *nac
 	{
 		int64	   *ls;
 		int			nls,
-					j,
-					nkeep = 0;
+					nkeep;
 		int64	   *keep;
 		Datum		kv[2];
 
 		ls = claim_unpack_seqs(DatumGetByteaPP(lease_seqs[i]), &nls);
 		keep = palloc(sizeof(int64) * Max(nls, 1));
-		for (j = 0; j < nls; j++)
-		{
-			int64		x = ls[j];
-
-			if (!claim_has(want, nwant, x))
-				keep[nkeep++] = x;
-			else if (*nacked < nwant)
-				acked[(*nacked)++] = x;
-		}
+		nkeep = ack_split(ls, nls, want, nwant, keep, acked, nacked);
 		kv[0] = Int64GetDatum(lease_ids[i]);
 		if (nkeep == 0)
 		{

@@ -187,18 +187,6 @@ eb_topic_hash_sql(PG_FUNCTION_ARGS)
 Datum
 eb_lane_next(PG_FUNCTION_ARGS)
 {
-	ArrayType  *wxa = PG_GETARG_ARRAYTYPE_P(2);
-	ArrayType  *wfa = PG_GETARG_ARRAYTYPE_P(3);
-	ArrayType  *exa = PG_GETARG_ARRAYTYPE_P(5);
-	ArrayType  *efa = PG_GETARG_ARRAYTYPE_P(6);
-	Datum	   *wx,
-			   *wf,
-			   *ex,
-			   *ef;
-	int			nw,
-				nwf,
-				ne,
-				nef;
 	EventBusLaneNext next;
 	TupleDesc	tupdesc;
 	Datum		values[4];
@@ -206,15 +194,10 @@ eb_lane_next(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "event_bus: _lane_next() must return a record");
-	deconstruct_array(wxa, XID8OID, sizeof(uint64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &wx, NULL, &nw);
-	deconstruct_array(wfa, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &wf, NULL, &nwf);
-	deconstruct_array(exa, XID8OID, sizeof(uint64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ex, NULL, &ne);
-	deconstruct_array(efa, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ef, NULL, &nef);
-	if (nw != nwf || ne != nef)
-		elog(ERROR, "event_bus: _lane_next() needs arrays of equal length");
-	eb_lane_next_state(PG_GETARG_INT64(0), PG_GETARG_INT64(1), wx, wf, nw, PG_GETARG_INT64(4), ex, ef, ne,
-					   PG_GETARG_BOOL(7), !PG_ARGISNULL(8), PG_ARGISNULL(8) ? 0 : PG_GETARG_INT64(8),
-					   PG_GETARG_DATUM(9), PG_GETARG_BOOL(10), &next);
+	eb_lane_next_state(PG_GETARG_INT64(0), PG_GETARG_INT64(1), PG_GETARG_DATUM(2), PG_GETARG_DATUM(3),
+					   PG_GETARG_INT64(4), PG_GETARG_DATUM(5), PG_GETARG_DATUM(6), PG_GETARG_BOOL(7),
+					   !PG_ARGISNULL(8), PG_ARGISNULL(8) ? 0 : PG_GETARG_INT64(8), PG_GETARG_DATUM(9),
+					   PG_GETARG_BOOL(10), &next);
 	values[0] = Int64GetDatum(next.position);
 	values[1] = Int64GetDatum(next.high);
 	values[2] = next.xids;
@@ -224,12 +207,12 @@ eb_lane_next(PG_FUNCTION_ARGS)
 
 /*
  * The work of _lane_next(), for it and for claims: the cursor's xids and
- * afters (wx, wf), the topic's open emitters and floors (ex, ef) as Datums
- * of xid8 and bigint.  The next state's arrays are xid8[] and bigint[].
+ * afters (xid8[], bigint[]), the topic's open emitters and floors (the
+ * same); the next state's arrays are of the same types.
  */
 void
-eb_lane_next_state(int64 pos, int64 high, Datum *wx, Datum *wf, int nw, int64 max_seq,
-				   Datum *ex, Datum *ef, int ne, bool full, bool has_last, int64 last,
+eb_lane_next_state(int64 pos, int64 high, Datum xids, Datum afters, int64 max_seq,
+				   Datum emitters, Datum floors, bool full, bool has_last, int64 last,
 				   Datum snap, bool pending_read, EventBusLaneNext *next)
 {
 	FullTransactionId next_fxid = ReadNextFullTransactionId();
@@ -241,6 +224,25 @@ eb_lane_next_state(int64 pos, int64 high, Datum *wx, Datum *wf, int nw, int64 ma
 	int64		new_pos;
 	int			i,
 				j;
+	Datum	   *wx,
+			   *wf,
+			   *ex,
+			   *ef;
+	int			nw,
+				nwf,
+				ne,
+				nef;
+
+	deconstruct_array(DatumGetArrayTypeP(xids), XID8OID, sizeof(uint64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &wx, NULL, &nw);
+	deconstruct_array(DatumGetArrayTypeP(afters), INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &wf, NULL, &nwf);
+	deconstruct_array(DatumGetArrayTypeP(emitters), XID8OID, sizeof(uint64), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &ex, NULL, &ne);
+	deconstruct_array(DatumGetArrayTypeP(floors), INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &ef, NULL, &nef);
+	if (nw != nwf || ne != nef)
+		elog(ERROR, "event_bus: a lane cursor's xids and afters (or emitters and floors) differ in length");
 
 	/*
 	 * The read covered the events up to read_to: all of them that it saw are

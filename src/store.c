@@ -41,7 +41,6 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "utils/builtins.h"
-#include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -307,14 +306,8 @@ eb_store_copy(EventBusStore *st, int col, bool *isnull, MemoryContext cxt)
 {
 	Datum		d = slot_getattr(st->slot, st->att[col], isnull);
 	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(st->rel), st->att[col] - 1);
-	MemoryContext old;
 
-	if (*isnull || att->attbyval)
-		return d;
-	old = MemoryContextSwitchTo(cxt);
-	d = datumCopy(d, false, att->attlen);
-	MemoryContextSwitchTo(old);
-	return d;
+	return eb_datum_copy(d, *isnull, att->attbyval, att->attlen, cxt);
 }
 
 /*
