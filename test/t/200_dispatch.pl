@@ -165,10 +165,23 @@ received(0.5);
 $seq = $node->safe_psql('old', q{SELECT event_bus.emit('t', 'A', '{}')});
 is(received(1), qq{event_bus.s1 {"subscription" : "s1", "seq" : $seq, "events" : 1}},
 	'on 1.0, notified from the log (with the payload of 1.0)');
+my $old_seq = $seq;
 $node->safe_psql('old', q{ALTER EXTENSION event_bus UPDATE});
 received(0.5);
 $seq = $node->safe_psql('old', q{SELECT event_bus.emit('t', 'A', '{}')});
-is(received(1), payload('s1', $seq, 1), 'updated to 1.1 while the worker runs, still notified');
+# The worker turns to the reports at its next maintenance job, with a round
+# from the log that counts what each subscription has not been handed yet;
+# until then its rounds count from the log too.  So s1 may hear of the
+# event of 1.0 again (when is a matter of timing) and of the new one with
+# the old one counted in: the new one must be heard of, in 1.1's payload.
+my $heard = '';
+for (my $i = 0; $i < 20 && $heard !~ /"seq" : $seq,/; $i++)
+{
+	$heard .= received(0.5) . "\n";
+}
+like($heard, qr/^\Qevent_bus.s1 {"subscription" : "s1", "seq" : $seq, "events" : \E[12]\Q, "retries" : 0}\E$/m,
+	'updated to 1.1 while the worker runs, still notified');
+unlike($heard, qr/"seq" : (?!$old_seq,|$seq,)/, 'and of nothing else');
 $listener->quit;
 
 $node->stop;
