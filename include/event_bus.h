@@ -10,6 +10,7 @@
  *	horizon.h	the visibility horizon and open emitters (horizon.c)
  *	log.h		writing event rows (log.c)
  *	stats.h		cumulative statistics (stats.c)
+ *	store.h		the bookkeeping tables through the table AM (store.c)
  *	worker.h	background processes, the utility hook, waits and wake-ups
  *				(launcher.c, worker.c, retention.c, hook.c, wait.c)
  *

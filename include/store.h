@@ -23,7 +23,7 @@
 #define EB_T_LEASES			2
 #define EB_T_RETRIES		3
 
-/* Their columns, in the order of the install script. */
+/* The columns store.c reads and writes, found by name (see shapes in store.c). */
 #define EB_SUB_NAME			0
 #define EB_SUB_TOPICS		1
 #define EB_SUB_TYPES		2
