@@ -87,6 +87,14 @@ extern void eb_lane_next_state(int64 pos, int64 high, Datum xids, Datum afters, 
 							   Datum emitters, Datum floors, bool full, bool has_last, int64 last,
 							   Datum snap, bool pending_read, EventBusLaneNext *next);
 
+/* Are two texts equal byte for byte (as collation "C" compares them)? */
+static inline bool
+eb_text_eq(const text *a, const text *b)
+{
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
 /* qsort comparator of int64s (seqs, sort keys). */
 static inline int
 eb_cmp_int64(const void *a, const void *b)

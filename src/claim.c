@@ -507,8 +507,7 @@ claim_part_topic_is(ClaimPartScan *ps, text *topic)
 	bool		isnull;
 	text	   *t = DatumGetTextPP(slot_getattr(ps->slot, ps->p->topic_att, &isnull));
 
-	return !isnull && VARSIZE_ANY_EXHDR(t) == VARSIZE_ANY_EXHDR(topic) &&
-		memcmp(VARDATA_ANY(t), VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic)) == 0;
+	return !isnull && eb_text_eq(t, topic);
 }
 
 /*
@@ -609,8 +608,7 @@ claim_read_wants(ClaimRead *r, int64 seq, Datum txid, bool txid_null, text *type
 	{
 		text	   *t = r->tnulls[i] ? NULL : DatumGetTextPP(r->types[i]);
 
-		if (t != NULL && VARSIZE_ANY_EXHDR(t) == VARSIZE_ANY_EXHDR(type) &&
-			memcmp(VARDATA_ANY(t), VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type)) == 0)
+		if (t != NULL && eb_text_eq(t, type))
 			return true;
 	}
 	return false;
@@ -1000,17 +998,11 @@ claim_array_empty(Datum a)
 static bool
 claim_topic_open(ClaimEmitters *em, Datum topic)
 {
-	text	   *t = DatumGetTextPP(topic);
 	int			i;
 
 	for (i = 0; i < em->n; i++)
-	{
-		text	   *e = DatumGetTextPP(em->topics[i]);
-
-		if (VARSIZE_ANY_EXHDR(e) == VARSIZE_ANY_EXHDR(t) &&
-			memcmp(VARDATA_ANY(e), VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)) == 0)
+		if (eb_text_eq(DatumGetTextPP(em->topics[i]), DatumGetTextPP(topic)))
 			return true;
-	}
 	return false;
 }
 
@@ -1024,9 +1016,7 @@ claim_topic_emitters(ClaimEmitters *em, Datum topic, Datum *xids, Datum *floors)
 	int			i;
 
 	for (i = 0; i < em->n; i++)
-		if (VARSIZE_ANY_EXHDR(DatumGetTextPP(em->topics[i])) == VARSIZE_ANY_EXHDR(DatumGetTextPP(topic)) &&
-			memcmp(VARDATA_ANY(DatumGetTextPP(em->topics[i])), VARDATA_ANY(DatumGetTextPP(topic)),
-				   VARSIZE_ANY_EXHDR(DatumGetTextPP(topic))) == 0)
+		if (eb_text_eq(DatumGetTextPP(em->topics[i]), DatumGetTextPP(topic)))
 		{
 			x[n] = em->xid[i];
 			f[n] = em->floor[i];

@@ -741,9 +741,7 @@ eb_log_insert(EventBusLog *log, const EventBusRow *row)
 	 * The rows of one call share their topic: hash it once.  (The topic a
 	 * row points to stays in memory while the log is open: emit's argument.)
 	 */
-	if (log->hashed_topic == NULL || VARSIZE_ANY(log->hashed_topic) != VARSIZE_ANY(row->topic) ||
-		memcmp(VARDATA_ANY(log->hashed_topic), VARDATA_ANY(row->topic),
-			   VARSIZE_ANY_EXHDR(row->topic)) != 0)
+	if (log->hashed_topic == NULL || !eb_text_eq(log->hashed_topic, row->topic))
 	{
 		log->topic_hash = eb_topic_hash(VARDATA_ANY(row->topic), VARSIZE_ANY_EXHDR(row->topic));
 		log->hashed_topic = row->topic;
