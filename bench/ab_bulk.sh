@@ -37,12 +37,8 @@ while [ $# -gt 0 ]; do
         *) echo "ab_bulk.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
-PGBENCH=$(command -v pgbench || echo /usr/lib/postgresql/15/bin/pgbench)
-PSQL=$(command -v psql || echo /usr/lib/postgresql/15/bin/psql)
-PAYLOAD='{"order_id": 12345, "customer": "c-000042", "items": [{"sku": "sku-0", "qty": 1, "price": 9.99}, {"sku": "sku-1", "qty": 2, "price": 9.99}, {"sku": "sku-2", "qty": 3, "price": 9.99}], "note": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
-DIR=$(mktemp -d /tmp/ab_bulk.XXXXXX)
-trap 'rm -rf "$DIR"' EXIT
-chmod 755 "$DIR"
+AB_NAME=ab_bulk
+source "$(dirname "${BASH_SOURCE[0]}")/ab_scratch.sh"
 TABLE="(id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric(12,2) NOT NULL,
         status text NOT NULL, note text, created_at timestamptz NOT NULL DEFAULT now())"
 "$PSQL" -X -q -v ON_ERROR_STOP=1 \

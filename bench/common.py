@@ -255,6 +255,26 @@ def load_eb_backlog(cur, topic, n):
         END $$""", (PAYLOAD, n // 1000, topic))
 
 
+def pgq_batch(cur, queue, consumer, batch):
+    """One PgQ consumer cycle: next_batch (batch 100: the ticks hold 100 events
+    each) or next_batch_custom with min_count batch, get_batch_events with the
+    columns a consumer fetches, finish_batch.  Returns the events fetched, or
+    None when no batch was ready."""
+    if batch == 100:
+        cur.execute("SELECT pgq.next_batch(%s, %s)", (queue, consumer))
+    else:
+        cur.execute("SELECT batch_id FROM pgq.next_batch_custom(%s, %s, NULL, %s, NULL)",
+                    (queue, consumer, batch))
+    bid = cur.fetchone()[0]
+    if bid is None:
+        return None
+    cur.execute("SELECT ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, "
+                "ev_extra3, ev_extra4 FROM pgq.get_batch_events(%s)", (bid,))
+    n = len(cur.fetchall())
+    cur.execute("SELECT pgq.finish_batch(%s)", (bid,))
+    return n
+
+
 def load_pgq_backlog(cur, queue, n):
     """n events into a PgQ queue: insert_event in transactions of 100, pgq.ticker() after each."""
     cur.execute("""

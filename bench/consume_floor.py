@@ -24,7 +24,7 @@ import time
 import psycopg2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import json_as_text, load_eb_backlog, load_pgq_backlog  # noqa: E402
+from common import json_as_text, load_eb_backlog, load_pgq_backlog, pgq_batch  # noqa: E402
 
 N = int(os.environ.get("N", "200000"))
 REPS = int(os.environ.get("REPS", "3"))
@@ -106,19 +106,11 @@ def drain(kind, b, r):
     else:
         consumer = "p%d_%d" % (b, r)
         while n < N:
-            if b == 100:
-                dc.execute("SELECT pgq.next_batch('floorq', %s)", (consumer,))
-            else:
-                dc.execute("SELECT batch_id FROM pgq.next_batch_custom('floorq', %s, NULL, %s, NULL)",
-                           (consumer, b))
-            bid = dc.fetchone()[0]
-            if bid is None:
+            got = pgq_batch(dc, 'floorq', consumer, b)
+            if got is None:
                 dc.execute("SELECT pgq.ticker()")
                 continue
-            dc.execute("SELECT ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, "
-                       "ev_extra3, ev_extra4 FROM pgq.get_batch_events(%s)", (bid,))
-            n += len(dc.fetchall())
-            dc.execute("SELECT pgq.finish_batch(%s)", (bid,))
+            n += got
     el = time.perf_counter() - t0
     server, client = (cpu(pid) - c0) / n * 1e6, (time.process_time() - p0) / n * 1e6
     d.close()

@@ -21,12 +21,8 @@ while [ $# -gt 0 ]; do
         *) echo "emit_dedupe.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
-PGBENCH=$(command -v pgbench || echo /usr/lib/postgresql/15/bin/pgbench)
-PSQL=$(command -v psql || echo /usr/lib/postgresql/15/bin/psql)
-PAYLOAD='{"order_id": 12345, "customer": "c-000042", "items": [{"sku": "sku-0", "qty": 1, "price": 9.99}, {"sku": "sku-1", "qty": 2, "price": 9.99}, {"sku": "sku-2", "qty": 3, "price": 9.99}], "note": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
-DIR=$(mktemp -d /tmp/emit_dedupe.XXXXXX)
-trap 'rm -rf "$DIR"' EXIT
-chmod 755 "$DIR"
+AB_NAME=emit_dedupe
+source "$(dirname "${BASH_SOURCE[0]}")/ab_scratch.sh"
 "$PSQL" -X -q -v ON_ERROR_STOP=1 -c "SELECT event_bus.create_topic('dedupe_bench', 4)" \
     -c "SELECT event_bus.run_maintenance()" >/dev/null
 echo "SELECT event_bus.emit('dedupe_bench', 'OrderPlaced', '$PAYLOAD');" > "$DIR/plain.sql"

@@ -119,24 +119,16 @@ def drain_pgq(db, consumer, batch, target):
     batches = 0
     t0 = time.perf_counter()
     while n < target:
-        if batch == 100:
-            cur.execute("SELECT pgq.next_batch('drainq', %s)", (consumer,))
-        else:
-            cur.execute("SELECT batch_id FROM pgq.next_batch_custom('drainq', %s, NULL, %s, NULL)",
-                        (consumer, batch))
-        b = cur.fetchone()[0]
-        if b is None:
+        got = pgq_batch(cur, 'drainq', consumer, batch)
+        if got is None:
             empty += 1
             if empty > 20000:
                 raise RuntimeError("pgq %s: no batch but only %d of %d drained" % (consumer, n, target))
             time.sleep(0.001)
             continue
         empty = 0
-        cur.execute("SELECT ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, "
-                    "ev_extra3, ev_extra4 FROM pgq.get_batch_events(%s)", (b,))
-        n += len(cur.fetchall())
+        n += got
         batches += 1
-        cur.execute("SELECT pgq.finish_batch(%s)", (b,))
     el = time.perf_counter() - t0
     ticker.stop.set()
     ticker.join()
