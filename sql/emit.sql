@@ -33,6 +33,19 @@ SELECT seqs = ARRAY(SELECT seq FROM event_bus.events WHERE type = 'Bulk' ORDER B
        (SELECT array_agg((payload->>'i')::int ORDER BY seq) = ARRAY(SELECT generate_series(1, 500))
           FROM event_bus.events WHERE type = 'Bulk') AS payload_order_kept
   FROM bulk;
+-- emit_many takes its seqs as one block of the sequence: consecutive, the
+-- sequence left at the last of them, and the next emit takes the one after
+SELECT seqs[500] - seqs[1] = 499 AS consecutive,
+       seqs[500] = (SELECT last_value FROM event_bus.event_seq) AS sequence_at_last,
+       event_bus.emit('orders', 'AfterBulk', '{}') = seqs[500] + 1 AS next_emit_follows
+  FROM bulk;
+-- A sequence someone set to cache values is left to nextval, one at a time
+ALTER SEQUENCE event_bus.event_seq CACHE 3;
+-- (which takes them 3 at a time: the sequence ends 2 past the last one used)
+SELECT s[1] > (SELECT seqs[500] + 1 FROM bulk) AND s[4] - s[1] = 3 AS consecutive,
+       (SELECT last_value FROM event_bus.event_seq) = s[4] + 2 AS cached_by_nextval
+  FROM event_bus.emit_many('orders', 'Cached', ARRAY['{}', '{}', '{}', '{}']::jsonb[]) s;
+ALTER SEQUENCE event_bus.event_seq CACHE 1;
 -- A rolled-back emit leaves nothing behind
 BEGIN;
 SELECT event_bus.emit('orders', 'RolledBack', '{}') IS NOT NULL AS emitted;

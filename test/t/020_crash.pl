@@ -40,6 +40,7 @@ my $dir = PostgreSQL::Test::Utils::tempdir;
 my $producer = "$dir/producer.sql";
 my $consumer = "$dir/consumer.sql";
 my $abandoner = "$dir/abandoner.sql";
+my $bulk = "$dir/bulk.sql";
 open my $fh, '>', $producer or die;
 print $fh <<'EOF';
 \set r random(1, 10)
@@ -64,6 +65,21 @@ INSERT INTO consumed SELECT id, seq, attempt, token FROM batch;
 COMMIT;
 EOF
 close $fh;
+# A bulk producer: emit_many takes its seqs as one block of the sequence.
+open $fh, '>', $bulk or die;
+print $fh <<'EOF';
+\set r random(1, 10)
+BEGIN;
+WITH ins AS (INSERT INTO produced SELECT nextval('ids') FROM generate_series(1, 40) RETURNING id)
+SELECT cardinality(event_bus.emit_many('t', 'E', array_agg(jsonb_build_object('id', id) ORDER BY id),
+                                       array_agg((id % 50)::text ORDER BY id))) FROM ins;
+\if :r = 1
+ROLLBACK;
+\else
+COMMIT;
+\endif
+EOF
+close $fh;
 # A consumer that claims and never acks: its leases must expire.
 open $fh, '>', $abandoner or die;
 print $fh "SELECT count(*) FROM event_bus.claim('s', 3);\n";
@@ -77,6 +93,8 @@ sub load
 	my @h;
 	push @h, IPC::Run::start([ @common, '-c', '3', '-f', $producer, "$db application_name=producer" ],
 		'>', \my $o1, '2>', \my $e1);
+	push @h, IPC::Run::start([ @common, '-c', '1', '-f', $bulk, "$db application_name=producer" ],
+		'>', \my $o4, '2>', \my $e4);
 	push @h, IPC::Run::start([ @common, '-c', '2', '-f', $consumer, $db ], '>', \my $o2, '2>', \my $e2);
 	push @h, IPC::Run::start([ @common, '-c', '1', '-R', '5', '-f', $abandoner, $db ], '>', \my $o3, '2>', \my $e3);
 	return @h;
@@ -114,6 +132,8 @@ sub check
 		       (SELECT count(*) FROM (SELECT id FROM consumed GROUP BY id HAVING count(*) > 1) d),
 		       (SELECT count(*) FROM consumed WHERE attempt > 1)});
 	my ($produced, $lost, $phantom, $dups, $redelivered) = split /\|/, $r;
+	is($node->safe_psql('postgres', 'SELECT count(*) - count(DISTINCT seq) FROM event_bus.events'), '0',
+		"$what: no seq was handed out twice");
 	note "$what: committed=$produced lost=$lost phantom=$phantom processed_twice=$dups redelivered=$redelivered";
 	ok($produced > 100, "$what: events were committed under load");
 	is($lost, '0', "$what: every committed event was delivered");
