@@ -229,6 +229,11 @@ SELECT event_bus._row_jsonb(k) FROM kinds k LIMIT 2;
 SELECT count(*) AS rows, count(*) FILTER (WHERE event_bus._row_jsonb(r) = to_jsonb(r)
                                            AND event_bus._row_jsonb(r)::text = to_jsonb(r)::text) AS same
   FROM (SELECT k.*, length(k.t) AS computed FROM kinds k) r;
+-- keys in jsonb's order (shorter first), and two columns of one name
+SELECT event_bus._row_jsonb(r)::text, event_bus._row_jsonb(r) = to_jsonb(r) AS same
+  FROM (SELECT 1 AS bb, 2 AS a, 3 AS ab, 4 AS b, NULL::numeric AS c, 1.50 AS "ä") r;
+SELECT event_bus._row_jsonb(r)::text, event_bus._row_jsonb(r) = to_jsonb(r) AS same
+  FROM (SELECT 1 AS a, 2 AS a) r;
 CREATE TABLE others (id int, j jsonb, a int[], p positive);
 INSERT INTO others VALUES (1, '{"x": [1, 2]}', '{1,2}', 3), (2, NULL, NULL, NULL);
 SELECT event_bus._row_jsonb(o), event_bus._row_jsonb(o) = to_jsonb(o) AS same FROM others o;

@@ -358,7 +358,22 @@ typedef struct RowJsonCache
 	FmgrInfo	to_jsonb;
 	int			natts;
 	RowJsonColumn *cols;
+	int			nkeys;			/* columns not dropped */
+	int		   *order;			/* their attribute numbers - 1, in key order */
 } RowJsonCache;
+
+/* jsonb's order of object keys: shorter first, then bytewise. */
+static int
+eb_row_jsonb_key_cmp(const void *a, const void *b, void *arg)
+{
+	const RowJsonColumn *cols = (const RowJsonColumn *) arg;
+	const RowJsonColumn *x = &cols[*(const int *) a];
+	const RowJsonColumn *y = &cols[*(const int *) b];
+
+	if (x->keylen != y->keylen)
+		return x->keylen < y->keylen ? -1 : 1;
+	return memcmp(x->key, y->key, x->keylen);
+}
 
 static void
 eb_row_jsonb_prepare(RowJsonCache *c, TupleDesc desc, uint64 ident, MemoryContext cxt)
@@ -422,6 +437,22 @@ eb_row_jsonb_prepare(RowJsonCache *c, TupleDesc desc, uint64 ident, MemoryContex
 			fmgr_info_cxt(outfn, &col->out, cxt);
 		}
 	}
+
+	/*
+	 * The object is built with its keys already in jsonb's order, which the
+	 * columns keep from one row to the next.  Two columns of one name (a
+	 * record from a query can have them) go to to_jsonb, which keeps the
+	 * last.
+	 */
+	c->order = MemoryContextAlloc(cxt, sizeof(int) * Max(desc->natts, 1));
+	c->nkeys = 0;
+	for (i = 0; i < desc->natts; i++)
+		if (c->cols[i].kind != RJ_DROPPED)
+			c->order[c->nkeys++] = i;
+	qsort_arg(c->order, c->nkeys, sizeof(int), eb_row_jsonb_key_cmp, c->cols);
+	for (i = 1; i < c->nkeys; i++)
+		if (eb_row_jsonb_key_cmp(&c->order[i - 1], &c->order[i], c->cols) == 0)
+			c->fallback = true;
 }
 
 /* A string value, refused beyond jsonb's limit as to_jsonb refuses it. */
@@ -449,11 +480,11 @@ eb_row_jsonb(PG_FUNCTION_ARGS)
 	TupleDesc	desc;
 	uint64		ident;
 	HeapTupleData tuple;
-	JsonbParseState *state = NULL;
-	JsonbValue *res;
+	JsonbPair  *pairs;
+	JsonbValue	obj;
 	Datum	   *values;
 	bool	   *nulls;
-	int			i;
+	int			k;
 
 	if (c == NULL)
 	{
@@ -473,7 +504,10 @@ eb_row_jsonb(PG_FUNCTION_ARGS)
 	{
 		if (c->cols != NULL)
 			pfree(c->cols);
+		if (c->order != NULL)
+			pfree(c->order);
 		c->cols = NULL;
+		c->order = NULL;
 		eb_row_jsonb_prepare(c, desc, ident, fcinfo->flinfo->fn_mcxt);
 	}
 	if (c->fallback)
@@ -491,66 +525,81 @@ eb_row_jsonb(PG_FUNCTION_ARGS)
 	heap_deform_tuple(&tuple, desc, values, nulls);
 	ReleaseTupleDesc(desc);
 
-	res = pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	for (i = 0; i < c->natts; i++)
+	pairs = palloc(sizeof(JsonbPair) * Max(c->nkeys, 1));
+	for (k = 0; k < c->nkeys; k++)
 	{
+		int			i = c->order[k];
 		RowJsonColumn *col = &c->cols[i];
-		JsonbValue	v;
+		JsonbValue *v = &pairs[k].value;
 		char	   *s;
 
-		if (col->kind == RJ_DROPPED)
-			continue;
-		eb_row_jsonb_string(&v, col->key, col->keylen);
-		res = pushJsonbValue(&state, WJB_KEY, &v);
+		eb_row_jsonb_string(&pairs[k].key, col->key, col->keylen);
+		pairs[k].order = k;
 		if (nulls[i])
-			v.type = jbvNull;
+			v->type = jbvNull;
 		else
 			switch (col->kind)
 			{
 				case RJ_BOOL:
-					v.type = jbvBool;
-					v.val.boolean = DatumGetBool(values[i]);
+					v->type = jbvBool;
+					v->val.boolean = DatumGetBool(values[i]);
 					break;
 				case RJ_INT:
-					v.type = jbvNumeric;
-					v.val.numeric = int64_to_numeric(col->typid == INT2OID ? DatumGetInt16(values[i]) :
-													 col->typid == INT4OID ? DatumGetInt32(values[i]) :
-													 DatumGetInt64(values[i]));
+					v->type = jbvNumeric;
+					v->val.numeric = int64_to_numeric(col->typid == INT2OID ? DatumGetInt16(values[i]) :
+													  col->typid == INT4OID ? DatumGetInt32(values[i]) :
+													  DatumGetInt64(values[i]));
 					break;
 				case RJ_NUMERIC:
-					/* as to_jsonb: a number if its text is one, else a string */
+					/*
+					 * As to_jsonb: a number if its text is one, else (NaN,
+					 * infinities) a string.  A numeric that is a number is
+					 * what numeric_in would make of its text: taken as it is.
+					 */
+					if (col->typid == NUMERICOID)
+					{
+						Numeric		num = DatumGetNumeric(values[i]);
+
+						if (!numeric_is_nan(num) && !numeric_is_inf(num))
+						{
+							v->type = jbvNumeric;
+							v->val.numeric = num;
+							break;
+						}
+					}
 					s = OutputFunctionCall(&col->out, values[i]);
 					if (strchr(s, 'N') != NULL || strchr(s, 'n') != NULL)
-						eb_row_jsonb_string(&v, s, strlen(s));
+						eb_row_jsonb_string(v, s, strlen(s));
 					else
 					{
-						v.type = jbvNumeric;
-						v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(s),
-																			ObjectIdGetDatum(InvalidOid),
-																			Int32GetDatum(-1)));
+						v->type = jbvNumeric;
+						v->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(s),
+																			 ObjectIdGetDatum(InvalidOid),
+																			 Int32GetDatum(-1)));
 					}
 					break;
 				case RJ_DATETIME:
 					s = palloc(MAXDATELEN + 1);
 					JsonEncodeDateTime(s, values[i], col->typid, NULL);
-					eb_row_jsonb_string(&v, s, strlen(s));
+					eb_row_jsonb_string(v, s, strlen(s));
 					break;
 				case RJ_TEXT:
 					{
 						text	   *t = DatumGetTextPP(values[i]);
 
-						eb_row_jsonb_string(&v, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+						eb_row_jsonb_string(v, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 					}
 					break;
 				case RJ_OUTPUT:
 					s = OutputFunctionCall(&col->out, values[i]);
-					eb_row_jsonb_string(&v, s, strlen(s));
+					eb_row_jsonb_string(v, s, strlen(s));
 					break;
 				case RJ_DROPPED:
 					break;
 			}
-		res = pushJsonbValue(&state, WJB_VALUE, &v);
 	}
-	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
-	PG_RETURN_POINTER(JsonbValueToJsonb(res));
+	obj.type = jbvObject;
+	obj.val.object.nPairs = c->nkeys;
+	obj.val.object.pairs = pairs;
+	PG_RETURN_POINTER(JsonbValueToJsonb(&obj));
 }
