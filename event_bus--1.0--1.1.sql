@@ -82,6 +82,17 @@ CREATE FUNCTION event_bus._subscriptions_changed() RETURNS trigger
 -- every captured row into a payload with it.
 CREATE FUNCTION event_bus._row_jsonb(r record) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'eb_row_jsonb' LANGUAGE C STRICT STABLE PARALLEL SAFE;
+-- Emit one event per row aggregated, each written as its row comes, and
+-- return how many (emit.c): capture triggers run it over a statement's
+-- transition table.  It checks what emit_many checks (EXECUTE on emit_many,
+-- the produce grant of the topic); topic and type are the same for every row.
+CREATE FUNCTION event_bus._emit_rows_step(internal, topic text, type text, payload jsonb, key text, headers jsonb)
+    RETURNS internal AS 'MODULE_PATHNAME', 'eb_emit_rows_step' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._emit_rows_final(internal) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eb_emit_rows_final' LANGUAGE C VOLATILE;
+CREATE AGGREGATE event_bus._emit_rows(topic text, type text, payload jsonb, key text, headers jsonb) (
+    SFUNC = event_bus._emit_rows_step, STYPE = internal,
+    FINALFUNC = event_bus._emit_rows_final, FINALFUNC_MODIFY = READ_WRITE);
 -- The reads of an ordered claim (_claim_once, _claimable_lanes) and of
 -- retries (_lease_retries), partition by partition of the log under the
 -- calling statement's snapshot: a statement on the log's parent locks
@@ -2042,7 +2053,6 @@ DECLARE
     body     text := '';
     op       text;
     hdr      text;
-    emit     text;
     rel      regclass;
 BEGIN
     SELECT * INTO c FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
@@ -2058,8 +2068,6 @@ BEGIN
     FOREACH op IN ARRAY c.operations LOOP
         hdr := pg_catalog.quote_literal(pg_catalog.jsonb_build_object(
                    'source', 'table:' || qname, 'operation', op)::text) || '::jsonb';
-        emit := pg_catalog.format('event_bus.emit_many(%L, %L, a.ps, a.ks, %s)',
-                                  c.topic, c.types OPERATOR(pg_catalog.->>) op, hdr);
         IF op = 'truncate' THEN
             body := body || pg_catalog.format($f$
     IF TG_OP = 'TRUNCATE' THEN
@@ -2081,33 +2089,28 @@ BEGIN
             END IF;
             body := body || pg_catalog.format($f$
     IF TG_OP = 'UPDATE' THEN
-        PERFORM %s
-           FROM (SELECT pg_catalog.array_agg(x.p ORDER BY x.ord) AS ps,
-                        pg_catalog.array_agg(x.k ORDER BY x.ord) AS ks
-                   FROM (SELECT %s AS p, q.k, q.ord
-                           FROM (SELECT nn.nj, nn.k, nn.ord, oo.oj
-                                   FROM (SELECT %s AS nj, %s AS k, %s AS kj, pg_catalog.row_number() OVER () AS ord
-                                           FROM new_rows n WHERE %s) nn
-                                   LEFT JOIN (SELECT %s AS oj, %s AS kj FROM old_rows o) oo
-                                          ON oo.kj OPERATOR(pg_catalog.=) nn.kj) q) x) a
-          WHERE a.ps IS NOT NULL;
-    END IF;$f$, emit, payload,
+        PERFORM event_bus._emit_rows(%L, %L, x.p, x.k, %s ORDER BY x.ord)
+           FROM (SELECT %s AS p, q.k, q.ord
+                   FROM (SELECT nn.nj, nn.k, nn.ord, oo.oj
+                           FROM (SELECT %s AS nj, %s AS k, %s AS kj, pg_catalog.row_number() OVER () AS ord
+                                   FROM new_rows n WHERE %s) nn
+                           LEFT JOIN (SELECT %s AS oj, %s AS kj FROM old_rows o) oo
+                                  ON oo.kj OPERATOR(pg_catalog.=) nn.kj) q) x;
+    END IF;$f$, c.topic, c.types OPERATOR(pg_catalog.->>) op, hdr, payload,
                 event_bus._capture_row_sql(c, 'n.*', 'n.'), event_bus._capture_key_sql(c, 'n.'),
                 event_bus._capture_keyjson_sql(c, 'n.'), cond,
                 event_bus._capture_row_sql(c, 'o.*', 'o.'), event_bus._capture_keyjson_sql(c, 'o.'));
         ELSE
             -- A scan of the transition table returns rows in the order the
-            -- statement wrote them; nothing here reorders them.
-            -- The arrays stay inside one statement: passed through PL/pgSQL
-            -- variables they would be copied into every plan as constants.
+            -- statement wrote them; nothing here reorders them.  _emit_rows
+            -- writes each event as its row comes.
             body := body || pg_catalog.format($f$
     IF TG_OP = %L THEN
-        PERFORM %s
-           FROM (SELECT pg_catalog.array_agg(x.p) AS ps, pg_catalog.array_agg(x.k) AS ks
-                   FROM (SELECT %s AS p, %s AS k FROM %s n WHERE %s) x) a
-          WHERE a.ps IS NOT NULL;
-    END IF;$f$, pg_catalog.upper(op), emit, event_bus._capture_row_sql(c, 'n.*', 'n.'),
-                event_bus._capture_key_sql(c, 'n.'), CASE op WHEN 'delete' THEN 'old_rows' ELSE 'new_rows' END,
+        PERFORM event_bus._emit_rows(%L, %L, %s, %s, %s)
+           FROM %s n WHERE %s;
+    END IF;$f$, pg_catalog.upper(op), c.topic, c.types OPERATOR(pg_catalog.->>) op,
+                event_bus._capture_row_sql(c, 'n.*', 'n.'),
+                event_bus._capture_key_sql(c, 'n.'), hdr, CASE op WHEN 'delete' THEN 'old_rows' ELSE 'new_rows' END,
                 cond);
         END IF;
     END LOOP;
@@ -2596,8 +2599,11 @@ GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer
       TO event_bus_producer;
 -- Capture triggers run as whoever writes to the captured table: such a
 -- writer who may not emit must hear it from emit_many.  _row_jsonb is
--- to_jsonb (it reads nothing and runs as its caller).
-GRANT EXECUTE ON FUNCTION event_bus._row_jsonb(record) TO PUBLIC;
+-- to_jsonb (it reads nothing and runs as its caller); _emit_rows checks
+-- the caller's EXECUTE on emit_many and refuses as emit_many would.
+GRANT EXECUTE ON FUNCTION event_bus._row_jsonb(record),
+                          event_bus._emit_rows(text, text, jsonb, text, jsonb)
+      TO PUBLIC;
 GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval, interval),
                           event_bus.ack(text, bigint[], uuid),
                           event_bus.fail(text, bigint, text, interval, uuid),

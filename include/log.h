@@ -36,6 +36,11 @@ typedef struct EventBusRow
 
 typedef struct EventBusLog
 {
+	/*
+	 * Where the log keeps what lives while it is open (slots, index info);
+	 * rows are formed in the caller's context and freed once inserted.
+	 */
+	MemoryContext cxt;
 	Relation	parent;			/* event_bus.events */
 	Relation	part;			/* the partition open now, or NULL */
 	int64		lo;				/* its bounds */

@@ -39,6 +39,24 @@ SELECT event_bus.ack('audit', ARRAY(SELECT unnest(event_bus._unpack_seqs(seqs)) 
 DELETE FROM orders WHERE id >= 100;
 SELECT count(*) AS deleted_events FROM event_bus.claim('audit', 2000);
 SELECT event_bus.ack('audit', ARRAY(SELECT unnest(event_bus._unpack_seqs(seqs)) FROM event_bus.leases));
+-- Captured statements emit through _emit_rows, which writes each event as
+-- its row comes (its seqs taken in blocks of 1, 1, 2, 4, ... 1000: the
+-- 5,000 events below cross several partitions of 1,000, made meanwhile)
+SELECT max(seq) AS before_rows FROM event_bus.events \gset
+SELECT event_bus._emit_rows('orders', 'Rows', jsonb_build_object('i', g), (g % 7)::text, '{"h": 1}')
+  FROM generate_series(1, 5000) g;
+SELECT count(*) AS events, count(DISTINCT seq) AS seqs,
+       array_agg((payload->>'i')::int ORDER BY seq) = ARRAY(SELECT generate_series(1, 5000)) AS row_order,
+       bool_and(key = ((payload->>'i')::int % 7)::text AND headers = '{"h": 1}') AS keys_and_headers,
+       max(seq) - min(seq) + 1 - count(*) < 1000 AS few_seqs_unused
+  FROM event_bus.events WHERE topic = 'orders' AND type = 'Rows' AND seq > :before_rows;
+SELECT count(*) AS rows_claimed FROM event_bus.claim('audit', 6000);
+SELECT event_bus.ack('audit', ARRAY(SELECT unnest(event_bus._unpack_seqs(seqs)) FROM event_bus.leases));
+SELECT event_bus._emit_rows('orders', 'Rows', '{}', NULL, NULL) FROM generate_series(1, 0);
+SELECT event_bus._emit_rows(t, 'Rows', '{}', NULL, NULL) FROM unnest(ARRAY['orders', 'other']) t;
+SELECT event_bus._emit_rows('orders', 'Rows', NULL, NULL, NULL);
+SELECT event_bus._emit_rows('orders', 'Rows', '{}', NULL, NULL) OVER ();
+SELECT event_bus._emit_rows_final(NULL);
 
 -- Options: event types, changed columns only, a row filter
 SELECT event_bus.capture('orders', types => '{"insert": "OrderPlaced", "update": "OrderChanged"}',

@@ -11,6 +11,7 @@ SELECT c.relname, c.relkind
 SELECT unnest(extconfig)::regclass FROM pg_extension WHERE extname = 'event_bus' ORDER BY 1;
 -- Every SECURITY DEFINER function pins search_path; no function is
 -- executable by PUBLIC but _row_jsonb (the to_jsonb of capture triggers)
+-- and _emit_rows (their emit, which checks the caller's rights itself)
 SELECT count(*) > 20 AS many_definer_functions FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'event_bus' AND p.prosecdef;
 SELECT p.proname

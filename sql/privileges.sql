@@ -49,6 +49,8 @@ WITH calls(what, stmt) AS (VALUES
     ('emit',                  $$SELECT event_bus.emit('priv', 'T', '{}')$$),
     ('emit private topic',    $$SELECT event_bus.emit('priv.closed', 'T', '{}')$$),
     ('emit_many',             $$SELECT event_bus.emit_many('priv', 'T', ARRAY['{}']::jsonb[])$$),
+    ('internal _emit_rows',   $$SELECT event_bus._emit_rows('priv', 'T', '{}', NULL, NULL)$$),
+    ('internal _emit_rows private', $$SELECT event_bus._emit_rows('priv.closed', 'T', '{}', NULL, NULL)$$),
     ('capture own table',     $$SELECT event_bus.capture('priv_prod', topic => 'priv')$$),
     ('capture others'' table', $$SELECT event_bus.capture('priv_owned', topic => 'priv')$$),
     ('capture new topic',     $$SELECT event_bus.capture('priv_prod', topic => 'priv.new')$$),
@@ -108,8 +110,9 @@ SELECT p.oid::regprocedure AS function,
    AND p.oid IN (SELECT objid FROM pg_depend WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'event_bus') AND deptype = 'e')
  GROUP BY p.oid ORDER BY 1::text;
 -- What PUBLIC may execute: only _row_jsonb, the to_jsonb of capture
--- triggers (it reads nothing and runs as its caller), so that a writer of a
--- captured table who may not emit is told so by emit_many.
+-- triggers (it reads nothing and runs as its caller), and _emit_rows, their
+-- emit, which refuses a caller who may not execute emit_many as emit_many
+-- would: so that a writer of a captured table who may not emit is told so.
 SELECT p.oid::regprocedure AS public_executable FROM pg_proc p
  WHERE p.pronamespace = 'event_bus'::regnamespace
    AND p.oid IN (SELECT objid FROM pg_depend WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'event_bus') AND deptype = 'e')

@@ -26,13 +26,16 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_sequence.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "executor/spi.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -273,26 +276,23 @@ eb_lane(text *key, int64 seq, int32 lanes)
 }
 
 /*
- * Validate the arguments common to both forms.  Returns the size of the
- * headers, which counts against event_bus.max_payload_size.
+ * Validate what every event of a call shares: topic, type, headers and
+ * version.  Returns the size of the headers, which counts against
+ * event_bus.max_payload_size.
  */
 static Size
-eb_check_common(FunctionCallInfo fcinfo, text **topic, text **type,
-				Jsonb **headers, int32 *version)
+eb_check_event(text *topic, text *type, Jsonb *headers, int32 version)
 {
-	Size		hsize = 0;
 	int			typelen;
 
 	eb_check_writable();
-	*topic = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
-	eb_check_name("topic", *topic);
+	eb_check_name("topic", topic);
 
-	if (PG_ARGISNULL(1))
+	if (type == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("event type must not be null")));
-	*type = PG_GETARG_TEXT_PP(1);
-	typelen = VARSIZE_ANY_EXHDR(*type);
+	typelen = VARSIZE_ANY_EXHDR(type);
 	if (typelen == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -303,22 +303,27 @@ eb_check_common(FunctionCallInfo fcinfo, text **topic, text **type,
 				 errmsg("event type is too long"),
 				 errdetail("Event types are at most %d bytes long.", EB_TYPE_MAXLEN)));
 
-	*headers = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
-	if (*headers != NULL)
-	{
-		if (!JB_ROOT_IS_OBJECT(*headers) || JB_ROOT_IS_SCALAR(*headers))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("event headers must be a JSON object")));
-		hsize = VARSIZE(*headers);
-	}
-
-	*version = PG_ARGISNULL(5) ? 1 : PG_GETARG_INT32(5);
-	if (*version < 1)
+	if (headers != NULL && (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("event version must be at least 1, not %d", *version)));
-	return hsize;
+				 errmsg("event headers must be a JSON object")));
+	if (version < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event version must be at least 1, not %d", version)));
+	return headers != NULL ? VARSIZE(headers) : 0;
+}
+
+/* The arguments emit and emit_many share, checked. */
+static Size
+eb_check_common(FunctionCallInfo fcinfo, text **topic, text **type,
+				Jsonb **headers, int32 *version)
+{
+	*topic = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+	*type = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
+	*headers = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	*version = PG_ARGISNULL(5) ? 1 : PG_GETARG_INT32(5);
+	return eb_check_event(*topic, *type, *headers, *version);
 }
 
 static void
@@ -545,6 +550,12 @@ eb_take_seqs(Oid seqoid, int n, int64 *first)
  * partitions of room and this never runs); the caller only waits for another
  * extending transaction when its own seqs would otherwise have no partition.
  */
+static bool
+eb_coverage_short(EventBusDb *db, int64 maxseq)
+{
+	return (uint64) maxseq + eb_partition_size / 2 >= eb_known_coverage(db);
+}
+
 static void
 eb_ensure_coverage(EventBusDb *db, int64 maxseq, bool as_owner)
 {
@@ -555,7 +566,7 @@ eb_ensure_coverage(EventBusDb *db, int64 maxseq, bool as_owner)
 	int			ret;
 	EventBusAsOwner user;
 
-	if (want < eb_known_coverage(db))
+	if (!eb_coverage_short(db, maxseq))
 		return;
 
 	eb_spi_begin(&user, as_owner);
@@ -1023,4 +1034,243 @@ eb_emit_scheduled(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(6))
 		elog(ERROR, "event_bus: a scheduled event needs its id");
 	return eb_emit_internal(fcinfo, &how);
+}
+
+/*
+ * event_bus._emit_rows(topic, type, payload, key, headers): an aggregate
+ * that emits one event per row it is given, in the order the rows come, and
+ * returns how many it emitted.  Capture triggers run it over a statement's
+ * transition table: each event is written as its row comes, where
+ * emit_many needs the statement's rows gathered into arrays first (copied
+ * twice, and limited to 1 GB: a statement whose rows made more JSON than
+ * that failed).  The same checks as emit_many's: the caller needs EXECUTE on
+ * emit_many and the produce grant of the topic; topic and type are the same
+ * for every row.
+ *
+ * Seqs are taken in blocks as rows come: 1, 1, 2, 4, ... up to 1,000 at a
+ * time, so a statement of n rows leaves at most min(n, 1,000) - 1 seqs
+ * unused (a statement of one row none): partitions fill about as densely as
+ * with emit_many, which takes exactly n.
+ */
+typedef struct EmitRows
+{
+	text	   *topic;			/* the first row's (in the aggregate's context) */
+	text	   *type;
+	int32		lanes;
+	EventBusDb *db;
+	int64		next;			/* seqs taken and not used: [next, end) */
+	int64		end;
+	int64		taken;
+	int64		written;
+	int64		newest;
+	int64	   *heads;			/* per lane, the highest seq written */
+	FullTransactionId txid;
+	bool		closed;
+	MemoryContext aggcxt;
+	MemoryContext rowcxt;		/* rows being formed; reset once inserted */
+	bool		log_open;
+	EventBusLog log;
+} EmitRows;
+
+/*
+ * The caller may execute emit_many, as emitting without this aggregate
+ * would need.  (Looked up without the caller's rights on the schema: a
+ * capture trigger's plan, once made, does not need them either.)
+ */
+static void
+eb_emit_rows_check_acl(void)
+{
+	Oid			argtypes[8] = {TEXTOID, TEXTOID, JSONBARRAYOID, TEXTARRAYOID, JSONBOID, INT4OID,
+							   TEXTARRAYOID, TIMESTAMPTZOID};
+	Oid			nsp = get_namespace_oid(EB_SCHEMA, false);
+	Oid			fn;
+
+	fn = GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid, CStringGetDatum("emit_many"),
+						 PointerGetDatum(buildoidvector(argtypes, lengthof(argtypes))),
+						 ObjectIdGetDatum(nsp));
+	if (!OidIsValid(fn))
+		elog(ERROR, "event_bus: function event_bus.emit_many does not exist");
+	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function emit_many"),
+				 errdetail("The events of a captured table are emitted as the role that writes to it.")));
+}
+
+static EmitRows *
+eb_emit_rows_start(MemoryContext aggcxt, text *topic, text *type)
+{
+	MemoryContext old = MemoryContextSwitchTo(aggcxt);
+	EmitRows   *st = palloc0(sizeof(EmitRows));
+
+	eb_emit_rows_check_acl();
+	st->topic = (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(topic));
+	st->type = (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(type));
+	st->lanes = eb_producible_topic(st->topic, GetUserId());
+	st->heads = palloc0(sizeof(int64) * st->lanes);
+	st->db = eb_db_state();
+	eb_begin_emit(st->db);
+	eb_note_emit_topic(st->topic);
+	st->txid = GetTopFullTransactionId();
+	st->aggcxt = aggcxt;
+	st->rowcxt = AllocSetContextCreate(aggcxt, "event_bus _emit_rows", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(old);
+	return st;
+}
+
+/* Insert the rows formed and close the log (for good, or for a while). */
+static void
+eb_emit_rows_close_log(EmitRows *st)
+{
+	MemoryContext old;
+
+	if (!st->log_open)
+		return;
+	old = MemoryContextSwitchTo(st->rowcxt);
+	eb_log_close(&st->log);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(st->rowcxt);
+	st->log_open = false;
+}
+
+/*
+ * The next block of seqs (see above), with partitions for them.  Making a
+ * partition alters the log, which may not be open meanwhile: the log is
+ * closed first (its rows inserted) when one may be needed.
+ */
+static void
+eb_emit_rows_take(EmitRows *st)
+{
+	int			n = (int) Min(Max(st->taken, 1), EB_LOG_BATCH);
+	int64		upto = (int64) pg_atomic_read_u64(&st->db->max_seq) + n;
+	int64		first;
+
+	if (eb_coverage_short(st->db, upto))
+	{
+		eb_emit_rows_close_log(st);
+		eb_ensure_coverage(st->db, upto, true);
+	}
+	if (!eb_take_seqs(st->db->seqoid, n, &first))
+	{
+		n = 1;
+		first = nextval_internal(st->db->seqoid, false);
+	}
+	st->next = first;
+	st->end = first + n;
+	st->taken += n;
+	if (eb_coverage_short(st->db, st->end - 1))
+	{
+		eb_emit_rows_close_log(st);
+		eb_ensure_coverage(st->db, st->end - 1, true);
+	}
+	eb_note_seq(st->db, (uint64) (st->end - 1));
+	if (!st->log_open)
+	{
+		MemoryContext old = MemoryContextSwitchTo(st->aggcxt);
+
+		eb_log_open(&st->log);
+		MemoryContextSwitchTo(old);
+		st->log_open = true;
+	}
+}
+
+PG_FUNCTION_INFO_V1(eb_emit_rows_step);
+PG_FUNCTION_INFO_V1(eb_emit_rows_final);
+
+Datum
+eb_emit_rows_step(PG_FUNCTION_ARGS)
+{
+	MemoryContext aggcxt;
+	MemoryContext old;
+	EmitRows   *st;
+	EventBusRow row;
+	pg_uuid_t	id;
+	Size		hsize;
+	text	   *topic;
+	text	   *type;
+	Jsonb	   *headers;
+
+	if (!AggCheckCallContext(fcinfo, &aggcxt))
+		elog(ERROR, "event_bus._emit_rows_step called in non-aggregate context");
+	topic = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
+	type = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
+	headers = PG_ARGISNULL(5) ? NULL : PG_GETARG_JSONB_P(5);
+	hsize = eb_check_event(topic, type, headers, 1);
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event payload must not be null"),
+				 errhint("Use '{}'::jsonb or 'null'::jsonb for an event without data.")));
+
+	if (PG_ARGISNULL(0))
+		st = eb_emit_rows_start(aggcxt, topic, type);
+	else
+	{
+		st = (EmitRows *) PG_GETARG_POINTER(0);
+		if (!eb_text_eq(topic, st->topic) || !eb_text_eq(type, st->type))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("event_bus._emit_rows takes one topic and one type"),
+					 errdetail("Rows of topic \"%s\" and type \"%s\" came after rows of topic \"%s\" and type \"%s\".",
+							   text_to_cstring(topic), text_to_cstring(type),
+							   text_to_cstring(st->topic), text_to_cstring(st->type))));
+	}
+	if (st->closed)
+		elog(ERROR, "event_bus._emit_rows: rows after the end");
+
+	row.topic = st->topic;
+	row.type = st->type;
+	row.version = 1;
+	row.payload = PG_GETARG_JSONB_P(3);
+	eb_check_payload(row.topic, row.payload, hsize);
+	row.key = PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4);
+	eb_check_key(row.key);
+	row.headers = headers ? headers : eb_empty_headers();
+	if (st->next == st->end)
+		eb_emit_rows_take(st);
+	row.seq = st->next++;
+	row.lane = eb_lane(row.key, row.seq, st->lanes);
+	row.emitted_at = GetCurrentTimestamp();
+	eb_uuid_v7(&id, row.emitted_at);
+	row.id = &id;
+	row.with_txid = true;
+	row.txid = st->txid;
+
+	old = MemoryContextSwitchTo(st->rowcxt);
+	eb_write_event(&st->log, &row, true);
+	MemoryContextSwitchTo(old);
+	if (st->log.nbuffered == 0)
+		MemoryContextReset(st->rowcxt);
+
+	st->heads[row.lane] = Max(st->heads[row.lane], row.seq);
+	st->newest = Max(st->newest, row.seq);
+	st->written++;
+	PG_RETURN_POINTER(st);
+}
+
+Datum
+eb_emit_rows_final(PG_FUNCTION_ARGS)
+{
+	EmitRows   *st;
+	int32		topic_hash;
+	int			i;
+
+	if (!AggCheckCallContext(fcinfo, NULL))
+		elog(ERROR, "event_bus._emit_rows_final called in non-aggregate context");
+	if (PG_ARGISNULL(0))
+		PG_RETURN_INT64(0);
+	st = (EmitRows *) PG_GETARG_POINTER(0);
+	if (st->closed)
+		PG_RETURN_INT64(st->written);
+	st->closed = true;
+	eb_emit_rows_close_log(st);
+
+	topic_hash = eb_topic_hash(VARDATA_ANY(st->topic), VARSIZE_ANY_EXHDR(st->topic));
+	for (i = 0; i < st->lanes; i++)
+		if (st->heads[i] > 0)
+			eb_lane_head_raise(st->db, topic_hash, (int16) i, (uint64) st->heads[i]);
+	eb_stat_count('t', VARDATA_ANY(st->topic), VARSIZE_ANY_EXHDR(st->topic), EB_EMITTED, st->written);
+	if (st->written > 0)
+		eb_dispatch_note(st->topic, st->type, st->written, st->newest);
+	PG_RETURN_INT64(st->written);
 }

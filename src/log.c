@@ -148,6 +148,7 @@ eb_log_open(EventBusLog *log)
 
 	if (!OidIsValid(relid))
 		elog(ERROR, "event_bus: relation event_bus.events does not exist");
+	log->cxt = CurrentMemoryContext;
 	log->parent = table_open(relid, RowExclusiveLock);
 	log->part = NULL;
 	log->lo = log->hi = 0;
@@ -696,6 +697,7 @@ eb_log_route(EventBusLog *log, int64 seq)
 	PartitionDesc pd;
 	int			off;
 	int			idx;
+	MemoryContext old;
 
 	eb_log_close_part(log);
 	idx = eb_log_find(log, seq, &pd, &off);
@@ -714,7 +716,9 @@ eb_log_route(EventBusLog *log, int64 seq)
 		pd->boundinfo->kind[off + 1][0] == PARTITION_RANGE_DATUM_VALUE ?
 		DatumGetInt64(pd->boundinfo->datums[off + 1][0]) : PG_INT64_MAX;
 	log->part = table_open(pd->oids[idx], RowExclusiveLock);
+	old = MemoryContextSwitchTo(log->cxt);
 	log->plain = eb_log_plain(log);
+	MemoryContextSwitchTo(old);
 }
 
 /*
@@ -809,6 +813,7 @@ eb_log_insert(EventBusLog *log, const EventBusRow *row)
 		 * partition's own; the others share an unpinned copy.
 		 */
 		TupleDesc	sd = desc;
+		MemoryContext old = MemoryContextSwitchTo(log->cxt);
 
 		if (log->nslots > 0)
 		{
@@ -817,6 +822,7 @@ eb_log_insert(EventBusLog *log, const EventBusRow *row)
 			sd = log->slotdesc;
 		}
 		log->slots[log->nslots++] = MakeSingleTupleTableSlot(sd, &TTSOpsHeapTuple);
+		MemoryContextSwitchTo(old);
 	}
 	log->seqs[log->nbuffered] = row->seq;
 	log->lanes[log->nbuffered] = row->lane;

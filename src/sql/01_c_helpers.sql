@@ -88,6 +88,17 @@ CREATE FUNCTION event_bus._subscriptions_changed() RETURNS trigger
 -- every captured row into a payload with it.
 CREATE FUNCTION event_bus._row_jsonb(r record) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'eb_row_jsonb' LANGUAGE C STRICT STABLE PARALLEL SAFE;
+-- Emit one event per row aggregated, each written as its row comes, and
+-- return how many (emit.c): capture triggers run it over a statement's
+-- transition table.  It checks what emit_many checks (EXECUTE on emit_many,
+-- the produce grant of the topic); topic and type are the same for every row.
+CREATE FUNCTION event_bus._emit_rows_step(internal, topic text, type text, payload jsonb, key text, headers jsonb)
+    RETURNS internal AS 'MODULE_PATHNAME', 'eb_emit_rows_step' LANGUAGE C VOLATILE;
+CREATE FUNCTION event_bus._emit_rows_final(internal) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eb_emit_rows_final' LANGUAGE C VOLATILE;
+CREATE AGGREGATE event_bus._emit_rows(topic text, type text, payload jsonb, key text, headers jsonb) (
+    SFUNC = event_bus._emit_rows_step, STYPE = internal,
+    FINALFUNC = event_bus._emit_rows_final, FINALFUNC_MODIFY = READ_WRITE);
 -- The reads of an ordered claim (_claim_once, _claimable_lanes) and of
 -- retries (_lease_retries), partition by partition of the log under the
 -- calling statement's snapshot: a statement on the log's parent locks

@@ -187,7 +187,6 @@ DECLARE
     body     text := '';
     op       text;
     hdr      text;
-    emit     text;
     rel      regclass;
 BEGIN
     SELECT * INTO c FROM event_bus.captures x WHERE x.relid OPERATOR(pg_catalog.=) p_table;
@@ -203,8 +202,6 @@ BEGIN
     FOREACH op IN ARRAY c.operations LOOP
         hdr := pg_catalog.quote_literal(pg_catalog.jsonb_build_object(
                    'source', 'table:' || qname, 'operation', op)::text) || '::jsonb';
-        emit := pg_catalog.format('event_bus.emit_many(%L, %L, a.ps, a.ks, %s)',
-                                  c.topic, c.types OPERATOR(pg_catalog.->>) op, hdr);
         IF op = 'truncate' THEN
             body := body || pg_catalog.format($f$
     IF TG_OP = 'TRUNCATE' THEN
@@ -226,33 +223,28 @@ BEGIN
             END IF;
             body := body || pg_catalog.format($f$
     IF TG_OP = 'UPDATE' THEN
-        PERFORM %s
-           FROM (SELECT pg_catalog.array_agg(x.p ORDER BY x.ord) AS ps,
-                        pg_catalog.array_agg(x.k ORDER BY x.ord) AS ks
-                   FROM (SELECT %s AS p, q.k, q.ord
-                           FROM (SELECT nn.nj, nn.k, nn.ord, oo.oj
-                                   FROM (SELECT %s AS nj, %s AS k, %s AS kj, pg_catalog.row_number() OVER () AS ord
-                                           FROM new_rows n WHERE %s) nn
-                                   LEFT JOIN (SELECT %s AS oj, %s AS kj FROM old_rows o) oo
-                                          ON oo.kj OPERATOR(pg_catalog.=) nn.kj) q) x) a
-          WHERE a.ps IS NOT NULL;
-    END IF;$f$, emit, payload,
+        PERFORM event_bus._emit_rows(%L, %L, x.p, x.k, %s ORDER BY x.ord)
+           FROM (SELECT %s AS p, q.k, q.ord
+                   FROM (SELECT nn.nj, nn.k, nn.ord, oo.oj
+                           FROM (SELECT %s AS nj, %s AS k, %s AS kj, pg_catalog.row_number() OVER () AS ord
+                                   FROM new_rows n WHERE %s) nn
+                           LEFT JOIN (SELECT %s AS oj, %s AS kj FROM old_rows o) oo
+                                  ON oo.kj OPERATOR(pg_catalog.=) nn.kj) q) x;
+    END IF;$f$, c.topic, c.types OPERATOR(pg_catalog.->>) op, hdr, payload,
                 event_bus._capture_row_sql(c, 'n.*', 'n.'), event_bus._capture_key_sql(c, 'n.'),
                 event_bus._capture_keyjson_sql(c, 'n.'), cond,
                 event_bus._capture_row_sql(c, 'o.*', 'o.'), event_bus._capture_keyjson_sql(c, 'o.'));
         ELSE
             -- A scan of the transition table returns rows in the order the
-            -- statement wrote them; nothing here reorders them.
-            -- The arrays stay inside one statement: passed through PL/pgSQL
-            -- variables they would be copied into every plan as constants.
+            -- statement wrote them; nothing here reorders them.  _emit_rows
+            -- writes each event as its row comes.
             body := body || pg_catalog.format($f$
     IF TG_OP = %L THEN
-        PERFORM %s
-           FROM (SELECT pg_catalog.array_agg(x.p) AS ps, pg_catalog.array_agg(x.k) AS ks
-                   FROM (SELECT %s AS p, %s AS k FROM %s n WHERE %s) x) a
-          WHERE a.ps IS NOT NULL;
-    END IF;$f$, pg_catalog.upper(op), emit, event_bus._capture_row_sql(c, 'n.*', 'n.'),
-                event_bus._capture_key_sql(c, 'n.'), CASE op WHEN 'delete' THEN 'old_rows' ELSE 'new_rows' END,
+        PERFORM event_bus._emit_rows(%L, %L, %s, %s, %s)
+           FROM %s n WHERE %s;
+    END IF;$f$, pg_catalog.upper(op), c.topic, c.types OPERATOR(pg_catalog.->>) op,
+                event_bus._capture_row_sql(c, 'n.*', 'n.'),
+                event_bus._capture_key_sql(c, 'n.'), hdr, CASE op WHEN 'delete' THEN 'old_rows' ELSE 'new_rows' END,
                 cond);
         END IF;
     END LOOP;

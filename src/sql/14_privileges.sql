@@ -15,8 +15,11 @@ GRANT EXECUTE ON FUNCTION event_bus.emit(text, text, jsonb, text, jsonb, integer
       TO event_bus_producer;
 -- Capture triggers run as whoever writes to the captured table: such a
 -- writer who may not emit must hear it from emit_many.  _row_jsonb is
--- to_jsonb (it reads nothing and runs as its caller).
-GRANT EXECUTE ON FUNCTION event_bus._row_jsonb(record) TO PUBLIC;
+-- to_jsonb (it reads nothing and runs as its caller); _emit_rows checks
+-- the caller's EXECUTE on emit_many and refuses as emit_many would.
+GRANT EXECUTE ON FUNCTION event_bus._row_jsonb(record),
+                          event_bus._emit_rows(text, text, jsonb, text, jsonb)
+      TO PUBLIC;
 GRANT EXECUTE ON FUNCTION event_bus.claim(text, integer, interval, interval),
                           event_bus.ack(text, bigint[], uuid),
                           event_bus.fail(text, bigint, text, interval, uuid),

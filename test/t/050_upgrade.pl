@@ -39,7 +39,13 @@ members AS (
     SELECT d.classid, d.objid FROM pg_depend d, ext
      WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e')
 SELECT line FROM (
-    SELECT 'function ' || p.oid::regprocedure || E'\n' || pg_get_functiondef(p.oid)
+    SELECT 'function ' || p.oid::regprocedure || E'\n'
+           || CASE WHEN p.prokind = 'a'
+                   THEN (SELECT format('aggregate sfunc %s stype %s finalfunc %s finalmodify %s kind %s',
+                                       g.aggtransfn::regprocedure, g.aggtranstype::regtype,
+                                       nullif(g.aggfinalfn, 0)::regprocedure, g.aggfinalmodify, g.aggkind)
+                           FROM pg_aggregate g WHERE g.aggfnoid = p.oid)
+                   ELSE pg_get_functiondef(p.oid) END
            || E'\nacl ' || coalesce((SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(p.proacl) x), '-')
            || E'\ncomment ' || coalesce(obj_description(p.oid, 'pg_proc'), '-') AS line
       FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
