@@ -236,7 +236,7 @@ def build_report(results, info):
         add("")
         add("`INSERT INTO t (customer, amount, status, note) SELECT ... FROM generate_series(1, %d)` into a table "
             "with a bigserial primary key and six columns, without capture and with `event_bus.capture(t)` (its "
-            "statement trigger turns the rows into events with `emit_many`, one event per row, in the same "
+            "statement trigger turns the rows into events with `_emit_rows`, one event per row, in the same "
             "transaction). Each run on a truncated table after a CHECKPOINT, the two tables alternating; "
             "%d rounds after a warm-up round; synchronous_commit on." % (K["rows"], len(K["samples"]) // 2))
         add("")
