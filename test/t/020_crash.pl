@@ -41,20 +41,25 @@ my $producer = "$dir/producer.sql";
 my $consumer = "$dir/consumer.sql";
 my $abandoner = "$dir/abandoner.sql";
 my $bulk = "$dir/bulk.sql";
-open my $fh, '>', $producer or die;
-print $fh <<'EOF';
-\set r random(1, 10)
-BEGIN;
+# Producers: one transaction in ten rolls back.
+sub producer_script
+{
+	my ($file, $body) = @_;
+	open my $fh, '>', $file or die;
+	print $fh "\\set r random(1, 10)\nBEGIN;\n$body\\if :r = 1\nROLLBACK;\n\\else\nCOMMIT;\n\\endif\n";
+	close $fh;
+}
+producer_script($producer, <<'EOF');
 INSERT INTO produced VALUES (nextval('ids')) RETURNING id \gset
 SELECT event_bus.emit('t', 'E', jsonb_build_object('id', :id), key => (:id % 50)::text);
-\if :r = 1
-ROLLBACK;
-\else
-COMMIT;
-\endif
 EOF
-close $fh;
-open $fh, '>', $consumer or die;
+# A bulk producer: emit_many takes its seqs as one block of the sequence.
+producer_script($bulk, <<'EOF');
+WITH ins AS (INSERT INTO produced SELECT nextval('ids') FROM generate_series(1, 40) RETURNING id)
+SELECT cardinality(event_bus.emit_many('t', 'E', array_agg(jsonb_build_object('id', id) ORDER BY id),
+                                       array_agg((id % 50)::text ORDER BY id))) FROM ins;
+EOF
+open my $fh, '>', $consumer or die;
 print $fh <<'EOF';
 BEGIN;
 CREATE TEMP TABLE IF NOT EXISTS batch (seq bigint, id bigint, attempt int, token uuid);
@@ -63,21 +68,6 @@ INSERT INTO batch SELECT seq, (payload->>'id')::bigint, attempt, lease_token FRO
 SELECT event_bus.ack('s', ARRAY(SELECT seq FROM batch));
 INSERT INTO consumed SELECT id, seq, attempt, token FROM batch;
 COMMIT;
-EOF
-close $fh;
-# A bulk producer: emit_many takes its seqs as one block of the sequence.
-open $fh, '>', $bulk or die;
-print $fh <<'EOF';
-\set r random(1, 10)
-BEGIN;
-WITH ins AS (INSERT INTO produced SELECT nextval('ids') FROM generate_series(1, 40) RETURNING id)
-SELECT cardinality(event_bus.emit_many('t', 'E', array_agg(jsonb_build_object('id', id) ORDER BY id),
-                                       array_agg((id % 50)::text ORDER BY id))) FROM ins;
-\if :r = 1
-ROLLBACK;
-\else
-COMMIT;
-\endif
 EOF
 close $fh;
 # A consumer that claims and never acks: its leases must expire.
