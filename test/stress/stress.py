@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Stress checker for event_bus.
 
-Producers emit events (emit and emit_many) in transactions of random size,
-rolling back ~20% of the transactions and ~15% of the savepoints; every event
+Producers emit events (emit, emit_many, and rows of a captured table) in
+transactions of random size, rolling back ~20% of the transactions and ~15% of
+the savepoints; every event
 carries a unique id (producer + counter) in its payload, so the checker knows
 exactly which events committed.  Consumers of two subscriptions (unordered and
 ordered) claim, fail at random, "crash" now and then (abandoning a claimed
@@ -204,6 +205,30 @@ class Producer(threading.Thread):
             self.emit_t[eid] = due_t
             self.due_t[eid] = due_t
             return [(eid, None, topic, key)]
+        if topic == TOPIC2 and rnd.random() < 0.3:
+            # Rows of a table captured into TOPIC2 (key column k): the
+            # capture trigger emits them through _emit_rows, in row order.
+            n = rnd.randint(1, 30)
+            evs = [self.new_event(topic) for _ in range(n)]
+            # (Read under the sequence's buffer lock: a plain SELECT from the
+            # sequence can see the value a concurrent nextval logs ahead.)
+            cur.execute("SELECT coalesce(pg_sequence_last_value('event_bus.event_seq'), 0)")
+            before = cur.fetchone()[0]
+            cur.execute('INSERT INTO stress_rows (id, k, p, n, pad) '
+                        "SELECT x->>'id', k, (x->>'p')::int, (x->>'n')::int, x->>'pad' "
+                        'FROM unnest(%s::jsonb[], %s::text[]) u(x, k)',
+                        ([e[2] for e in evs], [e[1] for e in evs]))
+            cur.execute("SELECT payload->>'id', seq, key FROM event_bus.events "
+                        "WHERE topic = %s AND seq > %s AND payload->>'id' = ANY (%s) ORDER BY seq",
+                        (topic, before, [e[0] for e in evs]))
+            got = cur.fetchall()
+            self.calls['captured'] += 1
+            if [g[0] for g in got] != [e[0] for e in evs] or [g[2] for g in got] != [e[1] for e in evs]:
+                self.run_.error(self.name, 'a captured statement of %d rows gave events %s' % (n, got))
+                return []
+            for e in evs:
+                self.emit_t[e[0]] = t_emit
+            return [(e[0], g[1], topic, e[1]) for e, g in zip(evs, got)]
         if rnd.random() < 0.5:
             eid, key, payload = self.new_event(topic)
             dk = [self.dedupe_key(eid, topic)]
@@ -927,6 +952,9 @@ def main():
     cur = conn.cursor()
     cur.execute('SELECT event_bus.create_topic(%s, 4)', (TOPIC,))
     cur.execute('SELECT event_bus.create_topic(%s, 2)', (TOPIC2,))
+    cur.execute('CREATE TABLE stress_rows (id text PRIMARY KEY, k text, p int, n int, pad text)')
+    cur.execute("SELECT event_bus.capture('stress_rows', topic => %s, key_columns => ARRAY['k'], "
+                "types => '{\"insert\": \"created\"}')", (TOPIC2,))
     for sub in SUBS:
         cur.execute("""SELECT event_bus.subscribe(%s, %s, start => 'earliest', max_attempts => 100,
                               lease => %s::interval, backoff_base => '10 ms', backoff_max => '50 ms',
@@ -1254,11 +1282,11 @@ def main():
     log('==== event_bus stress results (seed=%d, produced %.0fs, drained in %.1fs, total %.1fs) ===='
         % (args.seed, args.seconds, t_drain, elapsed))
     log('events committed=%d aborted=%d (txn rollbacks=%d, savepoint rollbacks=%d of %d) '
-        'uncertain=%d | txns committed=%d | emit calls=%d emit_many calls=%d | log rows=%d '
-        'partitions=%d (committed events in dropped partitions=%d)'
+        'uncertain=%d | txns committed=%d | emit calls=%d emit_many calls=%d captured statements=%d | '
+        'log rows=%d partitions=%d (committed events in dropped partitions=%d)'
         % (len(committed), len(aborted), txns['rollbacks'], txns['savepoint_rollbacks'], txns['savepoints'],
-           len(uncertain), txns['commits'], calls['emit'], calls['emit_many'], len(log_rows), n_partitions,
-           log_dropped))
+           len(uncertain), txns['commits'], calls['emit'], calls['emit_many'], calls['captured'],
+           len(log_rows), n_partitions, log_dropped))
     for name, r in (('unordered', u), ('ordered', o)):
         s = r['stats']
         extra = ''
