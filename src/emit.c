@@ -276,13 +276,29 @@ eb_lane(text *key, int64 seq, int32 lanes)
 }
 
 /*
+ * Headers must be an object (or NULL: none).  Returns their size, which
+ * counts against event_bus.max_payload_size.
+ */
+static Size
+eb_check_headers(Jsonb *headers)
+{
+	if (headers == NULL)
+		return 0;
+	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event headers must be a JSON object")));
+	return VARSIZE(headers);
+}
+
+/*
  * Validate what every event of a call shares: topic, type, headers and
- * version.  Returns the size of the headers, which counts against
- * event_bus.max_payload_size.
+ * version.  Returns the size of the headers (eb_check_headers).
  */
 static Size
 eb_check_event(text *topic, text *type, Jsonb *headers, int32 version)
 {
+	Size		hsize;
 	int			typelen;
 
 	eb_check_writable();
@@ -303,15 +319,12 @@ eb_check_event(text *topic, text *type, Jsonb *headers, int32 version)
 				 errmsg("event type is too long"),
 				 errdetail("Event types are at most %d bytes long.", EB_TYPE_MAXLEN)));
 
-	if (headers != NULL && (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("event headers must be a JSON object")));
+	hsize = eb_check_headers(headers);
 	if (version < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("event version must be at least 1, not %d", version)));
-	return headers != NULL ? VARSIZE(headers) : 0;
+	return hsize;
 }
 
 /* The arguments emit and emit_many share, checked. */
@@ -790,6 +803,26 @@ eb_emit_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 }
 
 /*
+ * After a call's events went into the log: raise the heads of the lanes
+ * they went to (heads[lane] is the highest seq written there, 0 for none),
+ * count them in the topic's statistics and note them for dispatch.
+ */
+static void
+eb_emitted(EventBusDb *db, text *topic, text *type, const int64 *heads, int32 lanes,
+		   int64 written, int64 newest)
+{
+	int32		topic_hash = eb_topic_hash(VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
+	int			i;
+
+	for (i = 0; i < lanes; i++)
+		if (heads[i] > 0)
+			eb_lane_head_raise(db, topic_hash, (int16) i, (uint64) heads[i]);
+	eb_stat_count('t', VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic), EB_EMITTED, written);
+	if (written > 0)
+		eb_dispatch_note(topic, type, written, newest);
+}
+
+/*
  * emit_many(topic text, type text, payloads jsonb[], keys text[],
  *			 headers jsonb, version int) returns bigint[]: the seqs of the new
  * events, in the order of 'payloads'.  All seqs are taken first, then the
@@ -820,7 +853,6 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 	int64		written = 0;
 	int64		newest = 0;
 	int64	   *heads;
-	int32		topic_hash;
 	TimestampTz deliver_at;
 
 	hsize = eb_check_common(fcinfo, &row.topic, &row.type, &headers, &row.version);
@@ -971,14 +1003,7 @@ eb_emit_many_internal(FunctionCallInfo fcinfo, const EmitHow *how)
 		eb_write_event(&log, &row, how->v11);
 	}
 	eb_log_close(&log);
-	topic_hash = eb_topic_hash(VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic));
-	for (i = 0; i < lanes; i++)
-		if (heads[i] > 0)
-			eb_lane_head_raise(db, topic_hash, (int16) i, (uint64) heads[i]);
-
-	eb_stat_count('t', VARDATA_ANY(row.topic), VARSIZE_ANY_EXHDR(row.topic), EB_EMITTED, written);
-	if (written > 0)
-		eb_dispatch_note(row.topic, row.type, written, newest);
+	eb_emitted(db, row.topic, row.type, heads, lanes, written, newest);
 	PG_RETURN_ARRAYTYPE_P(construct_array(seqs, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
@@ -1195,26 +1220,37 @@ eb_emit_rows_step(PG_FUNCTION_ARGS)
 	topic = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
 	type = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
 	headers = PG_ARGISNULL(5) ? NULL : PG_GETARG_JSONB_P(5);
-	hsize = eb_check_event(topic, type, headers, 1);
-	if (PG_ARGISNULL(3))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("event payload must not be null"),
-				 errhint("Use '{}'::jsonb or 'null'::jsonb for an event without data.")));
-
 	if (PG_ARGISNULL(0))
-		st = eb_emit_rows_start(aggcxt, topic, type);
+	{
+		hsize = eb_check_event(topic, type, headers, 1);
+		st = NULL;
+	}
 	else
 	{
+		/*
+		 * The first row's topic and type were checked: a row with the same
+		 * needs only its headers checked.
+		 */
 		st = (EmitRows *) PG_GETARG_POINTER(0);
-		if (!eb_text_eq(topic, st->topic) || !eb_text_eq(type, st->type))
+		if (topic == NULL || type == NULL || !eb_text_eq(topic, st->topic) || !eb_text_eq(type, st->type))
+		{
+			(void) eb_check_event(topic, type, headers, 1);
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("event_bus._emit_rows takes one topic and one type"),
 					 errdetail("Rows of topic \"%s\" and type \"%s\" came after rows of topic \"%s\" and type \"%s\".",
 							   text_to_cstring(topic), text_to_cstring(type),
 							   text_to_cstring(st->topic), text_to_cstring(st->type))));
+		}
+		hsize = eb_check_headers(headers);
 	}
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event payload must not be null"),
+				 errhint("Use '{}'::jsonb or 'null'::jsonb for an event without data.")));
+	if (st == NULL)
+		st = eb_emit_rows_start(aggcxt, topic, type);
 	if (st->closed)
 		elog(ERROR, "event_bus._emit_rows: rows after the end");
 
@@ -1252,8 +1288,6 @@ Datum
 eb_emit_rows_final(PG_FUNCTION_ARGS)
 {
 	EmitRows   *st;
-	int32		topic_hash;
-	int			i;
 
 	if (!AggCheckCallContext(fcinfo, NULL))
 		elog(ERROR, "event_bus._emit_rows_final called in non-aggregate context");
@@ -1264,13 +1298,6 @@ eb_emit_rows_final(PG_FUNCTION_ARGS)
 		PG_RETURN_INT64(st->written);
 	st->closed = true;
 	eb_emit_rows_close_log(st);
-
-	topic_hash = eb_topic_hash(VARDATA_ANY(st->topic), VARSIZE_ANY_EXHDR(st->topic));
-	for (i = 0; i < st->lanes; i++)
-		if (st->heads[i] > 0)
-			eb_lane_head_raise(st->db, topic_hash, (int16) i, (uint64) st->heads[i]);
-	eb_stat_count('t', VARDATA_ANY(st->topic), VARSIZE_ANY_EXHDR(st->topic), EB_EMITTED, st->written);
-	if (st->written > 0)
-		eb_dispatch_note(st->topic, st->type, st->written, st->newest);
+	eb_emitted(st->db, st->topic, st->type, st->heads, st->lanes, st->written, st->newest);
 	PG_RETURN_INT64(st->written);
 }
