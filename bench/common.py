@@ -167,6 +167,25 @@ def other_postgres_processes():
     return n
 
 
+def settle(db, quiet=0.05, window=0.5, limit=60.0):
+    """Before a measured run: VACUUM (ANALYZE) what earlier runs wrote, then
+    wait until the cluster is idle (less than quiet CPU seconds in a window:
+    the event_bus worker done with their events, no autovacuum).  Without
+    it a run pays for the one before: after a bulk run's millions of rows
+    autovacuum and the worker's lane marks kept a CPU of two busy for
+    seconds into the next run, whichever it was.  Returns the seconds
+    waited (the VACUUM included)."""
+    t0 = time.perf_counter()
+    q(db, "VACUUM (ANALYZE)")
+    last = cluster_cpu()
+    while last is not None and time.perf_counter() - t0 < limit:
+        time.sleep(window)
+        now = cluster_cpu()
+        if now is None or now - last < quiet:
+            break
+        last = now
+    return time.perf_counter() - t0
+
 def worker_pid(db):
     """The pid of the event_bus worker of db (it starts when CREATE EXTENSION commits)."""
     for _ in range(50):

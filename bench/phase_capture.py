@@ -32,6 +32,7 @@ def run_capture_phase(results):
     la = loadavg()
     for rnd in range(ARGS.reps + 1):            # round 0 warms up
         for t in (("orders_bare", "orders_captured") if rnd % 2 else ("orders_captured", "orders_bare")):
+            settle(db)      # the worker done with the last captured run's events
             c = connect(db)
             cur = c.cursor()
             cur.execute("TRUNCATE %s" % t)
@@ -47,5 +48,6 @@ def run_capture_phase(results):
     bare = statistics.median(s["seconds"] for s in samples if s["table"] == "orders_bare")
     cap = statistics.median(s["seconds"] for s in samples if s["table"] == "orders_captured")
     log("  median: bare %.3f s, captured %.3f s = %.2fx (%d events in the log)" % (bare, cap, cap / bare, n))
-    results["capture"] = dict(rows=rows, samples=samples, bare_s=bare, captured_s=cap, events=n, load=la)
+    results["capture"] = dict(rows=rows, samples=samples, bare_s=bare, captured_s=cap, events=n, load=la,
+                              settled=True)
     q("postgres", "DROP DATABASE %s" % db)

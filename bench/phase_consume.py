@@ -179,7 +179,9 @@ def run_consume_phase(results):
     order = [("eb",) + d for d in EB_DRAINS] + [("pgq",) + d for d in PGQ_DRAINS] + [("dq", None, 8, 100)]
     # Interleave the contenders.
     order = [order[0], order[4], order[1], order[2], order[6], order[3], order[5]]
+    settled = []
     for entry in order:
+        settled.append(settle(db))
         la = loadavg()
         c0 = cluster_cpu()
         u0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -208,4 +210,5 @@ def run_consume_phase(results):
             % (r["system"], r["name"], r["consumers"], r["batch"], r["events"], r["seconds"], r["events_per_s"],
                n / max(1, calls), r["server_us"] or float("nan")))
     results["consume"] = out
+    results["consume_settle_s"] = settled
     q("postgres", "DROP DATABASE %s" % db)

@@ -82,11 +82,13 @@ def run_emit_phase(results):
         % (len(runs), ARGS.reps, secs, total // 60 + 1))
     rng = random.Random(5)
     samples = []
+    settled = []
     for rep in range(ARGS.reps):
         q(db, "CHECKPOINT")
         order = runs[:]
         rng.shuffle(order)
         for r in order:
+            settled.append(settle(db))
             la = loadavg()
             w0 = proc_cpu(wpid) if wpid else None
             n0 = worker_rounds(db)
@@ -116,6 +118,7 @@ def run_emit_phase(results):
                    " (worker %.1f; %d rounds, %.2f ms CPU each)" % (s["worker_us"], s["rounds"] or 0, s["round_ms"] or float("nan"))
                    if s["worker_us"] is not None and r["kind"].startswith("emit") else ""))
     results["emit_samples"] = samples
+    results["emit_settle_s"] = settled
     sizes = q(db, """SELECT pg_total_relation_size('plain'),
                      (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits
                        WHERE inhparent = 'event_bus.events'::regclass)""", one=True)
