@@ -3,7 +3,7 @@ against the same statement into the same table without capture."""
 import statistics
 import time
 
-from common import ARGS, connect, create_bus_db, loadavg, log, q
+from common import ARGS, connect, create_bus_db, loadavg, log, q, settle
 
 TABLE = """CREATE TABLE %s (
     id          bigserial PRIMARY KEY,
