@@ -28,17 +28,8 @@ CASES="many plain plainlane captured bare logonly"
 CLIENTS="8"
 SECS=10
 RUNS=2
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --cases) CASES=$2; shift 2 ;;
-        --clients) CLIENTS=$2; shift 2 ;;
-        --seconds) SECS=$2; shift 2 ;;
-        --runs) RUNS=$2; shift 2 ;;
-        *) echo "ab_bulk.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-done
 AB_NAME=ab_bulk
-source "$(dirname "${BASH_SOURCE[0]}")/ab_scratch.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/ab_scratch.sh" "$@"
 TABLE="(id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric(12,2) NOT NULL,
         status text NOT NULL, note text, created_at timestamptz NOT NULL DEFAULT now())"
 "$PSQL" -X -q -v ON_ERROR_STOP=1 \

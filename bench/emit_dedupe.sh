@@ -13,16 +13,8 @@ set -euo pipefail
 CASES="plain fresh repeat scheduled"
 CLIENTS="1 8"
 SECS=10
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --cases) CASES=$2; shift 2 ;;
-        --clients) CLIENTS=$2; shift 2 ;;
-        --seconds) SECS=$2; shift 2 ;;
-        *) echo "emit_dedupe.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-done
 AB_NAME=emit_dedupe
-source "$(dirname "${BASH_SOURCE[0]}")/ab_scratch.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/ab_scratch.sh" "$@"
 "$PSQL" -X -q -v ON_ERROR_STOP=1 -c "SELECT event_bus.create_topic('dedupe_bench', 4)" \
     -c "SELECT event_bus.run_maintenance()" >/dev/null
 echo "SELECT event_bus.emit('dedupe_bench', 'OrderPlaced', '$PAYLOAD');" > "$DIR/plain.sql"

@@ -23,17 +23,8 @@ CASES="emit plain wide logshape"
 CLIENTS="1 8"
 SECS=10
 RUNS=2
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --cases) CASES=$2; shift 2 ;;
-        --clients) CLIENTS=$2; shift 2 ;;
-        --seconds) SECS=$2; shift 2 ;;
-        --runs) RUNS=$2; shift 2 ;;
-        *) echo "emit_floor.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-done
 AB_NAME=emit_floor
-source "$(dirname "${BASH_SOURCE[0]}")/ab_scratch.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/ab_scratch.sh" "$@"
 COLS="id uuid NOT NULL, topic text COLLATE \"C\" NOT NULL, type text NOT NULL, version integer NOT NULL,
       key text, lane smallint NOT NULL, payload jsonb NOT NULL, headers jsonb NOT NULL,
       emitted_at timestamptz NOT NULL, txid xid8, topic_hash integer NOT NULL"

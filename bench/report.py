@@ -24,6 +24,15 @@ from common import *  # noqa: F401,F403
 from phase_soak import levels_off
 
 
+
+def settle_note(add, settled, what, why):
+    """The report's sentence on the settling before each run (see common.settle)."""
+    if settled:
+        add("")
+        add("Before each %s the benchmark runs `VACUUM (ANALYZE)` and waits until the cluster is idle "
+            "(%.1f s in the median, at most %.1f s): %s." % (what, statistics.median(settled), max(settled), why))
+
+
 def fmt(v):
     if v != v:      # NaN
         return "n/a"
@@ -87,13 +96,9 @@ def build_report(results, info):
     add("Payload: the same %d-byte JSON document for every contender. Each emit figure is the median "
         "of %d runs of %d s, measured in %d interleaved rounds whose order is shuffled; the range "
         "(min–max) follows in brackets." % (len(PAYLOAD), ARGS.reps, ARGS.seconds, ARGS.reps))
-    settled = results.get("emit_settle_s")
-    if settled:
-        add("")
-        add("Before each emit run the benchmark runs `VACUUM (ANALYZE)` and waits until the cluster is idle "
-            "(the event_bus worker through the earlier runs' events, no autovacuum): %.1f s a run in the median, "
-            "at most %.1f s. A run measures its own work, not what the run before it left behind."
-            % (statistics.median(settled), max(settled)))
+    settle_note(add, results.get("emit_settle_s"), "emit run",
+                "the event_bus worker through the earlier runs' events, no autovacuum; a run measures "
+                "its own work, not what the run before it left behind")
     add("")
 
     summary = []
@@ -191,13 +196,9 @@ def build_report(results, info):
             "events gone at commit (at most once: no lease, no retry). synchronous_commit on. "
             "One run each (a drain is long)."
             % (ARGS.lanes, pre["events"] / pre["event_bus_s"], pre["pgq_ticks"], pre["events"] / pre["pgq_s"]))
-        settled = results.get("consume_settle_s")
-        if settled:
-            add("")
-            add("Before each drain the benchmark runs `VACUUM (ANALYZE)` and waits until the cluster is idle "
-                "(%.1f s in the median, at most %.1f s): the dead rows of the drain before it, such as the plain "
-                "queue's million deleted rows, are not vacuumed during the next one."
-                % (statistics.median(settled), max(settled)))
+        settle_note(add, results.get("consume_settle_s"), "drain",
+                    "the dead rows of the drain before it, such as the plain queue's million deleted rows, "
+                    "are not vacuumed during the next one")
         add("")
         add("| system | consumers | batch | events | seconds | events/s | events per claim / batch | server CPU µs/event | client CPU µs/event | load avg at start |")
         add("|---|---|---|---|---|---|---|---|---|---|")
