@@ -53,8 +53,7 @@ for r in $(seq 1 "$RUNS"); do
         case "$c" in
             many|plain|plainlane)
                 for n in $CLIENTS; do
-                    tps=$(PGOPTIONS="-c synchronous_commit=off" "$PGBENCH" -n -M prepared -c "$n" -j "$n" \
-                            -T "$SECS" -f "$DIR/$c.sql" 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+                    tps=$(ab_tps "$DIR/$c.sql" "$n")
                     echo "$c $n $(awk -v t="${tps:-0}" 'BEGIN { printf "%.0f", t * 1000 }')"
                 done ;;
             captured|bare)

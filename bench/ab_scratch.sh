@@ -21,3 +21,10 @@ PAYLOAD='{"order_id": 12345, "customer": "c-000042", "items": [{"sku": "sku-0", 
 DIR=$(mktemp -d "/tmp/$AB_NAME.XXXXXX")
 trap 'rm -rf "$DIR"' EXIT
 chmod 755 "$DIR"
+# ab_tps SCRIPT CLIENTS: transactions a second of pgbench -M prepared running
+# SCRIPT with CLIENTS clients for $SECS s, synchronous_commit off (empty if
+# pgbench failed).
+ab_tps() {
+    PGOPTIONS="-c synchronous_commit=off" "$PGBENCH" -n -M prepared -c "$2" -j "$2" -T "$SECS" -f "$1" 2>&1 |
+        sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1
+}

@@ -26,8 +26,7 @@ for c in $CASES; do
         "$PSQL" -X -q -v ON_ERROR_STOP=1 -c "SELECT count(event_bus.emit('dedupe_bench', 'OrderPlaced', '{}', dedupe_key => 'held-' || g)) FROM generate_series(1, 1000) g" >/dev/null
     fi
     for n in $CLIENTS; do
-        tps=$(PGOPTIONS="-c synchronous_commit=off" "$PGBENCH" -n -M prepared -c "$n" -j "$n" -T "$SECS" \
-                -f "$DIR/$c.sql" 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+        tps=$(ab_tps "$DIR/$c.sql" "$n")
         echo "$c $n ${tps:-failed}"
     done
 done

@@ -48,8 +48,7 @@ for r in $(seq 1 "$RUNS"); do
     for c in $CASES; do
         [ -f "$DIR/$c.sql" ] || { echo "emit_floor.sh: unknown case $c" >&2; exit 2; }
         for n in $CLIENTS; do
-            tps=$(PGOPTIONS="-c synchronous_commit=off" "$PGBENCH" -n -M prepared -c "$n" -j "$n" -T "$SECS" \
-                    -f "$DIR/$c.sql" 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+            tps=$(ab_tps "$DIR/$c.sql" "$n")
             echo "$c $n ${tps:-failed}"
         done
     done
