@@ -186,6 +186,7 @@ def settle(db, quiet=0.05, window=0.5, limit=60.0):
         last = now
     return time.perf_counter() - t0
 
+
 def worker_pid(db):
     """The pid of the event_bus worker of db (it starts when CREATE EXTENSION commits)."""
     for _ in range(50):

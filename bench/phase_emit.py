@@ -77,7 +77,7 @@ def run_emit_phase(results):
     wpid = worker_pid(db)
     runs = emit_runs()
     secs = ARGS.seconds
-    total = len(runs) * ARGS.reps * (secs + 1.5)
+    total = len(runs) * ARGS.reps * (secs + 7)     # 5-6 s of settling a run
     log("emit phase: %d configurations x %d rounds x %d s (about %d min)"
         % (len(runs), ARGS.reps, secs, total // 60 + 1))
     rng = random.Random(5)
