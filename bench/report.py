@@ -24,7 +24,6 @@ from common import *  # noqa: F401,F403
 from phase_soak import levels_off
 
 
-
 def settle_note(add, settled, what, why):
     """The report's sentence on the settling before each run (see common.settle)."""
     if settled:
